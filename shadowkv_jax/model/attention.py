@@ -1,0 +1,102 @@
+"""Attention back-ends plugged into each decoder layer.
+
+A back-end is a small frozen (hashable) dataclass called once per layer as
+
+    out, carry = backend(q, k, v, k_pre, carry=carry, layer=i, positions=pos, lengths=lens)
+
+with q [B, T, Hq, D] and k, v, k_pre [B, T, Hkv, D] (k post-RoPE, k_pre before RoPE). `carry` is
+whatever state the back-end keeps across layers and steps (the dense `KVCache` here; ShadowKV's
+state later) and `layer` the traced layer index inside the scan over layers. Exposing k_pre is what
+lets a ShadowKV prefill factor the pre-RoPE keys during the model's ordinary prefill.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from ..cache import KVCache
+
+NEG_INF = -1e30  # finite, so a fully masked row would give a uniform softmax instead of NaN
+
+
+def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Exact softmax attention for GQA.
+
+    q [B, T, Hq, D]; k, v [B, S, Hkv, D]; mask [B, T, S] (True = attend). Returns [B, T, Hq, D].
+    Scores and softmax in fp32.
+    """
+    b, t, hq, d = q.shape
+    hkv = k.shape[2]
+    qg = q.reshape(b, t, hkv, hq // hkv, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores / math.sqrt(d)
+    scores = jnp.where(mask[:, None, None], scores, NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+    return out.reshape(b, t, hq, d).astype(q.dtype)
+
+
+def prompt_mask(t: int, lengths: jax.Array) -> jax.Array:
+    """Causal mask [B, T, T] that also hides padding keys at or past each sequence's length."""
+    idx = jnp.arange(t)
+    causal = idx[None, :] <= idx[:, None]
+    return causal[None] & (idx[None, None, :] < lengths[:, None, None])
+
+
+@dataclasses.dataclass(frozen=True)
+class CausalAttention:
+    """Full causal attention over the given tokens, no cache (the plain forward pass)."""
+
+    def __call__(self, q, k, v, k_pre, *, carry, layer, positions, lengths):
+        return grouped_attention(q, k, v, prompt_mask(q.shape[1], lengths)), carry
+
+
+@dataclasses.dataclass(frozen=True)
+class DensePrefill:
+    """Causal attention over the prompt; writes its K/V to cache slots [0, T)."""
+
+    def __call__(self, q, k, v, k_pre, *, carry: KVCache, layer, positions, lengths):
+        out = grouped_attention(q, k, v, prompt_mask(q.shape[1], lengths))
+        # [B, T, Hkv, D] -> [1, B, Hkv, T, D] written at (layer, 0, 0, 0, 0)
+        kk = jnp.swapaxes(k, 1, 2)[None].astype(carry.k.dtype)
+        vv = jnp.swapaxes(v, 1, 2)[None].astype(carry.v.dtype)
+        start = (layer, 0, 0, 0, 0)
+        carry = dataclasses.replace(
+            carry,
+            k=jax.lax.dynamic_update_slice(carry.k, kk, start),
+            v=jax.lax.dynamic_update_slice(carry.v, vv, start))
+        return out, carry
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseDecode:
+    """One new token per sequence: write it at slot lengths[b], attend to slots [0, lengths[b]]."""
+
+    def __call__(self, q, k, v, k_pre, *, carry: KVCache, layer, positions, lengths):
+        b = q.shape[0]
+        rows = jnp.arange(b)
+        # advanced indices (layer, rows, lengths) -> the scattered slab is [B, Hkv, D]
+        ck = carry.k.at[layer, rows, :, lengths].set(k[:, 0].astype(carry.k.dtype))
+        cv = carry.v.at[layer, rows, :, lengths].set(v[:, 0].astype(carry.v.dtype))
+        carry = dataclasses.replace(carry, k=ck, v=cv)
+        k_layer = jax.lax.dynamic_index_in_dim(ck, layer, 0, keepdims=False)  # [B, Hkv, S, D]
+        v_layer = jax.lax.dynamic_index_in_dim(cv, layer, 0, keepdims=False)
+        out = decode_attention(q[:, 0], k_layer, v_layer, lengths + 1)
+        return out[:, None], carry
+
+
+def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, valid: jax.Array) -> jax.Array:
+    """q [B, Hq, D]; k, v [B, Hkv, S, D]; valid [B] keys per sequence. Returns [B, Hq, D]."""
+    b, hq, d = q.shape
+    hkv, s = k.shape[1], k.shape[2]
+    qg = q.reshape(b, hkv, hq // hkv, d)
+    scores = jnp.einsum("bkgd,bksd->bkgs", qg, k, preferred_element_type=jnp.float32) / math.sqrt(d)
+    mask = jnp.arange(s)[None, :] < valid[:, None]  # [B, S]
+    scores = jnp.where(mask[:, None, None], scores, NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgs,bksd->bkgd", probs, v, preferred_element_type=jnp.float32)
+    return out.reshape(b, hq, d).astype(q.dtype)

@@ -1,0 +1,132 @@
+"""Llama-family decoder in Flax (linen), used functionally.
+
+Parameters are one pytree with every layer's weights stacked on a leading L axis:
+
+    {"embed": [V, E], "final_norm": [E], "lm_head": [E, V] (untied only),
+     "layers": {"attn_norm": [L, E], "wq": [L, E, Hq*D], "wk": [L, E, Hkv*D], "wv": [L, E, Hkv*D],
+                "wo": [L, Hq*D, E], "mlp_norm": [L, E], "w_gate": [L, E, F], "w_up": [L, E, F],
+                "w_down": [L, F, E]}}
+
+`run_layers` scans one `DecoderLayer` over L with `jax.lax.scan`, so compile time does not grow
+with depth. Caches are never Flax variables: they travel as the `carry` of an attention back-end
+(model/attention.py) and come back out, so the model is `(params, tokens, carry) -> (out, carry)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ..config import ModelConfig
+from .attention import CausalAttention
+from .layers import apply_rope, rms_norm, rope_cos_sin, swiglu
+
+Params = dict[str, Any]
+INIT_STD = 0.02
+
+
+class DecoderLayer(nn.Module):
+    config: ModelConfig
+    attention: Any  # a frozen back-end from model/attention.py (or ShadowKV's)
+
+    @nn.compact
+    def __call__(self, x, positions, lengths, carry, layer):
+        """x [B, T, E], positions [B, T] true token positions, lengths [B]."""
+        c = self.config
+        e, d, hq, hkv = c.hidden_size, c.head_dim, c.num_heads, c.num_kv_heads
+        dt = c.jnp_dtype
+        w = nn.initializers.normal(INIT_STD)
+        ones = nn.initializers.ones
+        attn_norm = self.param("attn_norm", ones, (e,), dt)
+        wq = self.param("wq", w, (e, hq * d), dt)
+        wk = self.param("wk", w, (e, hkv * d), dt)
+        wv = self.param("wv", w, (e, hkv * d), dt)
+        wo = self.param("wo", w, (hq * d, e), dt)
+        mlp_norm = self.param("mlp_norm", ones, (e,), dt)
+        w_gate = self.param("w_gate", w, (e, c.intermediate_size), dt)
+        w_up = self.param("w_up", w, (e, c.intermediate_size), dt)
+        w_down = self.param("w_down", w, (c.intermediate_size, e), dt)
+
+        b, t, _ = x.shape
+        with jax.named_scope("qkv"):
+            h = rms_norm(x, attn_norm, c.rms_norm_eps)
+            q = (h @ wq).reshape(b, t, hq, d)
+            k_pre = (h @ wk).reshape(b, t, hkv, d)
+            v = (h @ wv).reshape(b, t, hkv, d)
+            cos, sin = rope_cos_sin(positions, c)
+            q, k = apply_rope(q, cos, sin), apply_rope(k_pre, cos, sin)
+        with jax.named_scope("attention"):
+            attn, carry = self.attention(q, k, v, k_pre, carry=carry, layer=layer,
+                                         positions=positions, lengths=lengths)
+        x = x + attn.reshape(b, t, hq * d) @ wo
+        with jax.named_scope("mlp"):
+            x = x + swiglu(rms_norm(x, mlp_norm, c.rms_norm_eps), w_gate, w_up, w_down)
+        return x, carry
+
+
+def init_params(config: ModelConfig, rng: jax.Array) -> Params:
+    """Random parameters of the real shapes (tests, throughput benchmarks)."""
+    k_embed, k_head, k_layers = jax.random.split(rng, 3)
+    e, dt = config.hidden_size, config.jnp_dtype
+    layer = DecoderLayer(config, CausalAttention())
+    x = jnp.zeros((1, 1, e), dt)
+    pos = jnp.zeros((1, 1), jnp.int32)
+    lens = jnp.ones((1,), jnp.int32)
+
+    def one(key):
+        return layer.init(key, x, pos, lens, None, 0)["params"]
+
+    params = {
+        "embed": (jax.random.normal(k_embed, (config.vocab_size, e), jnp.float32) * INIT_STD).astype(dt),
+        "final_norm": jnp.ones((e,), dt),
+        "layers": jax.vmap(one)(jax.random.split(k_layers, config.num_layers)),
+    }
+    if not config.tie_word_embeddings:
+        params["lm_head"] = (jax.random.normal(k_head, (e, config.vocab_size), jnp.float32)
+                             * INIT_STD).astype(dt)
+    return params
+
+
+def abstract_params(config: ModelConfig) -> Params:
+    """Shapes and dtypes of the parameters, without allocating them."""
+    return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+
+
+def embed(params: Params, tokens: jax.Array) -> jax.Array:
+    return jnp.take(params["embed"], tokens, axis=0)
+
+
+def run_layers(params: Params, config: ModelConfig, attention, x, positions, lengths, carry):
+    """All decoder layers under one `lax.scan`. Returns (hidden [B, T, E], carry)."""
+    layer = DecoderLayer(config, attention)
+
+    def body(state, xs):
+        h, c = state
+        layer_params, i = xs
+        h, c = layer.apply({"params": layer_params}, h, positions, lengths, c, i)
+        return (h, c), None
+
+    idx = jnp.arange(config.num_layers, dtype=jnp.int32)
+    (x, carry), _ = jax.lax.scan(body, (x, carry), (params["layers"], idx))
+    return x, carry
+
+
+def lm_head(params: Params, config: ModelConfig, x: jax.Array) -> jax.Array:
+    """Final norm and vocabulary projection; logits in fp32."""
+    x = rms_norm(x, params["final_norm"], config.rms_norm_eps)
+    w = params["embed"].T if config.tie_word_embeddings else params["lm_head"]
+    return jnp.einsum("...e,ev->...v", x, w, preferred_element_type=jnp.float32)
+
+
+def forward_logits(params: Params, config: ModelConfig, tokens: jax.Array,
+                   lengths: jax.Array | None = None) -> jax.Array:
+    """Plain forward over tokens [B, T] without a cache: logits [B, T, V] (fp32)."""
+    b, t = tokens.shape
+    if lengths is None:
+        lengths = jnp.full((b,), t, jnp.int32)
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    x, _ = run_layers(params, config, CausalAttention(), embed(params, tokens), positions, lengths, None)
+    return lm_head(params, config, x)

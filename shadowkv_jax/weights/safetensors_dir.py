@@ -1,0 +1,108 @@
+"""HF checkpoint directories: config.json + model.safetensors (or shards with an index).
+
+The safetensors format is an 8-byte little-endian header size, a JSON header of
+{name: {dtype, shape, data_offsets}}, then raw bytes. We read it with numpy memory maps so that
+bf16 tensors (which the `safetensors` numpy backend rejects) load without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import numpy as np
+
+from ..config import ConfigError, ModelConfig
+from .common import HF_LAYER_NAMES, WeightsError, assemble_params
+
+SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+
+
+def _np_dtype(code: str, source: str) -> np.dtype:
+    import ml_dtypes
+
+    if code not in SAFETENSORS_DTYPES:
+        raise WeightsError(f"{source}: tensor dtype {code!r} is not supported; "
+                           f"supported: {sorted(SAFETENSORS_DTYPES)}")
+    name = SAFETENSORS_DTYPES[code]
+    return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """name -> memory-mapped numpy array for one .safetensors file."""
+    if not os.path.isfile(path):
+        raise WeightsError(f"safetensors file not found: {path!r}")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise WeightsError(f"{path!r} is truncated: no safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n <= 0 or 8 + n > size:
+            raise WeightsError(f"{path!r} is corrupt: header size {n} does not fit a {size}-byte file")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise WeightsError(f"{path!r} is corrupt: unreadable header ({e})") from None
+    header.pop("__metadata__", None)
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n else None
+    out = {}
+    for name, info in header.items():
+        dt = _np_dtype(info["dtype"], path)
+        start, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if data is None or end > data.shape[0] or end - start != dt.itemsize * int(np.prod(shape)):
+            raise WeightsError(f"{path!r} is corrupt: tensor {name!r} data_offsets {start}..{end} do not "
+                               f"match shape {shape} of {info['dtype']} in a {size}-byte file")
+        out[name] = data[start:end].view(dt).reshape(shape)
+    return out
+
+
+def read_hf_config(directory: str) -> dict:
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise WeightsError(f"{directory!r} has no config.json; not an HF checkpoint directory")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise WeightsError(f"{path!r} is not valid JSON ({e})") from None
+
+
+def safetensors_files(directory: str) -> list[str]:
+    index = os.path.join(directory, "model.safetensors.index.json")
+    single = os.path.join(directory, "model.safetensors")
+    if os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f).get("weight_map", {})
+        return sorted({os.path.join(directory, v) for v in weight_map.values()})
+    if os.path.isfile(single):
+        return [single]
+    raise WeightsError(f"{directory!r} has neither model.safetensors nor model.safetensors.index.json")
+
+
+def load_hf_dir(directory: str, dtype: str | None = None) -> tuple[ModelConfig, dict]:
+    """(config, params) from an HF directory; params numpy in `dtype` (default: the config's)."""
+    hf = read_hf_config(directory)
+    try:
+        config = ModelConfig.from_hf(hf, dtype=dtype)
+    except ConfigError as e:
+        raise ConfigError(f"{directory!r}: {e}") from None
+    tensors: dict[str, np.ndarray] = {}
+    for path in safetensors_files(directory):
+        tensors.update(read_safetensors(path))
+
+    def get(name: str) -> np.ndarray:
+        if name not in tensors:
+            raise WeightsError(f"{directory!r}: missing tensor {name!r}")
+        return np.asarray(tensors[name], dtype=np.float32)
+
+    head = "lm_head.weight"
+    if not config.tie_word_embeddings and head not in tensors:
+        raise WeightsError(f"{directory!r}: config says untied embeddings but {head!r} is missing")
+    params = assemble_params(
+        config, get, directory,
+        layer_name=lambda i, ours: f"model.layers.{i}.{HF_LAYER_NAMES[ours][0]}",
+        embed_name="model.embed_tokens.weight", norm_name="model.norm.weight", head_name=head)
+    return config, params
