@@ -119,7 +119,7 @@ def forward(model: Model, token_ids) -> jax.Array:
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise GenerationError(f"token_ids must be [B, T] with T >= 1, got shape {tuple(ids.shape)}")
     _check_ids(model.config, np.asarray(ids))
-    return _forward_jit(model.params, ids, config=model.config)
+    return _forward_jit(model.params, config=model.config, tokens=ids)
 
 
 _forward_jit = jax.jit(forward_logits, static_argnames=("config",))

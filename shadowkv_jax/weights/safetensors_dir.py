@@ -45,16 +45,25 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise WeightsError(f"{path!r} is corrupt: unreadable header ({e})") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"{path!r} is corrupt: the header is not a JSON object")
     header.pop("__metadata__", None)
     data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n else None
     out = {}
     for name, info in header.items():
-        dt = _np_dtype(info["dtype"], path)
-        start, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if data is None or end > data.shape[0] or end - start != dt.itemsize * int(np.prod(shape)):
+        # a damaged entry must not escape as a KeyError/TypeError from deep inside numpy
+        try:
+            code = str(info["dtype"])
+            start, end = (int(x) for x in info["data_offsets"])
+            shape = tuple(int(x) for x in info["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise WeightsError(f"{path!r} is corrupt: tensor {name!r} has a malformed header entry "
+                               "(needs dtype, shape and two data_offsets)") from None
+        dt = _np_dtype(code, path)
+        if (data is None or not 0 <= start <= end <= data.shape[0] or min(shape, default=0) < 0
+                or end - start != dt.itemsize * int(np.prod(shape))):
             raise WeightsError(f"{path!r} is corrupt: tensor {name!r} data_offsets {start}..{end} do not "
-                               f"match shape {shape} of {info['dtype']} in a {size}-byte file")
+                               f"match shape {shape} of {code} in a {size}-byte file")
         out[name] = data[start:end].view(dt).reshape(shape)
     return out
 
