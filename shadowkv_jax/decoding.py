@@ -34,41 +34,49 @@ def prefill(params, tokens: jax.Array, lengths: jax.Array, *, config: ModelConfi
     return lm_head(params, config, last), dataclasses.replace(cache, lengths=lengths)
 
 
-def _step(params, config, attention, carry, tokens):
+def _step(params, config, attention, carry, tokens, consts=None):
     """One token per sequence through all layers. tokens [B] -> (logits [B, V], carry)."""
     lengths = carry.lengths
     x, carry = run_layers(params, config, attention, embed(params, tokens[:, None]),
-                          lengths[:, None], lengths, carry)
+                          lengths[:, None], lengths, carry, consts)
     logits = lm_head(params, config, x[:, 0])
     return logits, dataclasses.replace(carry, lengths=lengths + 1)
 
 
 @partial(jax.jit, static_argnames=("config", "attention"), donate_argnames=("carry",))
-def decode_step(params, carry, tokens: jax.Array, *, config: ModelConfig, attention=DenseDecode()):
-    """The streaming step: feed tokens [B] (written at slot lengths[b]) -> (logits [B, V], carry)."""
-    return _step(params, config, attention, carry, tokens)
+def decode_step(params, carry, tokens: jax.Array, consts=None, *, config: ModelConfig,
+                attention=DenseDecode()):
+    """The streaming step: feed tokens [B] (written at slot lengths[b]) -> (logits [B, V], carry).
+
+    `consts` is read-only state for the attention back-end (not donated, not returned).
+    """
+    return _step(params, config, attention, carry, tokens, consts)
 
 
 @partial(jax.jit, static_argnames=("config", "sampler", "num_steps", "attention", "return_logits"),
          donate_argnames=("carry",))
-def decode_loop(params, carry, first_tokens: jax.Array, key: jax.Array, eos_ids: jax.Array, *,
-                config: ModelConfig, sampler, num_steps: int, attention=DenseDecode(),
+def decode_loop(params, carry, first_tokens: jax.Array, key: jax.Array, eos_ids: jax.Array,
+                consts=None, *, config: ModelConfig, sampler, num_steps: int, attention=DenseDecode(),
                 return_logits: bool = False):
     """Feed `first_tokens` [B] and sample `num_steps` more under `lax.scan`.
 
-    Returns (tokens [B, num_steps], carry, logits [num_steps, B, V] or None). A sequence that has
-    produced an id in `eos_ids` keeps emitting its first EOS id afterwards.
+    Returns (tokens [B, num_steps], carry, extras) where extras maps "logits" to [num_steps, B, V]
+    (if return_logits) and "metrics" to the carry's per-step `step_metrics` (if it has any). A
+    sequence that has produced an id in `eos_ids` keeps emitting its first EOS id afterwards.
     """
     eos_fill = eos_ids[0] if eos_ids.shape[0] else jnp.int32(0)
 
     def body(state, step_key):
         c, tok, done = state
-        logits, c = _step(params, config, attention, c, tok)
+        logits, c = _step(params, config, attention, c, tok, consts)
         nxt = jnp.where(done, eos_fill, sampler(logits, step_key))
         done = done | jnp.isin(nxt, eos_ids)
-        return (c, nxt, done), (nxt, logits if return_logits else None)
+        extras = {"metrics": getattr(c, "step_metrics", None)}
+        if return_logits:
+            extras["logits"] = logits
+        return (c, nxt, done), (nxt, extras)
 
     done0 = jnp.isin(first_tokens, eos_ids)
-    (carry, _, _), (tokens, logits) = jax.lax.scan(
+    (carry, _, _), (tokens, extras) = jax.lax.scan(
         body, (carry, first_tokens.astype(jnp.int32), done0), jax.random.split(key, num_steps))
-    return tokens.T, carry, logits
+    return tokens.T, carry, extras

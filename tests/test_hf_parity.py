@@ -6,6 +6,7 @@ and compares `shadowkv_jax.forward` logits against `LlamaForCausalLM(...).logits
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,7 +20,6 @@ from safetensors.torch import load_file, save_file
 
 import shadowkv_jax
 from shadowkv_jax import ConfigError, ModelNotFoundError, WeightsError
-from shadowkv_jax.api import Model
 
 from hf_helpers import (assert_logits_match, hf_logits, logit_delta, other_rope_spelling, random_ids,
                         read_config, tiny_llama, write_config)
@@ -84,7 +84,7 @@ def test_llama3_scaling_is_exercised(tmp_path):
     ids = random_ids(hf.config.vocab_size)
     ref = hf_logits(hf, ids)
     model = shadowkv_jax.load_model(save(hf, tmp_path))
-    unscaled = Model(model.config.replace(rope_scaling=None), model.params)
+    unscaled = dataclasses.replace(model, config=model.config.replace(rope_scaling=None))
     delta, scale = logit_delta(our_logits(unscaled, ids), ref)
     assert delta > 100 * FP32_REL * scale, f"unscaled RoPE gives max|Δ|={delta:.3e} only"
     assert_logits_match(our_logits(model, ids), ref, rel=FP32_REL, label="llama3")
@@ -176,13 +176,54 @@ def _huge_header_size(data: bytes) -> bytes:
     return (1 << 40).to_bytes(8, "little") + data[8:]
 
 
-@pytest.mark.parametrize("corrupt", [_truncate, _garble_header, _huge_header_size,
-                                     lambda data: data[:5], lambda data: b""],
-                         ids=["truncated", "garbled_header", "huge_header_size", "5_bytes", "empty"])
+def _edit_header(edit):
+    """A corruption that rewrites the JSON header's entry of the tensor at offset 0 (data untouched)."""
+    def corrupt(data: bytes) -> bytes:
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + n])
+        first = next(k for k, v in header.items() if k != "__metadata__" and v["data_offsets"][0] == 0)
+        head = json.dumps(edit(header, first)).encode()
+        return len(head).to_bytes(8, "little") + head + data[8 + n:]
+    return corrupt
+
+
+def _drop(key):
+    return lambda h, first: {**h, first: {k: v for k, v in h[first].items() if k != key}}
+
+
+def _set(key, value):
+    return lambda h, first: {**h, first: {**h[first], key: value}}
+
+
+CORRUPTIONS = {
+    "truncated": _truncate,
+    "garbled_header": _garble_header,
+    "huge_header_size": _huge_header_size,
+    "5_bytes": lambda data: data[:5],
+    "empty": lambda data: b"",
+    "header_not_object": _edit_header(lambda h, first: list(h)),
+    "entry_without_dtype": _edit_header(_drop("dtype")),
+    "entry_without_offsets": _edit_header(_drop("data_offsets")),
+    # same length, shifted before the data block: numpy would silently wrap the negative start
+    "negative_offset": _edit_header(lambda h, first: {
+        **h, first: {**h[first], "data_offsets": [o - 8 for o in h[first]["data_offsets"]]}}),
+    "shape_not_a_list": _edit_header(_set("shape", "x")),
+    "integer_dtype": _edit_header(_set("dtype", "I64")),
+}
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_corrupt_safetensors(checkpoint, corrupt):
     path = checkpoint / "model.safetensors"
     path.write_bytes(corrupt(path.read_bytes()))
     with pytest.raises(WeightsError, match="model.safetensors"):
+        shadowkv_jax.load_model(str(checkpoint))
+
+
+@pytest.mark.parametrize("index", ["{", "[]", '{"metadata": {}}'])
+def test_corrupt_shard_index(checkpoint, index):
+    (checkpoint / "model.safetensors.index.json").write_text(index)
+    with pytest.raises(WeightsError, match="model.safetensors.index.json"):
         shadowkv_jax.load_model(str(checkpoint))
 
 

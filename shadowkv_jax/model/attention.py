@@ -2,11 +2,13 @@
 
 A back-end is a small frozen (hashable) dataclass called once per layer as
 
-    out, carry = backend(q, k, v, k_pre, carry=carry, layer=i, positions=pos, lengths=lens)
+    out, carry = backend(q, k, v, k_pre, carry=carry, layer=i, positions=pos, lengths=lens,
+                         consts=consts)
 
 with q [B, T, Hq, D] and k, v, k_pre [B, T, Hkv, D] (k post-RoPE, k_pre before RoPE). `carry` is
 whatever state the back-end keeps across layers and steps (the dense `KVCache` here; ShadowKV's
-state later) and `layer` the traced layer index inside the scan over layers. Exposing k_pre is what
+state later) and `layer` the traced layer index inside the scan over layers. `consts` is read-only
+state that is not carried (ShadowKV's offloaded values), so it is never copied or donated. Exposing k_pre is what
 lets a ShadowKV prefill factor the pre-RoPE keys during the model's ordinary prefill.
 """
 
@@ -40,6 +42,31 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array)
     return out.reshape(b, t, hq, d).astype(q.dtype)
 
 
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Array,
+                     block: int = 512) -> jax.Array:
+    """Causal attention over a prompt, in query blocks so scores never exceed [B, Hq, block, T].
+
+    q [B, T, Hq, D]; k, v [B, T, Hkv, D]; lengths [B] hide padding keys. Returns [B, T, Hq, D].
+    """
+    b, t = q.shape[:2]
+    if t <= block:
+        return grouped_attention(q, k, v, prompt_mask(t, lengths))
+    pad = -t % block
+    qp = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    nb = (t + pad) // block
+    qb = jnp.moveaxis(qp.reshape(b, nb, block, *q.shape[2:]), 1, 0)  # [nb, B, block, Hq, D]
+    key_idx = jnp.arange(t)
+
+    def one(args):
+        i, qi = args
+        rows = i * block + jnp.arange(block)
+        mask = (key_idx[None, :] <= rows[:, None])[None] & (key_idx[None, None, :] < lengths[:, None, None])
+        return grouped_attention(qi, k, v, mask)
+
+    out = jax.lax.map(one, (jnp.arange(nb), qb))  # [nb, B, block, Hq, D]
+    return jnp.moveaxis(out, 0, 1).reshape(b, nb * block, *q.shape[2:])[:, :t]
+
+
 def prompt_mask(t: int, lengths: jax.Array) -> jax.Array:
     """Causal mask [B, T, T] that also hides padding keys at or past each sequence's length."""
     idx = jnp.arange(t)
@@ -51,16 +78,16 @@ def prompt_mask(t: int, lengths: jax.Array) -> jax.Array:
 class CausalAttention:
     """Full causal attention over the given tokens, no cache (the plain forward pass)."""
 
-    def __call__(self, q, k, v, k_pre, *, carry, layer, positions, lengths):
-        return grouped_attention(q, k, v, prompt_mask(q.shape[1], lengths)), carry
+    def __call__(self, q, k, v, k_pre, *, carry, layer, positions, lengths, consts=None):
+        return causal_attention(q, k, v, lengths), carry
 
 
 @dataclasses.dataclass(frozen=True)
 class DensePrefill:
     """Causal attention over the prompt; writes its K/V to cache slots [0, T)."""
 
-    def __call__(self, q, k, v, k_pre, *, carry: KVCache, layer, positions, lengths):
-        out = grouped_attention(q, k, v, prompt_mask(q.shape[1], lengths))
+    def __call__(self, q, k, v, k_pre, *, carry: KVCache, layer, positions, lengths, consts=None):
+        out = causal_attention(q, k, v, lengths)
         # [B, T, Hkv, D] -> [1, B, Hkv, T, D] written at (layer, 0, 0, 0, 0)
         kk = jnp.swapaxes(k, 1, 2)[None].astype(carry.k.dtype)
         vv = jnp.swapaxes(v, 1, 2)[None].astype(carry.v.dtype)
@@ -76,7 +103,7 @@ class DensePrefill:
 class DenseDecode:
     """One new token per sequence: write it at slot lengths[b], attend to slots [0, lengths[b]]."""
 
-    def __call__(self, q, k, v, k_pre, *, carry: KVCache, layer, positions, lengths):
+    def __call__(self, q, k, v, k_pre, *, carry: KVCache, layer, positions, lengths, consts=None):
         b = q.shape[0]
         rows = jnp.arange(b)
         # advanced indices (layer, rows, lengths) -> the scattered slab is [B, Hkv, D]

@@ -33,7 +33,7 @@ class DecoderLayer(nn.Module):
     attention: Any  # a frozen back-end from model/attention.py (or ShadowKV's)
 
     @nn.compact
-    def __call__(self, x, positions, lengths, carry, layer):
+    def __call__(self, x, positions, lengths, carry, layer, consts=None):
         """x [B, T, E], positions [B, T] true token positions, lengths [B]."""
         c = self.config
         e, d, hq, hkv = c.hidden_size, c.head_dim, c.num_heads, c.num_kv_heads
@@ -60,7 +60,7 @@ class DecoderLayer(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k_pre, cos, sin)
         with jax.named_scope("attention"):
             attn, carry = self.attention(q, k, v, k_pre, carry=carry, layer=layer,
-                                         positions=positions, lengths=lengths)
+                                         positions=positions, lengths=lengths, consts=consts)
         x = x + attn.reshape(b, t, hq * d) @ wo
         with jax.named_scope("mlp"):
             x = x + swiglu(rms_norm(x, mlp_norm, c.rms_norm_eps), w_gate, w_up, w_down)
@@ -99,14 +99,18 @@ def embed(params: Params, tokens: jax.Array) -> jax.Array:
     return jnp.take(params["embed"], tokens, axis=0)
 
 
-def run_layers(params: Params, config: ModelConfig, attention, x, positions, lengths, carry):
-    """All decoder layers under one `lax.scan`. Returns (hidden [B, T, E], carry)."""
+def run_layers(params: Params, config: ModelConfig, attention, x, positions, lengths, carry,
+               consts=None):
+    """All decoder layers under one `lax.scan`. Returns (hidden [B, T, E], carry).
+
+    `carry` is threaded through the layers (and may be updated in place); `consts` is read-only.
+    """
     layer = DecoderLayer(config, attention)
 
     def body(state, xs):
         h, c = state
         layer_params, i = xs
-        h, c = layer.apply({"params": layer_params}, h, positions, lengths, c, i)
+        h, c = layer.apply({"params": layer_params}, h, positions, lengths, c, i, consts)
         return (h, c), None
 
     idx = jnp.arange(config.num_layers, dtype=jnp.int32)

@@ -83,9 +83,12 @@ def safetensors_files(directory: str) -> list[str]:
     index = os.path.join(directory, "model.safetensors.index.json")
     single = os.path.join(directory, "model.safetensors")
     if os.path.isfile(index):
-        with open(index) as f:
-            weight_map = json.load(f).get("weight_map", {})
-        return sorted({os.path.join(directory, v) for v in weight_map.values()})
+        try:
+            with open(index) as f:
+                weight_map = json.load(f)["weight_map"]
+            return sorted({os.path.join(directory, v) for v in weight_map.values()})
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise WeightsError(f"{index!r} is corrupt: no readable weight_map ({e!r})") from None
     if os.path.isfile(single):
         return [single]
     raise WeightsError(f"{directory!r} has neither model.safetensors nor model.safetensors.index.json")

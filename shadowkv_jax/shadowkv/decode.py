@@ -1,0 +1,124 @@
+"""The ShadowKV decode step for one layer (the jnp reference path).
+
+1. append the new token's exact K/V to the generated segment;
+2. select: per query head, softmax over chunks of q . landmark / sqrt(D); per KV head, max over its
+   G query heads; top-k chunks (outliers are not selectable; padding chunks never win);
+3. rebuild the selected keys: A rows of the selected tokens times W_h, RoPE at the true positions;
+4. gather the selected values (device or pinned host memory);
+5. one softmax per query head over [local | outliers | selected | generated].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from ..config import ModelConfig
+from ..model.attention import NEG_INF
+from ..model.layers import apply_rope, rope_cos_sin
+from .config import ShadowKVConfig
+from .state import ShadowKVState
+from .values import gather_values
+
+
+def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array,
+                  k: int) -> jax.Array:
+    """q [B, Hq, D], landmarks [B, Hkv, n_sel, D], chunk_ids [B, Hkv, n_sel] -> chunk ids [B, Hkv, k]."""
+    b, hq, d = q.shape
+    hkv = landmarks.shape[1]
+    qg = q.reshape(b, hkv, hq // hkv, d)
+    s = jnp.einsum("bhgd,bhnd->bhgn", qg, landmarks, preferred_element_type=jnp.float32) / math.sqrt(d)
+    valid = chunk_ids < num_chunks[:, None, None]  # [B, Hkv, n_sel]
+    s = jnp.where(valid[:, :, None], s, NEG_INF)
+    score = jnp.max(jax.nn.softmax(s, axis=-1), axis=2)  # [B, Hkv, n_sel]
+    score = jnp.where(valid, score, -1.0)  # below any probability: padding never wins
+    _, top = jax.lax.top_k(score, k)
+    return jnp.take_along_axis(chunk_ids, top, axis=-1)
+
+
+def reconstruct_keys(a_layer: jax.Array, w_layer: jax.Array, chunks: jax.Array, chunk_size: int,
+                     model: ModelConfig) -> jax.Array:
+    """Post-RoPE keys of the selected chunks.
+
+    a_layer [B, n_c*c, r], w_layer [B, Hkv, r, D], chunks [B, Hkv, k] -> [B, Hkv, k*c, D].
+    """
+    b, h, k = chunks.shape
+    pos = (chunks[..., None] * chunk_size + jnp.arange(chunk_size)).reshape(b, h, k * chunk_size)
+    rows = jax.vmap(lambda a, p: a[p])(a_layer, pos)  # [B, Hkv, k*c, r]
+    k_pre = jnp.einsum("bhnr,bhrd->bhnd", rows, w_layer, preferred_element_type=jnp.float32)
+    cos, sin = rope_cos_sin(pos, model)  # [B, Hkv, k*c, D]
+    # apply_rope expects [..., heads, D] with cos [..., D]; treat tokens as the "heads" axis
+    out = apply_rope(k_pre[..., None, :], cos, sin)[..., 0, :]
+    return out.astype(a_layer.dtype)
+
+
+def hit_rate(selected: jax.Array, previous: jax.Array) -> jax.Array:
+    """Fraction of this step's chunks that were also selected at the previous step."""
+    hits = jnp.any(selected[..., :, None] == previous[..., None, :], axis=-1)
+    return jnp.mean(hits.astype(jnp.float32))
+
+
+def sparse_attention(q, segments) -> jax.Array:
+    """q [B, Hq, D]; segments: list of (k [B, Hkv, n, D], v [B, Hkv, n, D], mask [B, Hkv|1, n])."""
+    b, hq, d = q.shape
+    hkv = segments[0][0].shape[1]
+    keys = jnp.concatenate([s[0] for s in segments], axis=2)
+    vals = jnp.concatenate([s[1] for s in segments], axis=2)
+    mask = jnp.concatenate([jnp.broadcast_to(s[2], (b, hkv, s[2].shape[-1])) for s in segments], axis=2)
+    qg = q.reshape(b, hkv, hq // hkv, d)
+    s = jnp.einsum("bhgd,bhnd->bhgn", qg, keys, preferred_element_type=jnp.float32) / math.sqrt(d)
+    s = jnp.where(mask[:, :, None], s, NEG_INF)
+    p = jax.nn.softmax(s, axis=-1).astype(vals.dtype)
+    out = jnp.einsum("bhgn,bhnd->bhgd", p, vals, preferred_element_type=jnp.float32)
+    return out.reshape(b, hq, d).astype(q.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShadowKVDecode:
+    """One new token per sequence; `consts` holds the values [L, B, Hkv, n_c, c, D]."""
+
+    config: ShadowKVConfig
+    model: ModelConfig
+    placement: str = "device"
+
+    def __call__(self, q, k, v, k_pre, *, carry: ShadowKVState, layer, positions, lengths, consts):
+        cfg, st = self.config, carry
+        c = cfg.chunk_size
+        b = q.shape[0]
+        rows = jnp.arange(b)
+        at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
+
+        gen_idx = lengths - st.prompt_lengths  # [B] slot of the new token
+        gen_k = st.gen_k.at[layer, rows, :, gen_idx].set(k[:, 0].astype(st.gen_k.dtype))
+        gen_v = st.gen_v.at[layer, rows, :, gen_idx].set(v[:, 0].astype(st.gen_v.dtype))
+
+        with jax.named_scope("select"):
+            chunks = select_chunks(q[:, 0], at(st.landmarks), at(st.chunk_ids), st.num_chunks,
+                                   cfg.selected_chunks)
+            prev = at(st.prev_selection)
+        with jax.named_scope("reconstruct"):
+            sel_k = reconstruct_keys(at(st.a), at(st.w), chunks, c, self.model)
+        with jax.named_scope("fetch_values"):
+            sel_v = gather_values(consts, layer, chunks, self.placement)
+            sel_v = sel_v.reshape(sel_k.shape).astype(sel_k.dtype)
+
+        sel_valid = jnp.repeat(chunks < st.num_chunks[:, None, None], c, axis=-1)
+        loc_valid = (jnp.arange(cfg.local_capacity)[None, :] < st.local_lengths[:, None])[:, None]
+        gen_valid = (jnp.arange(cfg.max_new_tokens)[None, :] <= gen_idx[:, None])[:, None]
+        out_valid = jnp.ones((1, 1, st.outlier_k.shape[3]), bool)
+        with jax.named_scope("sparse_attention"):
+            out = sparse_attention(q[:, 0], [
+                (at(st.local_k), at(st.local_v), loc_valid),
+                (at(st.outlier_k), at(st.outlier_v), out_valid),
+                (sel_k, sel_v, sel_valid),
+                (jax.lax.dynamic_index_in_dim(gen_k, layer, 0, False),
+                 jax.lax.dynamic_index_in_dim(gen_v, layer, 0, False), gen_valid),
+            ])
+        metrics = {"hit_rate": st.step_metrics["hit_rate"].at[layer].set(hit_rate(chunks, prev))}
+        carry = dataclasses.replace(
+            st, gen_k=gen_k, gen_v=gen_v, step_metrics=metrics,
+            prev_selection=st.prev_selection.at[layer].set(chunks))
+        return out[:, None], carry

@@ -1,0 +1,140 @@
+"""ShadowKVState: everything a ShadowKV decode needs, as one registered dataclass pytree.
+
+Shapes (L layers, B batch, Hkv KV heads, D head dim, r rank, c chunk size, n_c chunk slots,
+n_sel = n_c - n_out selectable chunks, k selected chunks, W_loc local slots, N_gen generated slots):
+
+    a             [L, B, n_c * c, r]       low-rank left factor, one row per chunked token
+    w             [L, B, Hkv, r, D]        right factor viewed per head (basis shared by all heads)
+    landmarks     [L, B, Hkv, n_sel, D]    mean post-RoPE key of each selectable chunk
+    chunk_ids     [L, B, Hkv, n_sel]       chunk index of each landmark (outliers removed)
+    outlier_k/v   [L, B, Hkv, n_out * c, D] exact post-RoPE keys / values of the outlier chunks
+    local_k/v     [L, B, Hkv, W_loc, D]    exact local window (last n_loc chunks + remainder)
+    values        [L, B, Hkv, n_c, c, D]   values of every chunk, chunk-contiguous, at `placement`
+    gen_k/v       [L, B, Hkv, N_gen, D]    generated tokens, exact (always attended)
+    prompt_lengths, lengths, num_chunks, local_lengths  [B] int32
+    prev_selection [L, B, Hkv, k]          chunk ids selected at the previous step (-1 before)
+    step_metrics  {"hit_rate": [L]}         this step's fraction of selected chunks that were hits
+
+Ragged batches: every sequence starts at position 0, so chunk j covers positions [j c, (j+1) c)
+for all sequences; chunks at or past `num_chunks[b]` are padding and are never selected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from ..config import ModelConfig
+from .config import ShadowKVConfig
+
+ARRAY_FIELDS = ("a", "w", "landmarks", "chunk_ids", "outlier_k", "outlier_v", "local_k", "local_v",
+                "values", "gen_k", "gen_v", "prompt_lengths", "lengths", "num_chunks", "local_lengths",
+                "prev_selection", "step_metrics")
+STATIC_FIELDS = ("config", "placement")
+
+
+@partial(jax.tree_util.register_dataclass, data_fields=ARRAY_FIELDS, meta_fields=STATIC_FIELDS)
+@dataclasses.dataclass(frozen=True)
+class ShadowKVState:
+    a: jax.Array
+    w: jax.Array
+    landmarks: jax.Array
+    chunk_ids: jax.Array
+    outlier_k: jax.Array
+    outlier_v: jax.Array
+    local_k: jax.Array
+    local_v: jax.Array
+    values: jax.Array | None
+    gen_k: jax.Array
+    gen_v: jax.Array
+    prompt_lengths: jax.Array
+    lengths: jax.Array
+    num_chunks: jax.Array
+    local_lengths: jax.Array
+    prev_selection: jax.Array
+    step_metrics: dict
+    config: ShadowKVConfig  # static
+    placement: str  # static: where `values` lives, "host" or "device"
+
+    @property
+    def chunk_slots(self) -> int:  # n_c
+        return self.a.shape[2] // self.config.chunk_size
+
+    @property
+    def batch(self) -> int:
+        return self.a.shape[1]
+
+    def without_values(self) -> "ShadowKVState":
+        """The part that decoding updates (values are read-only and travel separately)."""
+        return dataclasses.replace(self, values=None)
+
+    def with_values(self, values) -> "ShadowKVState":
+        return dataclasses.replace(self, values=values)
+
+    def nbytes_by_placement(self) -> dict[str, int]:
+        """Bytes of this state on the accelerator ("device") and in host memory ("host")."""
+        out = {"device": 0, "host": 0}
+        for name in ARRAY_FIELDS:
+            for leaf in jax.tree_util.tree_leaves(getattr(self, name)):
+                where = self.placement if name == "values" else "device"
+                out[where] += leaf.size * leaf.dtype.itemsize
+        return out
+
+
+def state_shapes(model: ModelConfig, cfg: ShadowKVConfig, batch: int, chunk_slots: int) -> dict:
+    """name -> (shape, dtype) of every array field; the single declaration the rest derives from."""
+    L, B, H, D = model.num_layers, batch, model.num_kv_heads, model.head_dim
+    c, r, n_c = cfg.chunk_size, cfg.rank, chunk_slots
+    n_out, k = cfg.outlier_chunks, cfg.selected_chunks
+    n_sel = n_c - n_out
+    dt, i32 = model.jnp_dtype, jnp.int32
+    return {
+        "a": ((L, B, n_c * c, r), dt),
+        "w": ((L, B, H, r, D), dt),
+        "landmarks": ((L, B, H, n_sel, D), dt),
+        "chunk_ids": ((L, B, H, n_sel), i32),
+        "outlier_k": ((L, B, H, n_out * c, D), dt),
+        "outlier_v": ((L, B, H, n_out * c, D), dt),
+        "local_k": ((L, B, H, cfg.local_capacity, D), dt),
+        "local_v": ((L, B, H, cfg.local_capacity, D), dt),
+        "values": ((L, B, H, n_c, c, D), dt),
+        "gen_k": ((L, B, H, cfg.max_new_tokens, D), dt),
+        "gen_v": ((L, B, H, cfg.max_new_tokens, D), dt),
+        "prompt_lengths": ((B,), i32),
+        "lengths": ((B,), i32),
+        "num_chunks": ((B,), i32),
+        "local_lengths": ((B,), i32),
+        "prev_selection": ((L, B, H, k), i32),
+        "step_metrics": {"hit_rate": ((L,), jnp.float32)},
+    }
+
+
+def empty_state(model: ModelConfig, cfg: ShadowKVConfig, batch: int, chunk_slots: int,
+                placement: str = "device") -> ShadowKVState:
+    """A zero-filled state (prev_selection = -1) of the right shapes, values on the device."""
+    shapes = state_shapes(model, cfg, batch, chunk_slots)
+
+    def make(name, spec):
+        if name == "step_metrics":
+            return {k: jnp.zeros(*v) for k, v in spec.items()}
+        fill = -1 if name == "prev_selection" else 0
+        return jnp.full(spec[0], fill, spec[1])
+
+    return ShadowKVState(**{n: make(n, s) for n, s in shapes.items()}, config=cfg, placement=placement)
+
+
+def host_sharding(device=None):
+    device = device or jax.devices()[0]
+    return jax.sharding.SingleDeviceSharding(device, memory_kind="pinned_host")
+
+
+def place_values(state: ShadowKVState, placement: str) -> ShadowKVState:
+    """Move `values` to pinned host memory ("host") or the accelerator ("device")."""
+    if placement not in ("host", "device"):
+        raise ValueError(f"placement={placement!r} must be 'host' or 'device'")
+    dev = jax.devices()[0]
+    sharding = host_sharding(dev) if placement == "host" else jax.sharding.SingleDeviceSharding(dev)
+    return dataclasses.replace(state, values=jax.device_put(state.values, sharding), placement=placement)
