@@ -78,11 +78,14 @@ def _compiled(fn, *args, **static):
     return _COMPILED[key]
 
 
-def prefill_prompts(model: Model, prompts, *, method="full", max_new_tokens: int = 64,
+def prefill_prompts(model: Model, prompts, *, method="full", max_new_tokens: int | None = None,
                     chat: bool | None = None) -> Prefilled:
-    """Encode and prefill a batch. For "full", the cache holds prompt + max_new_tokens slots; for
-    ShadowKV, the state's generated-token buffers hold `method.max_new_tokens`."""
+    """Encode and prefill a batch. For "full", the cache holds prompt + max_new_tokens slots
+    (default 64); for ShadowKV, the state's generated-token buffers hold `method.max_new_tokens`
+    (the default here)."""
     _check_method(method)
+    if max_new_tokens is None:
+        max_new_tokens = 64 if method == "full" else method.max_new_tokens
     id_lists = encode_prompts(model, prompts, chat)
     _check_lengths(model.config, id_lists, max_new_tokens)
     cfg, lens = model.config, [len(x) for x in id_lists]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -15,8 +13,9 @@ PARITY_TOKENS = 640  # >= 512 positions: long enough that RoPE and causal maskin
 # Both sides dequantize the same Q4_1/Q8_0 blocks to fp32, so only float rounding (different op
 # order/fusion in XLA vs torch) separates them. Measured on the 640-token prefix of
 # english_long.txt: max |Δlogit| ≈ 1.4e-4 with logits up to ~43 (≈3e-6 relative), identical greedy
-# tokens everywhere. 1e-3 leaves ~7x headroom for other CPUs/BLAS builds yet is far below what real
-# bugs give (wrong RoPE pairing, norm eps, GQA mapping or tied head all move logits by >= 1e-1).
+# tokens everywhere. 1e-3 leaves ~7x headroom for other CPUs/BLAS builds (summation order) and is
+# still ~4e4x below the logit scale, so any real modelling difference shows: e.g. skipping the q/k
+# un-permutation drops greedy agreement to ~22%.
 MAX_ABS_LOGIT_DELTA = 1e-3
 MIN_GREEDY_AGREEMENT = 0.99
 
@@ -102,11 +101,12 @@ def _corrupt_bytes(kind: str, real: str) -> bytes:
     with open(real, "rb") as f:
         if kind == "header_only":  # valid magic/version, metadata cut off
             return f.read(1000)
-        size = os.fstat(f.fileno()).st_size
-        return f.read(size // 2)  # "half": an interrupted download, tensor data cut off
+        # "truncated": an interrupted download; metadata and tensor infos (~1.8 MB) intact,
+        # tensor data cut off
+        return f.read(4 << 20)
 
 
-@pytest.mark.parametrize("kind", ["header_only", "random", "empty", "half"])
+@pytest.mark.parametrize("kind", ["header_only", "random", "empty", "truncated"])
 def test_corrupt_gguf_file(kind, smollm2_path, tmp_path):
     path = tmp_path / f"corrupt_{kind}.gguf"
     path.write_bytes(_corrupt_bytes(kind, smollm2_path))

@@ -119,13 +119,16 @@ def test_bf16_checkpoint(tmp_path):
     model32 = shadowkv_jax.load_model(directory, dtype="float32")
     assert_logits_match(our_logits(model32, ids), ref, rel=FP32_REL, label="bf16 file, fp32 compute")
 
-    # Loaded as stored, the model computes in bf16: only a loose match is expected.
+    # Loaded as stored, the model computes in bf16: only a loose match is expected, with torch's
+    # own bf16 forward of the same checkpoint as the yardstick.
     model16 = shadowkv_jax.load_model(directory)
     assert model16.config.dtype == "bfloat16"
     assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(model16.params))
     delta, scale = logit_delta(our_logits(model16, ids), ref)
-    print(f"[bf16 compute] max|Δ|={delta:.2e} scale={scale:.3g} rel={delta / scale:.2e}")
-    assert delta <= 5e-2 * scale, f"bf16 compute: max|Δ|={delta:.3e} vs logit scale {scale:.3g}"
+    torch_delta, _ = logit_delta(hf_logits(hf, ids), ref)
+    print(f"[bf16 compute] max|Δ|={delta:.2e} (torch bf16: {torch_delta:.2e}) scale={scale:.3g}")
+    assert delta <= 5e-2 * scale and delta <= 2 * torch_delta, (
+        f"bf16 compute: max|Δ|={delta:.3e}, torch bf16 max|Δ|={torch_delta:.3e}, logit scale {scale:.3g}")
 
 
 # ---------------------------------------------------------------------------------- errors

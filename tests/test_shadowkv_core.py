@@ -1,0 +1,194 @@
+"""ShadowKV core: exactness against full attention, factorization, validation, ragged batches,
+memory accounting, degenerate inputs, host placement, saved states."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import shadowkv_jax as sk
+from shadowkv_jax.model.llama import init_params
+from shadowkv_jax.shadowkv.factorize import factorize, subspace_agreement
+from shadowkv_jax.shadowkv.memory import state_bytes
+from shadowkv_jax.shadowkv.prefill import chunk_outlier_scores
+
+
+@pytest.fixture(scope="module")
+def english_ids(smollm2, english_long):
+    ids = smollm2.tokenizer.encode(english_long)
+    assert len(ids) >= 600
+    return ids
+
+
+def exact_config(model_cfg, prompt_len, c=8, max_new=64):
+    """Full rank, no outliers, a budget covering every chunk: ShadowKV must equal full attention."""
+    n_c = (prompt_len - 4 * c) // c
+    return sk.ShadowKVConfig(rank=model_cfg.num_kv_heads * model_cfg.head_dim, chunk_size=c,
+                             sparse_budget=n_c * c, outlier_chunks=0, local_chunks=4,
+                             max_new_tokens=max_new)
+
+
+def tiny_model(num_heads, num_kv_heads, head_dim=16, seed=0):
+    cfg = sk.ModelConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2,
+                         num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
+                         max_position_embeddings=1024, rope_theta=1000.0)
+    params = init_params(cfg, jax.random.key(seed))
+    # larger q/k weights give peaked attention, so a wrong key would show in the logits
+    params["layers"]["wq"] = params["layers"]["wq"] * 8
+    params["layers"]["wk"] = params["layers"]["wk"] * 8
+    return sk.Model(cfg, params, None, f"tiny-{num_heads}x{num_kv_heads}")
+
+
+def _compare(model, ids, method, steps):
+    [a] = sk.generate(model, [ids], method=method, max_new_tokens=steps, return_logits=True)
+    [b] = sk.generate(model, [ids], method="full", max_new_tokens=steps, return_logits=True)
+    return a, b, float(np.abs(a.stats["logits"] - b.stats["logits"]).max())
+
+
+def test_exactness_smollm2(smollm2, english_ids):
+    ids = english_ids[:333]  # not a multiple of the chunk size: a remainder joins the local window
+    a, b, err = _compare(smollm2, ids, exact_config(smollm2.config, len(ids)), steps=64)
+    print(f"SmolLM2 exactness over 64 steps: max |dlogit| = {err:.3g}")
+    assert err < 1e-3, err
+    assert a.token_ids == b.token_ids
+    assert a.stats["hit_rate"] == 1.0  # every chunk selected every step
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 1)], ids=["MHA", "MQA"])
+def test_exactness_tiny(heads, kv_heads):
+    model = tiny_model(heads, kv_heads)
+    ids = list(np.random.default_rng(0).integers(1, 128, 203))
+    _, _, err = _compare(model, ids, exact_config(model.config, len(ids)), steps=64)
+    print(f"{heads}x{kv_heads} exactness: max |dlogit| = {err:.3g}")
+    assert err < 1e-4, err
+
+
+def test_sparse_config_differs_but_stays_close(smollm2, english_ids):
+    """A real sparse setting must actually change the computation (the test above is not vacuous)."""
+    ids = english_ids[:400]
+    cfg = sk.ShadowKVConfig(rank=48, chunk_size=8, sparse_budget=64, outlier_chunks=2, max_new_tokens=16)
+    a, b, err = _compare(smollm2, ids, cfg, steps=8)
+    assert err > 1e-3
+    assert 0.0 <= a.stats["hit_rate"] <= 1.0
+    assert np.isfinite(a.stats["logits"]).all()
+
+
+def test_factorization_error_decreases_with_rank(smollm2, english_ids):
+    k = jax.random.normal(jax.random.key(0), (1, 512, 96)) @ jnp.diag(jnp.linspace(3, 0.01, 96))
+    errs = []
+    s = np.linalg.svd(np.asarray(k[0]), compute_uv=False)
+    for r in (4, 8, 16, 32, 64, 96):
+        a, w = factorize(k, r, "svd")
+        err = float(jnp.linalg.norm(k - a @ w))
+        errs.append(err)
+        np.testing.assert_allclose(err, np.sqrt((s[r:] ** 2).sum()), rtol=1e-3, atol=1e-3)
+    assert all(e1 >= e2 - 1e-4 for e1, e2 in zip(errs, errs[1:])), errs
+    assert errs[-1] < 1e-3
+
+
+def test_gram_route_agrees_with_svd():
+    k = jax.random.normal(jax.random.key(1), (2, 700, 64)) @ jnp.diag(jnp.geomspace(10, 0.01, 64))
+    for r in (8, 32):
+        a1, w1 = factorize(k, r, "svd")
+        a2, w2 = factorize(k, r, "gram")
+        agree = float(subspace_agreement(w1[0], w2[0]))
+        assert agree > 0.999, agree
+        np.testing.assert_allclose(np.asarray(a1 @ w1), np.asarray(a2 @ w2), atol=2e-3)
+
+
+def test_config_validation(smollm2):
+    with pytest.raises(sk.ShadowKVConfigError, match="sparse_budget=100 must be a multiple of chunk_size=8"):
+        sk.ShadowKVConfig(sparse_budget=100)
+    with pytest.raises(sk.ShadowKVConfigError, match="factorization='qr'"):
+        sk.ShadowKVConfig(factorization="qr")
+    with pytest.raises(sk.ShadowKVConfigError, match="rank=0"):
+        sk.ShadowKVConfig(rank=0)
+    with pytest.raises(sk.ShadowKVConfigError, match="rank=200 must be <= num_kv_heads \\* head_dim"):
+        sk.ShadowKVConfig(rank=200).validate(smollm2.config)
+    cfg = sk.ShadowKVConfig(rank=32, sparse_budget=128, outlier_chunks=4)
+    with pytest.raises(sk.GenerationError, match="too short .* at least 192 tokens"):
+        sk.generate(smollm2, [[5] * 100], method=cfg)
+    with pytest.raises(sk.GenerationError, match="exceeds .*max_new_tokens=1024"):
+        sk.generate(smollm2, [[5] * 300], method=cfg, max_new_tokens=2000)
+
+
+def test_for_model_scales_the_reference_defaults(smollm2):
+    cfg = sk.ShadowKVConfig.for_model(smollm2, 4096)
+    assert cfg.rank == 32 and cfg.chunk_size == 8 and cfg.local_chunks == 4
+    assert cfg.sparse_budget == 128 and cfg.outlier_chunks == 3  # ~3% of 4K
+    big = sk.ModelConfig(vocab_size=10, hidden_size=4096, intermediate_size=14336, num_layers=32,
+                         num_heads=32, num_kv_heads=8, head_dim=128)
+    ref = sk.ShadowKVConfig.for_model(big, 131072)
+    assert (ref.rank, ref.sparse_budget, ref.outlier_chunks) == (160, 2048, 48)  # the reference's
+
+
+def test_ragged_batch_equals_each_alone(smollm2, english_ids):
+    prompts = [english_ids[:260], english_ids[40:420], english_ids[100:371], english_ids[:512]]
+    cfg = sk.ShadowKVConfig(rank=48, chunk_size=8, sparse_budget=96, outlier_chunks=2, max_new_tokens=16)
+    batch = sk.generate(smollm2, prompts, method=cfg, max_new_tokens=12, return_logits=True)
+    for p, rb in zip(prompts, batch):
+        [ra] = sk.generate(smollm2, [p], method=cfg, max_new_tokens=12, return_logits=True)
+        assert rb.token_ids == ra.token_ids
+        n = len(ra.token_ids) + 1
+        assert np.abs(rb.stats["logits"][:n] - ra.stats["logits"][:n]).max() < 2e-3
+
+
+def test_memory_function_matches_state(smollm2, english_ids):
+    cfg = sk.ShadowKVConfig(rank=48, chunk_size=8, sparse_budget=96, outlier_chunks=2, max_new_tokens=16)
+    pre = sk.prefill_prompts(smollm2, [english_ids[:300], english_ids[:377]], method=cfg)
+    real = pre.state.nbytes_by_placement()
+    predicted = state_bytes(smollm2.config, cfg, 377, batch=2, placement=pre.state.placement)
+    assert predicted["device"] == real["device"] and predicted["host"] == real["host"]
+    direct = sum(x.nbytes for x in jax.tree.leaves(pre.state))
+    assert direct == real["device"] + real["host"]
+
+
+def test_degenerate_inputs_give_no_nan(smollm2):
+    cfg = sk.ShadowKVConfig(rank=32, chunk_size=8, sparse_budget=64, outlier_chunks=2, max_new_tokens=8)
+    [r] = sk.generate(smollm2, [[42] * 300], method=cfg, max_new_tokens=8, return_logits=True)
+    assert np.isfinite(r.stats["logits"]).all()
+    # all-zero keys: cosine guard in the outlier score and a zero landmark
+    zeros = jnp.zeros((1, 2, 5, 8, 16))
+    assert np.isfinite(np.asarray(chunk_outlier_scores(zeros, zeros.mean(axis=3)))).all()
+    model = tiny_model(4, 2)
+    params = dict(model.params, layers=dict(model.params["layers"],
+                                            wk=jnp.zeros_like(model.params["layers"]["wk"])))
+    zero_k = dataclasses.replace(model, params=params)
+    ids = list(range(1, 120))
+    cfg = sk.ShadowKVConfig(rank=8, chunk_size=4, sparse_budget=16, outlier_chunks=2, max_new_tokens=8)
+    [r] = sk.generate(zero_k, [ids], method=cfg, max_new_tokens=8, return_logits=True)
+    assert np.isfinite(r.stats["logits"]).all()
+
+
+def test_host_placement_matches_device(smollm2, english_ids):
+    """Values in pinned host memory (gathered by a host computation) give the same decode."""
+    base = sk.ShadowKVConfig(rank=48, chunk_size=8, sparse_budget=96, outlier_chunks=2, max_new_tokens=16)
+    ids = english_ids[:300]
+    outs = {}
+    for placement in ("host", "device"):
+        cfg = dataclasses.replace(base, value_placement=placement)
+        pre = sk.prefill_prompts(smollm2, [ids], method=cfg, max_new_tokens=10)
+        assert pre.state.placement == placement
+        assert pre.state.values.sharding.memory_kind == ("pinned_host" if placement == "host" else "device")
+        [outs[placement]] = sk.decode_prefilled(smollm2, pre, max_new_tokens=10, return_logits=True)
+    assert outs["host"].token_ids == outs["device"].token_ids
+    np.testing.assert_allclose(outs["host"].stats["logits"], outs["device"].stats["logits"], atol=1e-5)
+
+
+def test_saved_state_decodes_like_a_fresh_prefill(smollm2, english_ids, tmp_path):
+    from shadowkv_jax.shadowkv.checkpoint import load_prefilled, save_prefilled
+
+    cfg = sk.ShadowKVConfig(rank=48, chunk_size=8, sparse_budget=96, outlier_chunks=2, max_new_tokens=16,
+                            value_placement="host")
+    pre = sk.prefill_prompts(smollm2, [english_ids[:300]], method=cfg, max_new_tokens=10)
+    save_prefilled(str(tmp_path / "state"), pre)
+    [fresh] = sk.decode_prefilled(smollm2, pre, max_new_tokens=10, return_logits=True)
+    for _ in range(2):  # decode the restored state twice: a state can be reused via the checkpoint
+        restored = load_prefilled(str(tmp_path / "state"))
+        assert restored.state.placement == "host"
+        assert restored.state.values.sharding.memory_kind == "pinned_host"
+        [again] = sk.decode_prefilled(smollm2, restored, max_new_tokens=10, return_logits=True)
+        assert again.token_ids == fresh.token_ids
+        np.testing.assert_allclose(again.stats["logits"], fresh.stats["logits"], atol=1e-6)
