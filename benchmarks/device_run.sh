@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (see BENCHMARKS.md). The SmolLM2 GGUF (98 MB) travels in two halves under
+# .carry/a and .carry/b (each call carries at most 64 MiB); wheels missing there travel under .whl.
+#   stage1: install, stash half A, environment check, host-memory probe, factorization bench
+#   stage2: join the GGUF, demo, dense bench, NIAH (values in pinned_host), test suite on the GPU box
+set -uo pipefail
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /root/m
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=/tmp/site:$PWD
+GGUF=/root/m/smollm2.gguf
+export SHADOWKV_JAX_MODEL=$GGUF
+case "${1:-}" in
+stage1)
+  cp .carry/a/smol.part00 /root/m/
+  nvidia-smi -L; python3 -c "import jax, flax, orbax.checkpoint as o; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__)"
+  python3 benchmarks/host_memory_probe.py --json "$OUT/probe.json" 2>&1 | grep -v Traceback | tail -20
+  python3 benchmarks/bench_factorization.py --tokens 32768 --dims 1024 --rank 160 --json "$OUT/factorization_gpu.json"
+  ;;
+stage2)
+  cat /root/m/smol.part00 .carry/b/smol.part01 > $GGUF
+  (cd /root/m && sed "s#  .*#  $GGUF#" "$OLDPWD/.carry/b/md5" | md5sum -c -) || exit 1
+  python3 -m shadowkv_jax generate --prompt "What is the capital of France?" --json | tee "$OUT/demo.json"
+  python3 benchmarks/bench_dense.py --context 2048 --batch 1 8 --dtype float32 bfloat16 --decode-steps 128 \
+      --repeats 5 --json "$OUT/bench_dense_gpu.json" | tail -8
+  python3 benchmarks/niah_run.py --lengths 4096 7168 --placement host --json "$OUT/niah_gpu.json" | tail -8
+  ;;
+tests)
+  cat /root/m/smol.part00 .carry/b/smol.part01 > $GGUF 2>/dev/null || true
+  JAX_PLATFORMS=cpu timeout 520 python3 -m pytest -q -x -p no:cacheprovider tests 2>&1 | tail -15
+  ;;
+esac
