@@ -18,7 +18,16 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None,
                    help="GGUF file, HF directory or shadowkv_jax checkpoint (default: embedded SmolLM2)")
     g.add_argument("--max-new-tokens", type=int, default=64)
-    g.add_argument("--method", default="full", choices=["full"])
+    g.add_argument("--method", default="full", choices=["full", "shadowkv"])
+    sk = g.add_argument_group("ShadowKV (with --method shadowkv; unset fields come from "
+                              "ShadowKVConfig.for_model(model, prompt length))")
+    sk.add_argument("--rank", type=int)
+    sk.add_argument("--chunk-size", type=int)
+    sk.add_argument("--sparse-budget", type=int, help="selected tokens per KV head and step")
+    sk.add_argument("--outlier-chunks", type=int)
+    sk.add_argument("--local-chunks", type=int)
+    sk.add_argument("--factorization", choices=["svd", "gram"])
+    sk.add_argument("--value-placement", choices=["auto", "host", "device"])
     g.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (with --temperature)")
@@ -41,6 +50,20 @@ def _sampler(args):
     return Temperature(args.temperature) if args.temperature > 0 else Greedy()
 
 
+def _method(args, model, prompts, chat):
+    """"full", or a ShadowKVConfig scaled to the shortest prompt with the flags' overrides."""
+    if args.method == "full":
+        return "full"
+    from .api import encode_prompts
+    from .shadowkv import ShadowKVConfig
+
+    shortest = min(len(ids) for ids in encode_prompts(model, prompts, chat))
+    names = ("rank", "chunk_size", "sparse_budget", "outlier_chunks", "local_chunks", "factorization",
+             "value_placement")
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    return ShadowKVConfig.for_model(model, shortest, max_new_tokens=args.max_new_tokens, **overrides)
+
+
 def _generate(args) -> int:
     from . import generate, load_model
 
@@ -52,15 +75,23 @@ def _generate(args) -> int:
         print("error: give at least one --prompt or --prompt-file", file=sys.stderr)
         return 2
     model = load_model(args.model, dtype=args.dtype)
-    results = generate(model, prompts, method=args.method, max_new_tokens=args.max_new_tokens,
-                       sampler=_sampler(args), chat=False if args.no_chat else None, seed=args.seed)
+    chat = False if args.no_chat else None
+    method = _method(args, model, prompts, chat)
+    results = generate(model, prompts, method=method, max_new_tokens=args.max_new_tokens,
+                       sampler=_sampler(args), chat=chat, seed=args.seed)
     if args.json:
         out = [{"prompt": p, "text": r.text, "prompt_tokens": r.stats["prompt_tokens"],
                 "generated_tokens": r.stats["generated_tokens"],
                 "prefill_tokens_per_s": r.stats["prefill_tokens_per_s"],
                 "decode_tokens_per_s": r.stats["decode_tokens_per_s"],
                 "compile_s": r.stats["compile_s"], "method": r.stats["method"],
-                "device": r.stats["device"]} for p, r in zip(prompts, results)]
+                "hit_rate": r.stats.get("hit_rate"), "device": r.stats["device"]}
+               for p, r in zip(prompts, results)]
+        if method != "full":
+            import dataclasses
+
+            for o in out:
+                o["shadowkv_config"] = dataclasses.asdict(method)
         print(json.dumps(out[0] if len(out) == 1 else out, indent=1))
     else:
         for p, r in zip(prompts, results):
@@ -80,10 +111,12 @@ def _convert(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from . import ConfigError, GenerationError, ModelNotFoundError, TokenizerError, WeightsError
+    from . import (ConfigError, GenerationError, ModelNotFoundError, ShadowKVConfigError, TokenizerError,
+                   WeightsError)
 
     try:
         return {"generate": _generate, "convert": _convert}[args.command](args)
-    except (ConfigError, GenerationError, ModelNotFoundError, TokenizerError, WeightsError) as e:
+    except (ConfigError, GenerationError, ModelNotFoundError, ShadowKVConfigError, TokenizerError,
+            WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -18,14 +18,22 @@ def _gather(layer_values: jax.Array, chunk_ids: jax.Array) -> jax.Array:
                                mode="promise_in_bounds")
 
 
+def _host_transform():
+    """`compute_on` as a function transform: named `compute_on2` in jax 0.10, `compute_on` in 0.11."""
+    from jax.experimental import compute_on as co
+
+    return getattr(co, "compute_on2", None) or co.compute_on
+
+
+def _gather_layer(values: jax.Array, layer, chunk_ids: jax.Array) -> jax.Array:
+    return _gather(jax.lax.dynamic_index_in_dim(values, layer, 0, keepdims=False), chunk_ids)
+
+
 def gather_values(values: jax.Array, layer, chunk_ids: jax.Array, placement: str) -> jax.Array:
     """values [L, B, Hkv, n_c, c, D] at `placement`, chunk_ids [B, Hkv, k] -> [B, Hkv, k, c, D] on device."""
     if placement == "device":
-        return _gather(jax.lax.dynamic_index_in_dim(values, layer, 0, keepdims=False), chunk_ids)
-    from jax.experimental.compute_on import compute_on
-
+        return _gather_layer(values, layer, chunk_ids)
     host = jax.memory.Space.Host
-    ids_h, layer_h = jax.device_put(chunk_ids, host), jax.device_put(layer, host)
-    with compute_on("device_host"):
-        picked = _gather(jax.lax.dynamic_index_in_dim(values, layer_h, 0, keepdims=False), ids_h)
-    return jax.device_put(picked, jax.memory.Space.Device)
+    on_host = _host_transform()(_gather_layer, compute_type="device_host",
+                                out_memory_spaces=jax.memory.Space.Device)
+    return on_host(values, jax.device_put(layer, host), jax.device_put(chunk_ids, host))
