@@ -116,7 +116,7 @@ def test_config_validation(smollm2):
 
 def test_for_model_scales_the_reference_defaults(smollm2):
     cfg = sk.ShadowKVConfig.for_model(smollm2, 4096)
-    assert cfg.rank == 32 and cfg.chunk_size == 8 and cfg.local_chunks == 4
+    assert cfg.rank == 48 and cfg.chunk_size == 8 and cfg.local_chunks == 4
     assert cfg.sparse_budget == 128 and cfg.outlier_chunks == 3  # ~3% of 4K
     big = sk.ModelConfig(vocab_size=10, hidden_size=4096, intermediate_size=14336, num_layers=32,
                          num_heads=32, num_kv_heads=8, head_dim=128)
@@ -192,3 +192,41 @@ def test_saved_state_decodes_like_a_fresh_prefill(smollm2, english_ids, tmp_path
         [again] = sk.decode_prefilled(smollm2, restored, max_new_tokens=10, return_logits=True)
         assert again.token_ids == fresh.token_ids
         np.testing.assert_allclose(again.stats["logits"], fresh.stats["logits"], atol=1e-6)
+
+
+def test_two_thousand_generated_tokens_none_dropped():
+    """Exact settings: 2,000 generated tokens match full attention step for step, and every one of
+    them sits in the state's generated-token buffer."""
+    model = tiny_model(4, 2, seed=3)
+    ids = list(np.random.default_rng(1).integers(1, 128, 160))
+    cfg = exact_config(model.config, len(ids), max_new=2000)
+    n = 2000
+    pre = sk.prefill_prompts(model, [ids], method=cfg)
+    [a] = sk.decode_prefilled(model, pre, max_new_tokens=n, return_logits=True)
+    [b] = sk.generate(model, [ids], method="full", max_new_tokens=n, return_logits=True)
+    assert a.stats["generated_tokens"] == n == b.stats["generated_tokens"]
+    assert a.token_ids == b.token_ids
+    err = np.abs(a.stats["logits"] - b.stats["logits"]).max()
+    assert err < 1e-3, err
+    # the decode consumed `pre`; run the loop again by hand to look at the final state
+    from shadowkv_jax.decoding import decode_loop
+    from shadowkv_jax.shadowkv.decode import ShadowKVDecode
+
+    pre = sk.prefill_prompts(model, [ids], method=cfg)
+    first = jnp.argmax(pre.next_logits, -1).astype(jnp.int32)
+    _, final, _ = decode_loop(model.params, pre.state.without_values(), first, jax.random.key(0),
+                              jnp.zeros((0,), jnp.int32), pre.state.values, config=model.config,
+                              sampler=sk.Greedy(), num_steps=n - 1,
+                              attention=ShadowKVDecode(cfg, model.config, pre.state.placement))
+    assert int(final.lengths[0]) == len(ids) + n - 1
+    written = np.abs(np.asarray(final.gen_k)).sum(axis=(0, 2, 4))[0]  # [N_gen] per slot
+    assert (written[: n - 1] > 0).all() and (written[n - 1:] == 0).all()
+
+
+def test_more_than_max_new_tokens_is_an_error(smollm2):
+    cfg = sk.ShadowKVConfig(rank=32, sparse_budget=64, outlier_chunks=1, max_new_tokens=8)
+    with pytest.raises(sk.GenerationError, match="max_new_tokens=9 exceeds"):
+        sk.generate(smollm2, [[7] * 200], method=cfg, max_new_tokens=9)
+    pre = sk.prefill_prompts(smollm2, [[7] * 200], method=cfg)
+    with pytest.raises(sk.GenerationError, match="max_new_tokens=9 exceeds ShadowKVConfig.max_new_tokens=8"):
+        sk.decode_prefilled(smollm2, pre, max_new_tokens=9)

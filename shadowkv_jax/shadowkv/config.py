@@ -20,6 +20,7 @@ IMPLEMENTATIONS = ("auto", "reference", "pallas")
 REFERENCE_RANK, REFERENCE_HKV_D = 160, 1024
 REFERENCE_BUDGET, REFERENCE_CONTEXT = 2048, 131072
 OUTLIERS_PER_1K_BUDGET = 24
+MIN_RANK = 48
 
 
 class ShadowKVConfigError(ValueError):
@@ -98,7 +99,9 @@ class ShadowKVConfig:
     def for_model(cls, model, context_len: int, **overrides) -> "ShadowKVConfig":
         """The reference's defaults scaled to a model and a context length.
 
-        * rank: 160 per 1024 key dims (Hkv * D), rounded up to a multiple of 8, at most Hkv * D;
+        * rank: 160 per 1024 key dims (Hkv * D), rounded up to a multiple of 8, but never below 48
+          and never above Hkv * D (at SmolLM2's 192 key dims, rank 32 dropped a digit of a needle
+          at 7K tokens that rank 48 retrieved);
         * sparse_budget: 2048 tokens per 128K of context (1.56%), but at short contexts never below
           3% of the context or 256 tokens, whichever is smaller; rounded up to whole chunks;
         * outlier_chunks: 24 per 1024 budget tokens (at least 1);
@@ -108,7 +111,7 @@ class ShadowKVConfig:
         mc: ModelConfig = getattr(model, "config", model)
         c = overrides.get("chunk_size", 8)
         hd = mc.num_kv_heads * mc.head_dim
-        rank = min(hd, 8 * math.ceil(REFERENCE_RANK * hd / REFERENCE_HKV_D / 8))
+        rank = min(hd, max(MIN_RANK, 8 * math.ceil(REFERENCE_RANK * hd / REFERENCE_HKV_D / 8)))
         budget = max(REFERENCE_BUDGET * context_len / REFERENCE_CONTEXT, min(0.03 * context_len, 256))
         budget = c * max(1, math.ceil(budget / c))
         outliers = max(1, round(OUTLIERS_PER_1K_BUDGET * budget / 1024))
