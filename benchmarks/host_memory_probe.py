@@ -1,6 +1,6 @@
 """Probe which ways of reading selected value chunks from `pinned_host` memory work under jit on this
-JAX/GPU, and how fast: (a) an XLA host computation (`compute_on("device_host")`) that gathers and
-then transfers, (b) a Pallas (Triton) gather kernel reading the host array directly, top-level and
+JAX/GPU, and how fast: (a) an XLA host computation (`compute_on("device_host")`, shadowkv_jax's jnp
+route) that gathers and then transfers, (b) a Pallas (Triton) gather kernel reading the host array directly, top-level and
 (c) inside a `lax.scan` over layers. Prints one line per probe; JSON to --json.
 """
 
@@ -80,17 +80,10 @@ def main():
             traceback.print_exc()
         print(name, out["probes"][name], flush=True)
 
-    def a():
-        from jax.experimental.compute_on import compute_on
+    def a():  # the jnp reference route of shadowkv_jax (a host computation, then a transfer)
+        from shadowkv_jax.shadowkv.values import gather_values
 
-        @jax.jit
-        def f(vals, ids, layer):
-            ids_h = jax.device_put(ids, jax.memory.Space.Host)
-            layer_h = jax.device_put(layer[0], jax.memory.Space.Host)
-            with compute_on("device_host"):
-                v = jax.lax.dynamic_index_in_dim(vals, layer_h, 0, keepdims=False)  # [B, H, NC, C, D]
-                g = jnp.take_along_axis(v, ids_h[..., None, None], axis=2, mode="promise_in_bounds")
-            return jax.device_put(g, jax.memory.Space.Device)
+        f = jax.jit(lambda vals, ids, layer: gather_values(vals, layer[0], ids, "host"))
         return f(vals_h, ids, layer), timeit(f, vals_h, ids, layer)
 
     def b():

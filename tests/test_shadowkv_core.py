@@ -33,7 +33,7 @@ def exact_config(model_cfg, prompt_len, c=8, max_new=64):
 def tiny_model(num_heads, num_kv_heads, head_dim=16, seed=0):
     cfg = sk.ModelConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2,
                          num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
-                         max_position_embeddings=1024, rope_theta=1000.0)
+                         max_position_embeddings=4096, rope_theta=1000.0)
     params = init_params(cfg, jax.random.key(seed))
     # larger q/k weights give peaked attention, so a wrong key would show in the logits
     params["layers"]["wq"] = params["layers"]["wq"] * 8
@@ -198,7 +198,7 @@ def test_two_thousand_generated_tokens_none_dropped():
     """Exact settings: 2,000 generated tokens match full attention step for step, and every one of
     them sits in the state's generated-token buffer."""
     model = tiny_model(4, 2, seed=3)
-    ids = list(np.random.default_rng(1).integers(1, 128, 160))
+    ids = list(np.random.default_rng(1).integers(1, 128, 1021))
     cfg = exact_config(model.config, len(ids), max_new=2000)
     n = 2000
     pre = sk.prefill_prompts(model, [ids], method=cfg)
