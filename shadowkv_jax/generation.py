@@ -19,7 +19,7 @@ from .decoding import decode_loop, decode_step, prefill
 from .model.attention import DenseDecode
 from .sampling import Greedy
 from .shadowkv.config import ShadowKVConfig, ShadowKVConfigError
-from .shadowkv.decode import ShadowKVDecode
+from .shadowkv.decode import ShadowKVDecode, resolve_implementation
 from .shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
 from .shadowkv.state import ShadowKVState, place_values
 
@@ -148,7 +148,12 @@ def decode_prefilled(model: Model, pre: Prefilled, *, max_new_tokens: int = 64, 
     if isinstance(method, ShadowKVConfig):
         st: ShadowKVState = pre.state
         carry, consts = st.without_values(), st.values
-        attention = ShadowKVDecode(method, cfg, st.placement)
+        platform = jax.devices()[0].platform
+        try:
+            impl = resolve_implementation(cfg, method, platform)
+        except ValueError as e:
+            raise GenerationError(str(e)) from None
+        attention = ShadowKVDecode(method, cfg, st.placement, impl, interpret=platform != "gpu")
     else:
         carry, consts, attention = pre.state, None, DenseDecode()
 
@@ -171,6 +176,7 @@ def decode_prefilled(model: Model, pre: Prefilled, *, max_new_tokens: int = 64, 
 
     all_tokens = np.concatenate([np.asarray(first)[:, None], np.asarray(rest)], axis=1)
     stats = dict(pre.stats, method="full" if method == "full" else "shadowkv", batch=batch,
+                 implementation=attention.implementation if method != "full" else "xla",
                  compile_decode_s=compile_s, decode_s=decode_s,
                  decode_tokens_per_s=(batch * steps / decode_s) if steps else float("nan"),
                  device=jax.devices()[0].device_kind)

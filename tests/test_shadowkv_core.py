@@ -230,3 +230,26 @@ def test_more_than_max_new_tokens_is_an_error(smollm2):
     pre = sk.prefill_prompts(smollm2, [[7] * 200], method=cfg)
     with pytest.raises(sk.GenerationError, match="max_new_tokens=9 exceeds ShadowKVConfig.max_new_tokens=8"):
         sk.decode_prefilled(smollm2, pre, max_new_tokens=9)
+
+
+def test_pallas_decode_matches_reference(smollm2, english_ids):
+    """The decode step with the fused kernel (interpreted on CPU) equals the jnp path; ragged batch."""
+    base = sk.ShadowKVConfig(rank=48, chunk_size=8, sparse_budget=96, outlier_chunks=2, max_new_tokens=8,
+                             value_placement="device")
+    prompts = [english_ids[:300], english_ids[50:427]]
+    out = {}
+    for impl in ("reference", "pallas"):
+        cfg = dataclasses.replace(base, implementation=impl)
+        out[impl] = sk.generate(smollm2, prompts, method=cfg, max_new_tokens=6, return_logits=True)
+        assert all(r.stats["implementation"] == impl for r in out[impl])
+    for ref, ker in zip(out["reference"], out["pallas"]):
+        assert ref.token_ids == ker.token_ids
+        err = np.abs(ref.stats["logits"] - ker.stats["logits"]).max()
+        assert err < 2e-3, err
+
+
+def test_explicit_pallas_never_falls_back(smollm2):
+    cfg = sk.ShadowKVConfig(rank=40, sparse_budget=64, outlier_chunks=1, max_new_tokens=8,
+                            implementation="pallas")
+    with pytest.raises(sk.GenerationError, match="implementation='pallas' cannot run this config: rank=40"):
+        sk.generate(smollm2, [[7] * 300], method=cfg, max_new_tokens=4)

@@ -76,13 +76,48 @@ def sparse_attention(q, segments) -> jax.Array:
     return out.reshape(b, hq, d).astype(q.dtype)
 
 
+def kernel_supported(model: ModelConfig, cfg: ShadowKVConfig) -> str | None:
+    """None if the Pallas kernel handles these shapes, else the reason it does not."""
+    d, c = model.head_dim, cfg.chunk_size
+    if d & (d - 1):
+        return f"head_dim={d} is not a power of two"
+    if c & (c - 1):
+        return f"chunk_size={c} is not a power of two"
+    if cfg.rank % 16:
+        return f"rank={cfg.rank} is not a multiple of 16"
+    return None
+
+
+def resolve_implementation(model: ModelConfig, cfg: ShadowKVConfig, platform: str) -> str:
+    """"reference" or "pallas". "auto" picks the kernel on GPU when the shapes allow it; an explicit
+    "pallas" with unsupported shapes is an error (it never falls back silently)."""
+    reason = kernel_supported(model, cfg)
+    if cfg.implementation == "pallas":
+        if reason:
+            raise ValueError(f"implementation='pallas' cannot run this config: {reason}")
+        return "pallas"
+    if cfg.implementation == "auto" and platform == "gpu":
+        if reason is None:
+            return "pallas"
+        import warnings
+
+        warnings.warn(f"ShadowKV uses the jnp reference decode on GPU because {reason}")
+    return "reference"
+
+
 @dataclasses.dataclass(frozen=True)
 class ShadowKVDecode:
-    """One new token per sequence; `consts` holds the values [L, B, Hkv, n_c, c, D]."""
+    """One new token per sequence; `consts` holds the values [L, B, Hkv, n_c, c, D].
+
+    implementation "pallas" runs the fused gather-reconstruct kernel over the selected chunks
+    (interpreted when `interpret`, e.g. on CPU) and merges it with the exact segments.
+    """
 
     config: ShadowKVConfig
     model: ModelConfig
     placement: str = "device"
+    implementation: str = "reference"
+    interpret: bool = False
 
     def __call__(self, q, k, v, k_pre, *, carry: ShadowKVState, layer, positions, lengths, consts):
         cfg, st = self.config, carry
@@ -99,26 +134,44 @@ class ShadowKVDecode:
             chunks = select_chunks(q[:, 0], at(st.landmarks), at(st.chunk_ids), st.num_chunks,
                                    cfg.selected_chunks)
             prev = at(st.prev_selection)
-        with jax.named_scope("reconstruct"):
-            sel_k = reconstruct_keys(at(st.a), at(st.w), chunks, c, self.model)
-        with jax.named_scope("fetch_values"):
-            sel_v = gather_values(consts, layer, chunks, self.placement)
-            sel_v = sel_v.reshape(sel_k.shape).astype(sel_k.dtype)
-
-        sel_valid = jnp.repeat(chunks < st.num_chunks[:, None, None], c, axis=-1)
         loc_valid = (jnp.arange(cfg.local_capacity)[None, :] < st.local_lengths[:, None])[:, None]
         gen_valid = (jnp.arange(cfg.max_new_tokens)[None, :] <= gen_idx[:, None])[:, None]
         out_valid = jnp.ones((1, 1, st.outlier_k.shape[3]), bool)
-        with jax.named_scope("sparse_attention"):
-            out = sparse_attention(q[:, 0], [
-                (at(st.local_k), at(st.local_v), loc_valid),
-                (at(st.outlier_k), at(st.outlier_v), out_valid),
-                (sel_k, sel_v, sel_valid),
-                (jax.lax.dynamic_index_in_dim(gen_k, layer, 0, False),
-                 jax.lax.dynamic_index_in_dim(gen_v, layer, 0, False), gen_valid),
-            ])
+        exact = [(at(st.local_k), at(st.local_v), loc_valid),
+                 (at(st.outlier_k), at(st.outlier_v), out_valid),
+                 (jax.lax.dynamic_index_in_dim(gen_k, layer, 0, False),
+                  jax.lax.dynamic_index_in_dim(gen_v, layer, 0, False), gen_valid)]
+        if self.implementation == "pallas":
+            out = self._kernel_attention(q[:, 0], st, consts, layer, chunks, exact)
+        else:
+            with jax.named_scope("reconstruct"):
+                sel_k = reconstruct_keys(at(st.a), at(st.w), chunks, c, self.model)
+            with jax.named_scope("fetch_values"):
+                sel_v = gather_values(consts, layer, chunks, self.placement)
+                sel_v = sel_v.reshape(sel_k.shape).astype(sel_k.dtype)
+            sel_valid = jnp.repeat(chunks < st.num_chunks[:, None, None], c, axis=-1)
+            with jax.named_scope("sparse_attention"):
+                out = sparse_attention(q[:, 0], exact[:2] + [(sel_k, sel_v, sel_valid)] + exact[2:])
         metrics = {"hit_rate": st.step_metrics["hit_rate"].at[layer].set(hit_rate(chunks, prev))}
         carry = dataclasses.replace(
             st, gen_k=gen_k, gen_v=gen_v, step_metrics=metrics,
             prev_selection=st.prev_selection.at[layer].set(chunks))
         return out[:, None], carry
+
+    def _kernel_attention(self, q, st, values, layer, chunks, exact):
+        """Fused kernel over the selected chunks, then one softmax with the exact segments."""
+        from ..kernels.sparse_attention import (combine, rope_inv_freq_full,
+                                                sparse_attention_partials)
+        from ..model.layers import rope_inv_freq
+
+        b, hq, d = q.shape
+        hkv = self.model.num_kv_heads
+        qs = (q.astype(jnp.float32) / math.sqrt(d)).astype(q.dtype).reshape(b, hkv, hq // hkv, d)
+        inv = jnp.asarray(rope_inv_freq_full(rope_inv_freq(self.model)))
+        w_layer = jax.lax.dynamic_index_in_dim(st.w, layer, 0, keepdims=False)
+        with jax.named_scope("gather_reconstruct_attention"):
+            partials = sparse_attention_partials(qs, st.a, w_layer, chunks, values, inv, layer,
+                                                 chunk_size=self.config.chunk_size, interpret=self.interpret)
+        with jax.named_scope("combine"):
+            out = combine(partials, qs, exact)
+        return out.reshape(b, hq, d).astype(q.dtype)

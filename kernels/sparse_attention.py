@@ -1,0 +1,199 @@
+"""Fused gather-reconstruct sparse attention over the selected chunks (Pallas, Triton lowering).
+
+Per (sequence b, KV head h, split s), in blocks of T tokens (whole chunks):
+  1. load the chunk ids of the block's selected chunks, expand to token positions p;
+  2. gather the A rows of those tokens, k_pre = A_rows @ W_h and rot(k_pre) = A_rows @ rot(W_h);
+  3. RoPE at the true positions: k = k_pre * cos(p) + rot(k_pre) * sin(p)   (keys stay in registers);
+  4. scores for the G query heads of the group, online softmax;
+  5. gather the selected values straight from `values` (device or pinned host memory), accumulate.
+Each split writes an unnormalised partial (acc, m, l); `combine` merges splits with the exact
+segments [local | outliers | generated] into one softmax (flash-decoding).
+
+Bytes read per (b, h): the A rows of k*c tokens (r each), W_h twice (r x D), k*c value rows (D each)
+and k chunk ids; nothing is written back but the [G, D] partials. `expected_bytes` gives the roofline.
+
+Shapes: q [B, Hkv, G, D] (already scaled by 1/sqrt(D)); a [L, B, N, r]; w, w_rot [B, Hkv, r, D] (this
+layer); chunks [B, Hkv, k]; values [L, B, Hkv, n_c, c, D]; inv_freq [D] (the RoPE inverse frequencies
+repeated for both halves). Limits of the Triton lowering: D a power of two, rank a multiple of 16,
+chunk_size a power of two.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import pallas as pl
+
+NEG_INF = -1e30
+
+
+def _pow2_parts(n: int, smallest: int = 16) -> list[tuple[int, int]]:
+    """(offset, size) pieces of [0, n), each a power of two >= smallest (Triton block sizes)."""
+    parts, off = [], 0
+    for bit in reversed(range(int(n).bit_length())):
+        size = 1 << bit
+        if n - off >= size and size >= smallest:
+            parts.append((off, size))
+            off += size
+    if off != n:
+        raise ValueError(f"rank={n} must be a multiple of {smallest} for the Pallas kernel")
+    return parts
+
+
+def _rotate_half(x: jax.Array) -> jax.Array:
+    half = x.shape[-1] // 2
+    return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq_ref,
+            o_ref, m_ref, l_ref, *, num_selected: int, chunk_size: int, block_tokens: int,
+            blocks_per_split: int, rank_parts, groups_padded: int):
+    # layer_ref [1] int32; q_ref [B, Hkv, Gp, D]; a_ref [L, B, N, r]; w_ref, wr_ref [B, Hkv, r, D];
+    # chunks_ref [B, Hkv, k_pad]; values_ref [L, B, Hkv, n_c, c, D]; freq_ref [D]
+    # outputs: o_ref [B, Hkv, S, Gp, D] f32; m_ref, l_ref [B, Hkv, S, Gp] f32
+    b, h, s = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+    layer = layer_ref[0]
+    q = q_ref[b, h]  # [Gp, D]
+    d = q.shape[-1]
+    freq = freq_ref[...].astype(jnp.float32)  # [D]
+    iota = jax.lax.broadcasted_iota(jnp.int32, (block_tokens,), 0)
+    slot_in_block = iota // chunk_size
+    t_in_chunk = iota % chunk_size
+
+    def body(i, carry):
+        m, l, acc = carry
+        first = (s * blocks_per_split + i) * (block_tokens // chunk_size)
+        slot = first + slot_in_block  # [T] which selected chunk each token belongs to
+        chunk = chunks_ref[b, h, slot]  # [T] (chunks_ref is padded; padded slots are masked)
+        pos = chunk * chunk_size + t_in_chunk  # [T] true positions
+        k_pre = jnp.zeros((block_tokens, d), jnp.float32)
+        k_rot = jnp.zeros((block_tokens, d), jnp.float32)
+        for off, size in rank_parts:  # static pieces of the rank, each a power of two
+            rows = a_ref[layer, b, pos, pl.ds(off, size)]  # [T, size] gathered A rows
+            k_pre += jnp.dot(rows, w_ref[b, h, pl.ds(off, size), :], preferred_element_type=jnp.float32)
+            k_rot += jnp.dot(rows, wr_ref[b, h, pl.ds(off, size), :], preferred_element_type=jnp.float32)
+        angle = pos.astype(jnp.float32)[:, None] * freq[None, :]
+        k = (k_pre * jnp.cos(angle) + k_rot * jnp.sin(angle)).astype(q.dtype)  # [T, D]
+        scores = jnp.dot(q, k.T, preferred_element_type=jnp.float32)  # [Gp, T]
+        scores = jnp.where((slot < num_selected)[None, :], scores, NEG_INF)
+        m_new = jnp.maximum(m, jnp.max(scores, axis=1))
+        p = jnp.exp(scores - m_new[:, None])
+        alpha = jnp.exp(m - m_new)
+        v = values_ref[layer, b, h, chunk, t_in_chunk, :]  # [T, D] straight from values' memory
+        acc = acc * alpha[:, None] + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        return m_new, l * alpha + jnp.sum(p, axis=1), acc
+
+    init = (jnp.full((groups_padded,), NEG_INF, jnp.float32), jnp.zeros((groups_padded,), jnp.float32),
+            jnp.zeros((groups_padded, d), jnp.float32))
+    m, l, acc = jax.lax.fori_loop(0, blocks_per_split, body, init)
+    o_ref[b, h, s] = acc
+    m_ref[b, h, s] = m
+    l_ref[b, h, s] = l
+
+
+def plan(num_selected: int, chunk_size: int, block_tokens: int = 64, num_splits: int | None = None):
+    """(block_tokens, blocks_per_split, num_splits, padded chunk count) for k selected chunks."""
+    block_tokens = max(block_tokens, chunk_size)
+    chunks_per_block = block_tokens // chunk_size
+    blocks = max(1, math.ceil(num_selected / chunks_per_block))
+    if num_splits is None:
+        num_splits = min(blocks, 8)
+    blocks_per_split = math.ceil(blocks / num_splits)
+    return block_tokens, blocks_per_split, num_splits, num_splits * blocks_per_split * chunks_per_block
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size", "block_tokens", "num_splits", "num_warps",
+                                             "num_stages", "interpret"))
+def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, *, chunk_size: int,
+                              block_tokens: int = 64, num_splits: int | None = None, num_warps: int = 4,
+                              num_stages: int = 2, interpret: bool = False):
+    """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks."""
+    b, hkv, g, d = q.shape
+    k = chunks.shape[-1]
+    rank = a.shape[-1]
+    if d & (d - 1):
+        raise ValueError(f"head_dim={d} must be a power of two for the Pallas kernel")
+    if chunk_size & (chunk_size - 1):
+        raise ValueError(f"chunk_size={chunk_size} must be a power of two for the Pallas kernel")
+    parts = _pow2_parts(rank)
+    block_tokens, per_split, splits, k_pad = plan(k, chunk_size, block_tokens, num_splits)
+    gp = max(16, 1 << (g - 1).bit_length())  # Triton dots need >= 16 rows
+    qp = jnp.pad(q, ((0, 0), (0, 0), (0, gp - g), (0, 0)))
+    chunks_p = jnp.pad(chunks, ((0, 0), (0, 0), (0, k_pad - k)))  # padded slots read chunk 0, masked
+    w_rot = _rotate_half(w)
+    layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
+    kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
+                               blocks_per_split=per_split, rank_parts=tuple(parts), groups_padded=gp)
+    params = None
+    if not interpret:
+        from jax.experimental.pallas import triton as plt
+
+        params = plt.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+    out_shape = (jax.ShapeDtypeStruct((b, hkv, splits, gp, d), jnp.float32),
+                 jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32),
+                 jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32))
+    acc, m, l = pl.pallas_call(kernel, out_shape=out_shape, grid=(b, hkv, splits), interpret=interpret,
+                               compiler_params=params, name="shadowkv_gather_reconstruct_attention")(
+        layer, qp, a, w, w_rot, chunks_p, values, inv_freq)
+    return acc[:, :, :, :g], m[:, :, :, :g], l[:, :, :, :g]
+
+
+def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer, *, chunk_size: int,
+                                        **unused):
+    """Plain jnp of the same computation, one split: (acc [B, Hkv, 1, G, D], m, l)."""
+    b, hkv, g, d = q.shape
+    k = chunks.shape[-1]
+    pos = (chunks[..., None] * chunk_size + jnp.arange(chunk_size)).reshape(b, hkv, k * chunk_size)
+    a_l = jax.lax.dynamic_index_in_dim(a, layer, 0, keepdims=False)  # [B, N, r]
+    rows = jax.vmap(lambda x, p: x[p])(a_l, pos)  # [B, Hkv, k*c, r]
+    k_pre = jnp.einsum("bhnr,bhrd->bhnd", rows, w, preferred_element_type=jnp.float32)
+    angle = pos.astype(jnp.float32)[..., None] * inv_freq.astype(jnp.float32)
+    keys = (k_pre * jnp.cos(angle) + _rotate_half(k_pre) * jnp.sin(angle)).astype(q.dtype)
+    v_l = jax.lax.dynamic_index_in_dim(values, layer, 0, keepdims=False)  # [B, Hkv, n_c, c, D]
+    v = jnp.take_along_axis(v_l, chunks[..., None, None], axis=2).reshape(b, hkv, k * chunk_size, d)
+    s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32)
+    m = jnp.max(s, axis=-1)
+    p = jnp.exp(s - m[..., None])
+    acc = jnp.einsum("bhgn,bhnd->bhgd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return acc[:, :, None], m[:, :, None], jnp.sum(p, axis=-1)[:, :, None]
+
+
+def combine(partials, q, segments) -> jax.Array:
+    """One softmax over the kernel's partials and exact segments.
+
+    partials: (acc [B, Hkv, S, G, D], m, l [B, Hkv, S, G]); q [B, Hkv, G, D] (scaled);
+    segments: list of (k [B, Hkv, n, D], v [B, Hkv, n, D], mask [B, Hkv|1, n]). Returns [B, Hkv, G, D] f32.
+    """
+    acc, m, l = partials
+    keys = jnp.concatenate([s[0] for s in segments], axis=2)
+    vals = jnp.concatenate([s[1] for s in segments], axis=2)
+    b, hkv = keys.shape[:2]
+    mask = jnp.concatenate([jnp.broadcast_to(s[2], (b, hkv, s[2].shape[-1])) for s in segments], axis=2)
+    s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32)
+    s = jnp.where(mask[:, :, None], s, NEG_INF)
+    m_ex = jnp.max(s, axis=-1)  # [B, Hkv, G]
+    m_all = jnp.maximum(m_ex, jnp.max(m, axis=2))
+    p = jnp.exp(s - m_all[..., None])
+    scale = jnp.exp(m - m_all[:, :, None])  # [B, Hkv, S, G]
+    num = jnp.einsum("bhgn,bhnd->bhgd", p.astype(vals.dtype), vals, preferred_element_type=jnp.float32)
+    num = num + jnp.sum(acc * scale[..., None], axis=2)
+    den = jnp.sum(p, axis=-1) + jnp.sum(l * scale, axis=2)
+    return num / den[..., None]
+
+
+def expected_bytes(batch: int, kv_heads: int, selected_tokens: int, rank: int, head_dim: int,
+                   itemsize: int = 2) -> dict:
+    """Bytes one layer's kernel must read: A rows, W and rot(W), values (HBM or PCIe), chunk ids."""
+    a_rows = batch * kv_heads * selected_tokens * rank * itemsize
+    w = 2 * batch * kv_heads * rank * head_dim * itemsize
+    values = batch * kv_heads * selected_tokens * head_dim * itemsize
+    return {"a_rows": a_rows, "w": w, "values": values, "total": a_rows + w + values}
+
+
+def rope_inv_freq_full(inv_freq_half: np.ndarray) -> np.ndarray:
+    """[D/2] inverse frequencies -> [D] (both halves), as the kernel takes them."""
+    return np.concatenate([inv_freq_half, inv_freq_half]).astype(np.float32)

@@ -1,0 +1,105 @@
+"""Pallas kernels against their jnp references: interpreted on CPU (CI), compiled on a GPU.
+
+On a GPU machine, `SHADOWKV_KERNELS_COMPILED=1 pytest tests/test_kernels.py` runs the same cases
+compiled through the Triton lowering.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from shadowkv_jax.kernels.sparse_attention import (combine, rope_inv_freq_full, sparse_attention_partials,
+                                                   sparse_attention_partials_reference)
+
+COMPILED = os.environ.get("SHADOWKV_KERNELS_COMPILED") == "1"
+INTERPRET = not COMPILED
+
+
+def make_inputs(seed, *, batch, kv_heads, groups, head_dim, chunk_size, rank, selected, chunks_total,
+                dtype, layers=2):
+    rng = np.random.default_rng(seed)
+    n = chunks_total * chunk_size
+    a = rng.standard_normal((layers, batch, n, rank)) / np.sqrt(rank)
+    w = rng.standard_normal((batch, kv_heads, rank, head_dim))
+    q = rng.standard_normal((batch, kv_heads, groups, head_dim))
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True) * 2.0  # bounded logits
+    values = rng.standard_normal((layers, batch, kv_heads, chunks_total, chunk_size, head_dim))
+    chunks = np.stack([[rng.choice(chunks_total, selected, replace=False) for _ in range(kv_heads)]
+                       for _ in range(batch)]).astype(np.int32)
+    inv = rope_inv_freq_full(1.0 / (10000.0 ** (np.arange(0, head_dim, 2) / head_dim)))
+    cast = lambda x: jnp.asarray(x, dtype)
+    return cast(q), cast(a), cast(w), jnp.asarray(chunks), cast(values), jnp.asarray(inv)
+
+
+def attend(partials, q):
+    """Normalise partials alone (one empty exact segment) -> [B, Hkv, G, D]."""
+    b, h, _, d = q.shape
+    empty = [(jnp.zeros((b, h, 1, d), q.dtype), jnp.zeros((b, h, 1, d), q.dtype), jnp.zeros((b, 1, 1), bool))]
+    return np.asarray(combine(partials, q, empty))
+
+
+CASES = [  # (G, D, c, rank, selected chunks, total chunks, batch, block_tokens)
+    (1, 64, 4, 16, 13, 40, 2, 32),
+    (4, 128, 8, 160, 37, 90, 2, 64),
+    (7, 64, 16, 16, 5, 12, 3, 32),
+    (8, 128, 8, 160, 21, 50, 2, 64),
+    (4, 64, 4, 160, 50, 70, 2, 64),
+    (8, 64, 16, 16, 9, 20, 2, 16),
+]
+
+
+@pytest.mark.parametrize("g,d,c,rank,k,n_c,batch,block", CASES)
+def test_partials_match_reference_fp32(g, d, c, rank, k, n_c, batch, block):
+    q, a, w, chunks, values, inv = make_inputs(0, batch=batch, kv_heads=2, groups=g, head_dim=d,
+                                               chunk_size=c, rank=rank, selected=k, chunks_total=n_c,
+                                               dtype=jnp.float32)
+    layer = jnp.int32(1)
+    got = sparse_attention_partials(q, a, w, chunks, values, inv, layer, chunk_size=c, block_tokens=block,
+                                    num_splits=2, interpret=INTERPRET)
+    want = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, chunk_size=c)
+    np.testing.assert_allclose(attend(got, q), attend(want, q), atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("g,d,c,rank,k,n_c,batch,block", CASES[1:4])
+def test_bf16_error_within_reference_error(g, d, c, rank, k, n_c, batch, block):
+    """bf16 kernel error against the fp32 reference, relative to the bf16 reference's own error."""
+    args32 = make_inputs(1, batch=batch, kv_heads=2, groups=g, head_dim=d, chunk_size=c, rank=rank,
+                         selected=k, chunks_total=n_c, dtype=jnp.float32)
+    q, a, w, chunks, values, inv = args32
+    cast = lambda x: x.astype(jnp.bfloat16)
+    args16 = (cast(q), cast(a), cast(w), chunks, cast(values), inv)
+    layer = jnp.int32(0)
+    truth = attend(sparse_attention_partials_reference(*args32, layer, chunk_size=c), q)
+    ref16 = attend(sparse_attention_partials_reference(*args16, layer, chunk_size=c), args16[0])
+    got16 = attend(sparse_attention_partials(*args16, layer, chunk_size=c, block_tokens=block,
+                                             interpret=INTERPRET), args16[0])
+    ref_err, kernel_err = np.abs(ref16 - truth).max(), np.abs(got16 - truth).max()
+    assert kernel_err <= 1.5 * ref_err + 1e-6, (kernel_err, ref_err)
+
+
+def test_combine_equals_one_softmax_over_everything():
+    """Splitting keys into kernel partials + exact segments gives the same softmax as one pass."""
+    rng = np.random.default_rng(3)
+    b, h, g, d, n1, n2 = 2, 2, 3, 16, 20, 7
+    q = jnp.asarray(rng.standard_normal((b, h, g, d)), jnp.float32)
+    k1, v1 = (jnp.asarray(rng.standard_normal((b, h, n1, d)), jnp.float32) for _ in range(2))
+    k2, v2 = (jnp.asarray(rng.standard_normal((b, h, n2, d)), jnp.float32) for _ in range(2))
+    mask2 = jnp.asarray(rng.random((b, 1, n2)) > 0.3)
+    s1 = jnp.einsum("bhgd,bhnd->bhgn", q, k1)
+    m = s1.max(-1)
+    p = jnp.exp(s1 - m[..., None])
+    partials = (jnp.einsum("bhgn,bhnd->bhgd", p, v1)[:, :, None], m[:, :, None], p.sum(-1)[:, :, None])
+    got = combine(partials, q, [(k2, v2, mask2)])
+    s = jnp.concatenate([s1, jnp.where(mask2[:, :, None], jnp.einsum("bhgd,bhnd->bhgn", q, k2), -1e30)], -1)
+    want = jnp.einsum("bhgn,bhnd->bhgd", jax.nn.softmax(s, -1), jnp.concatenate([v1, v2], 2))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+def test_unsupported_shapes_are_refused():
+    q, a, w, chunks, values, inv = make_inputs(0, batch=1, kv_heads=1, groups=1, head_dim=64, chunk_size=8,
+                                               rank=24, selected=3, chunks_total=8, dtype=jnp.float32)
+    with pytest.raises(ValueError, match="rank=24 must be a multiple of 16"):
+        sparse_attention_partials(q, a, w, chunks, values, inv, jnp.int32(0), chunk_size=8, interpret=True)
