@@ -10,6 +10,9 @@ if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
 export PYTHONPATH=/tmp/site:$PWD
+# editable install so that kernels/ imports as shadowkv_jax.kernels (as on any installed checkout)
+python3 -c "import shadowkv_jax.kernels" 2>/dev/null || \
+  python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1
 GGUF=/root/m/smollm2.gguf
 export SHADOWKV_JAX_MODEL=$GGUF
 case "${1:-}" in
@@ -32,5 +35,17 @@ tests)  # the CPU suite on this machine's JAX (CPU platform), then the slow chec
   [ -f $GGUF ] || cat /root/m/smol.part00 .carry/b/smol.part01 > $GGUF
   JAX_PLATFORMS=cpu timeout ${CPU_TIMEOUT:-300} python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tail -6
   timeout ${GPU_TIMEOUT:-200} python3 -m pytest -q -p no:cacheprovider -m slow -s tests 2>&1 | tail -12
+  ;;
+kernels)  # compiled kernel tests, kernel roofline sweep, decode with kernels vs jnp
+  [ -f $GGUF ] || cat /root/m/smol.part00 .carry/b/smol.part01 > $GGUF
+  SHADOWKV_KERNELS_COMPILED=1 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py 2>&1 | tail -4
+  python3 benchmarks/bench_kernels.py ${KARGS:-} --json "$OUT/kernels_h100.json" 2>&1 | grep -v stack_frame | tail -${KTAIL:-24}
+  [ -n "${SWEEP:-}" ] && python3 benchmarks/bench_kernels.py --contexts 131072 --batches 8 --placements device \
+      --splits 4 16 --block-tokens 32 128 --warps 4 8 --json "$OUT/kernels_sweep_h100.json" 2>&1 | tail -11
+  ;;
+decode)
+  [ -f $GGUF ] || cat /root/m/smol.part00 .carry/b/smol.part01 > $GGUF
+  python3 benchmarks/bench_shadowkv_decode.py --model smollm2 --context 4096 --batch 4 --json "$OUT/decode_smollm2.json" 2>&1 | tail -1
+  python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2 --json "$OUT/decode_llama8b.json" 2>&1 | tail -1
   ;;
 esac

@@ -1,0 +1,138 @@
+"""Check and time the fused gather-reconstruct attention kernel at Llama-3.1-8B layer shapes.
+
+    python benchmarks/bench_kernels.py [--contexts 32768 131072] [--batches 1 4 8 16] [--json OUT]
+
+One layer's kernel call (Hkv 8, G 4, D 128, rank 160, chunk 8, budget 2048 tokens = 256 chunks) with
+values on the device and in pinned host memory. Each configuration is first checked against the jnp
+reference on the GPU, then timed (median of --repeats calls, selections rotated so caches do not
+flatter it). Roofline: device values -> bytes / HBM bandwidth; host values -> max(HBM part / HBM
+bandwidth, value bytes / measured host->device bandwidth). Both bandwidths are measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from shadowkv_jax.kernels.sparse_attention import (combine, expected_bytes, rope_inv_freq_full,
+                                                   sparse_attention_partials,
+                                                   sparse_attention_partials_reference)
+
+HKV, G, D, RANK, C, BUDGET = 8, 4, 128, 160, 8, 2048
+
+
+def median_time(fn, args_list, repeats):
+    jax.block_until_ready(fn(*args_list[0]))
+    ts = []
+    for i in range(repeats):
+        args = args_list[i % len(args_list)]
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def measure_bandwidths():
+    dev = jax.devices()[0]
+    x = jnp.ones((1 << 28,), jnp.float32)  # 1 GiB
+    copy = jax.jit(lambda x: x * 1.0001)
+    t = median_time(copy, [(x,)], 10)
+    hbm = 2 * x.nbytes / t
+    host = jax.device_put(np.ones((1 << 28,), np.float32), jax.sharding.SingleDeviceSharding(dev, memory_kind="pinned_host"))
+    to_dev = jax.jit(lambda h: jax.device_put(h, jax.memory.Space.Device))
+    t = median_time(to_dev, [(host,)], 5)
+    return hbm, host.nbytes / t
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--contexts", type=int, nargs="+", default=[32768, 131072])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16])
+    p.add_argument("--placements", nargs="+", default=["device", "host"])
+    p.add_argument("--splits", type=int, nargs="+", default=[8])
+    p.add_argument("--block-tokens", type=int, nargs="+", default=[64])
+    p.add_argument("--warps", type=int, nargs="+", default=[4])
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    dev = jax.devices()[0]
+    hbm_bw, pcie_bw = measure_bandwidths()
+    print(f"measured HBM {hbm_bw / 1e12:.2f} TB/s, host->device {pcie_bw / 1e9:.1f} GB/s", flush=True)
+    rng = np.random.default_rng(0)
+    k = BUDGET // C
+    inv = jnp.asarray(rope_inv_freq_full(1.0 / (500000.0 ** (np.arange(0, D, 2) / D))))
+    rows = []
+    for ctx in args.contexts:
+        n_c = ctx // C
+        for b in args.batches:
+            key = jax.random.key(b)
+            a = (jax.random.normal(key, (1, b, n_c * C, RANK), jnp.float32) / np.sqrt(RANK)).astype(jnp.bfloat16)
+            w = jax.random.normal(jax.random.key(1), (b, HKV, RANK, D), jnp.bfloat16)
+            q = (jax.random.normal(jax.random.key(2), (b, HKV, G, D), jnp.float32) / np.sqrt(D)).astype(jnp.bfloat16)
+            vals_dev = jax.random.normal(jax.random.key(3), (1, b, HKV, n_c, C, D), jnp.bfloat16)
+            selections = [jnp.asarray(np.sort(rng.random((b, HKV, n_c)).argsort(-1)[..., :k], -1), jnp.int32)
+                          for _ in range(4)]
+            layer = jnp.int32(0)
+            nbytes = expected_bytes(b, HKV, BUDGET, RANK, D)
+            for placement in args.placements:
+                vals = vals_dev if placement == "device" else jax.device_put(
+                    vals_dev, jax.sharding.SingleDeviceSharding(dev, memory_kind="pinned_host"))
+                if placement == "device":
+                    roof = nbytes["total"] / hbm_bw
+                else:
+                    roof = max((nbytes["total"] - nbytes["values"]) / hbm_bw, nbytes["values"] / pcie_bw)
+                for splits in args.splits:
+                    for block in args.block_tokens:
+                        for warps in args.warps:
+                            fn = jax.jit(lambda q, a, w, ch, v, s=splits, bt=block, nw=warps: sparse_attention_partials(
+                                q, a, w, ch, v, inv, layer, chunk_size=C, block_tokens=bt, num_splits=s, num_warps=nw))
+                            got = fn(q, a, w, selections[0], vals)
+                            empty = [(jnp.zeros((b, HKV, 1, D), q.dtype),) * 2 + (jnp.zeros((b, 1, 1), bool),)]
+                            o = np.asarray(combine(got, q, empty))
+                            ref = sparse_attention_partials_reference(q, a, w, selections[0], vals_dev, inv, layer,
+                                                                      chunk_size=C)
+                            err = float(np.abs(o - np.asarray(combine(ref, q, empty))).max())
+                            t = median_time(fn, [(q, a, w, s, vals) for s in selections], args.repeats)
+                            row = {"context": ctx, "batch": b, "placement": placement, "splits": splits,
+                                   "block_tokens": block, "warps": warps, "ms": 1e3 * t,
+                                   "roofline_ms": 1e3 * roof, "pct_of_roofline": 100 * roof / t,
+                                   "bytes": nbytes, "max_abs_err_vs_reference": err}
+                            rows.append(row)
+                            print(json.dumps(row), flush=True)
+                if placement == "device":
+                    ref_fn = jax.jit(lambda q, a, w, ch, v: sparse_attention_partials_reference(
+                        q, a, w, ch, v, inv, layer, chunk_size=C))
+                    t = median_time(ref_fn, [(q, a, w, s, vals) for s in selections], args.repeats)
+                    rows.append({"context": ctx, "batch": b, "placement": "device", "impl": "jnp-reference",
+                                 "ms": 1e3 * t, "roofline_ms": 1e3 * roof, "pct_of_roofline": 100 * roof / t})
+                    print(json.dumps(rows[-1]), flush=True)
+                del vals
+            del a, vals_dev
+    meta = {"device": dev.device_kind, "jax": jax.__version__, "date": datetime.date.today().isoformat(),
+            "hbm_bytes_per_s": hbm_bw, "host_to_device_bytes_per_s": pcie_bw, "command": " ".join(sys.argv)}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    print(f"\n{meta['device']}, jax {meta['jax']}, {meta['date']}: HBM {hbm_bw / 1e12:.2f} TB/s, "
+          f"host->device {pcie_bw / 1e9:.1f} GB/s (measured)")
+    print("| context | batch | values | impl | splits/block/warps | ms | roofline ms | % of roofline | max err |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        impl = r.get("impl", "pallas")
+        cfg = f"{r['splits']}/{r['block_tokens']}/{r['warps']}" if impl == "pallas" else "-"
+        err = f"{r['max_abs_err_vs_reference']:.1e}" if "max_abs_err_vs_reference" in r else "-"
+        print(f"| {r['context']} | {r['batch']} | {r['placement']} | {impl} | {cfg} | {r['ms']:.3f} | "
+              f"{r['roofline_ms']:.3f} | {r['pct_of_roofline']:.0f}% | {err} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
