@@ -48,4 +48,12 @@ decode)
   python3 benchmarks/bench_shadowkv_decode.py --model smollm2 --context 4096 --batch 4 --json "$OUT/decode_smollm2.json" 2>&1 | tail -1
   python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2 --json "$OUT/decode_llama8b.json" 2>&1 | tail -1
   ;;
+kernels2)  # compiled kernel tests, a small tuning sweep, the roofline table, 8B decode kernels vs jnp
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py 2>&1 | tail -4
+  timeout 100 python3 benchmarks/bench_kernels.py --contexts 131072 --batches 8 --placements device --splits 4 8 \
+      --block-tokens 16 32 --warps 8 --repeats 10 --json "$OUT/kernels_sweep_h100.json" 2>&1 | tail -5
+  timeout 160 python3 benchmarks/bench_kernels.py --repeats 10 --json "$OUT/kernels_h100.json" 2>&1 | tail -18
+  timeout 150 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2 \
+      --json "$OUT/decode_llama8b.json" 2>&1 | tail -1
+  ;;
 esac

@@ -49,6 +49,12 @@ def _rotate_half(x: jax.Array) -> jax.Array:
     return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
+def _dot(x, y):
+    """fp32 inputs: full fp32 products (no TF32), so fp32 results are checkable tightly."""
+    prec = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
+    return jnp.dot(x, y, preferred_element_type=jnp.float32, precision=prec)
+
+
 def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq_ref,
             o_ref, m_ref, l_ref, *, num_selected: int, chunk_size: int, block_tokens: int,
             blocks_per_split: int, rank_parts, groups_padded: int):
@@ -74,17 +80,17 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq
         k_rot = jnp.zeros((block_tokens, d), jnp.float32)
         for off, size in rank_parts:  # static pieces of the rank, each a power of two
             rows = a_ref[layer, b, pos, pl.ds(off, size)]  # [T, size] gathered A rows
-            k_pre += jnp.dot(rows, w_ref[b, h, pl.ds(off, size), :], preferred_element_type=jnp.float32)
-            k_rot += jnp.dot(rows, wr_ref[b, h, pl.ds(off, size), :], preferred_element_type=jnp.float32)
+            k_pre += _dot(rows, w_ref[b, h, pl.ds(off, size), :])
+            k_rot += _dot(rows, wr_ref[b, h, pl.ds(off, size), :])
         angle = pos.astype(jnp.float32)[:, None] * freq[None, :]
         k = (k_pre * jnp.cos(angle) + k_rot * jnp.sin(angle)).astype(q.dtype)  # [T, D]
-        scores = jnp.dot(q, k.T, preferred_element_type=jnp.float32)  # [Gp, T]
+        scores = _dot(q, k.T)  # [Gp, T]
         scores = jnp.where((slot < num_selected)[None, :], scores, NEG_INF)
         m_new = jnp.maximum(m, jnp.max(scores, axis=1))
         p = jnp.exp(scores - m_new[:, None])
         alpha = jnp.exp(m - m_new)
         v = values_ref[layer, b, h, chunk, t_in_chunk, :]  # [T, D] straight from values' memory
-        acc = acc * alpha[:, None] + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        acc = acc * alpha[:, None] + _dot(p.astype(v.dtype), v)
         return m_new, l * alpha + jnp.sum(p, axis=1), acc
 
     init = (jnp.full((groups_padded,), NEG_INF, jnp.float32), jnp.zeros((groups_padded,), jnp.float32),
@@ -95,13 +101,13 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq
     l_ref[b, h, s] = l
 
 
-def plan(num_selected: int, chunk_size: int, block_tokens: int = 64, num_splits: int | None = None):
+def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits: int | None = None):
     """(block_tokens, blocks_per_split, num_splits, padded chunk count) for k selected chunks."""
     block_tokens = max(block_tokens, chunk_size)
     chunks_per_block = block_tokens // chunk_size
     blocks = max(1, math.ceil(num_selected / chunks_per_block))
     if num_splits is None:
-        num_splits = min(blocks, 8)
+        num_splits = min(blocks, 4)
     blocks_per_split = math.ceil(blocks / num_splits)
     return block_tokens, blocks_per_split, num_splits, num_splits * blocks_per_split * chunks_per_block
 
@@ -109,7 +115,7 @@ def plan(num_selected: int, chunk_size: int, block_tokens: int = 64, num_splits:
 @functools.partial(jax.jit, static_argnames=("chunk_size", "block_tokens", "num_splits", "num_warps",
                                              "num_stages", "interpret"))
 def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, *, chunk_size: int,
-                              block_tokens: int = 64, num_splits: int | None = None, num_warps: int = 4,
+                              block_tokens: int = 32, num_splits: int | None = None, num_warps: int = 8,
                               num_stages: int = 2, interpret: bool = False):
     """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks."""
     b, hkv, g, d = q.shape
@@ -150,15 +156,16 @@ def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer
     pos = (chunks[..., None] * chunk_size + jnp.arange(chunk_size)).reshape(b, hkv, k * chunk_size)
     a_l = jax.lax.dynamic_index_in_dim(a, layer, 0, keepdims=False)  # [B, N, r]
     rows = jax.vmap(lambda x, p: x[p])(a_l, pos)  # [B, Hkv, k*c, r]
-    k_pre = jnp.einsum("bhnr,bhrd->bhnd", rows, w, preferred_element_type=jnp.float32)
+    hi = jax.lax.Precision.HIGHEST
+    k_pre = jnp.einsum("bhnr,bhrd->bhnd", rows, w, preferred_element_type=jnp.float32, precision=hi)
     angle = pos.astype(jnp.float32)[..., None] * inv_freq.astype(jnp.float32)
     keys = (k_pre * jnp.cos(angle) + _rotate_half(k_pre) * jnp.sin(angle)).astype(q.dtype)
     v_l = jax.lax.dynamic_index_in_dim(values, layer, 0, keepdims=False)  # [B, Hkv, n_c, c, D]
     v = jnp.take_along_axis(v_l, chunks[..., None, None], axis=2).reshape(b, hkv, k * chunk_size, d)
-    s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32)
+    s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32, precision=hi)
     m = jnp.max(s, axis=-1)
     p = jnp.exp(s - m[..., None])
-    acc = jnp.einsum("bhgn,bhnd->bhgd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    acc = jnp.einsum("bhgn,bhnd->bhgd", p.astype(v.dtype), v, preferred_element_type=jnp.float32, precision=hi)
     return acc[:, :, None], m[:, :, None], jnp.sum(p, axis=-1)[:, :, None]
 
 
@@ -173,13 +180,15 @@ def combine(partials, q, segments) -> jax.Array:
     vals = jnp.concatenate([s[1] for s in segments], axis=2)
     b, hkv = keys.shape[:2]
     mask = jnp.concatenate([jnp.broadcast_to(s[2], (b, hkv, s[2].shape[-1])) for s in segments], axis=2)
-    s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32)
+    hi = jax.lax.Precision.HIGHEST
+    s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32, precision=hi)
     s = jnp.where(mask[:, :, None], s, NEG_INF)
     m_ex = jnp.max(s, axis=-1)  # [B, Hkv, G]
     m_all = jnp.maximum(m_ex, jnp.max(m, axis=2))
     p = jnp.exp(s - m_all[..., None])
     scale = jnp.exp(m - m_all[:, :, None])  # [B, Hkv, S, G]
-    num = jnp.einsum("bhgn,bhnd->bhgd", p.astype(vals.dtype), vals, preferred_element_type=jnp.float32)
+    num = jnp.einsum("bhgn,bhnd->bhgd", p.astype(vals.dtype), vals, preferred_element_type=jnp.float32,
+                     precision=hi)
     num = num + jnp.sum(acc * scale[..., None], axis=2)
     den = jnp.sum(p, axis=-1) + jnp.sum(l * scale, axis=2)
     return num / den[..., None]

@@ -88,13 +88,16 @@ def test_combine_equals_one_softmax_over_everything():
     k1, v1 = (jnp.asarray(rng.standard_normal((b, h, n1, d)), jnp.float32) for _ in range(2))
     k2, v2 = (jnp.asarray(rng.standard_normal((b, h, n2, d)), jnp.float32) for _ in range(2))
     mask2 = jnp.asarray(rng.random((b, 1, n2)) > 0.3)
-    s1 = jnp.einsum("bhgd,bhnd->bhgn", q, k1)
+    hi = jax.lax.Precision.HIGHEST
+    s1 = jnp.einsum("bhgd,bhnd->bhgn", q, k1, precision=hi)
     m = s1.max(-1)
     p = jnp.exp(s1 - m[..., None])
-    partials = (jnp.einsum("bhgn,bhnd->bhgd", p, v1)[:, :, None], m[:, :, None], p.sum(-1)[:, :, None])
+    partials = (jnp.einsum("bhgn,bhnd->bhgd", p, v1, precision=hi)[:, :, None], m[:, :, None],
+                p.sum(-1)[:, :, None])
     got = combine(partials, q, [(k2, v2, mask2)])
-    s = jnp.concatenate([s1, jnp.where(mask2[:, :, None], jnp.einsum("bhgd,bhnd->bhgn", q, k2), -1e30)], -1)
-    want = jnp.einsum("bhgn,bhnd->bhgd", jax.nn.softmax(s, -1), jnp.concatenate([v1, v2], 2))
+    s2 = jnp.einsum("bhgd,bhnd->bhgn", q, k2, precision=hi)
+    s = jnp.concatenate([s1, jnp.where(mask2[:, :, None], s2, -1e30)], -1)
+    want = jnp.einsum("bhgn,bhnd->bhgd", jax.nn.softmax(s, -1), jnp.concatenate([v1, v2], 2), precision=hi)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
