@@ -1,0 +1,168 @@
+"""Memory planner: GPU and host bytes of a decode configuration, and the largest batch that fits.
+
+Weights and caches come from `jax.eval_shape` of the real structures (the params pytree, the dense
+`KVCache`, the `ShadowKVState`), so they cannot drift from the code. Activations are an upper bound
+from the shapes the prefill materialises at once (one layer; attention in query blocks); workspace is
+a stated fraction. A plan that does not fit is refused before anything is allocated, with the numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import jax
+import numpy as np
+
+from .cache import KVCache
+from .config import ModelConfig
+from .model.llama import abstract_params
+from .shadowkv.config import ShadowKVConfig
+from .shadowkv.state import empty_state
+
+GiB = 1 << 30
+PREFILL_QUERY_BLOCK = 512  # model/attention.py: causal_attention's query block
+XLA_PINNED_HOST_DEFAULT_CAP = 68 * GiB  # seen on a 128 GiB H100 machine (GPU.md)
+HOST_LIMIT_ENV = "XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB"
+
+
+class PlanError(ValueError):
+    """A configuration that does not fit the stated memory."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    gpu_bytes: int
+    host_bytes: int
+    margin: float = 0.10  # fraction of each limit kept free
+
+    @classmethod
+    def host_default(cls, gpu_bytes: int, margin: float = 0.10) -> "Limits":
+        """Host limit = XLA's pinned-host cap: $XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB if set, else 68 GiB."""
+        gb = os.environ.get(HOST_LIMIT_ENV)
+        return cls(gpu_bytes, int(float(gb) * GiB) if gb else XLA_PINNED_HOST_DEFAULT_CAP, margin)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    method: str  # "full" or "shadowkv"
+    batch: int
+    context: int
+    gpu: dict  # name -> bytes
+    host: dict
+
+    @property
+    def gpu_total(self) -> int:
+        return sum(self.gpu.values())
+
+    @property
+    def host_total(self) -> int:
+        return sum(self.host.values())
+
+    def check(self, limits: Limits) -> str | None:
+        """None if it fits within the limits less the margin, else why not (with the numbers)."""
+        usable_gpu = limits.gpu_bytes * (1 - limits.margin)
+        usable_host = limits.host_bytes * (1 - limits.margin)
+        if self.gpu_total > usable_gpu:
+            return (f"batch={self.batch} at context={self.context} needs {self.gpu_total / GiB:.2f} GiB of GPU memory "
+                    f"({_fmt(self.gpu)}), more than {usable_gpu / GiB:.2f} GiB usable "
+                    f"({limits.gpu_bytes / GiB:.2f} GiB less a {limits.margin:.0%} margin)")
+        if self.host_total > usable_host:
+            return (f"batch={self.batch} at context={self.context} needs {self.host_total / GiB:.2f} GiB of pinned host "
+                    f"memory ({_fmt(self.host)}), more than {usable_host / GiB:.2f} GiB usable "
+                    f"({limits.host_bytes / GiB:.2f} GiB less a {limits.margin:.0%} margin; raise "
+                    f"{HOST_LIMIT_ENV} before JAX starts if the machine has more)")
+        return None
+
+
+def _fmt(parts: dict) -> str:
+    return ", ".join(f"{k} {v / GiB:.2f} GiB" for k, v in parts.items())
+
+
+def _nbytes(tree) -> int:
+    return int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
+
+
+def weight_bytes(config: ModelConfig) -> int:
+    return _nbytes(abstract_params(config))
+
+
+def prefill_activation_bytes(config: ModelConfig, batch: int, context: int) -> int:
+    """Upper bound on what one prefill layer holds at once for `batch` prompts of `context` tokens:
+    hidden states, q/k/v, the MLP's two intermediates, one query block of fp32 scores and
+    probabilities, the fp32 key matrix the factorization works on, and the last-token logits."""
+    it = np.dtype(config.jnp_dtype).itemsize
+    b, t, e, f = batch, context, config.hidden_size, config.intermediate_size
+    hq, hkv, d = config.num_heads, config.num_kv_heads, config.head_dim
+    hidden = 3 * b * t * e * it
+    qkv = b * t * (hq + 3 * hkv) * d * it  # q, k, v and pre-RoPE k
+    mlp = 2 * b * t * f * it
+    scores = 2 * b * hq * min(t, PREFILL_QUERY_BLOCK) * t * 4
+    factor = 2 * b * t * hkv * d * 4
+    logits = b * config.vocab_size * 4
+    return hidden + qkv + mlp + scores + factor + logits
+
+
+def decode_activation_bytes(config: ModelConfig, batch: int, attended_tokens: int) -> int:
+    """One decode step: per-layer hidden/MLP vectors, scores over the attended keys, gathered K/V,
+    and the logits of every sequence."""
+    it = np.dtype(config.jnp_dtype).itemsize
+    b = batch
+    per_layer = b * (4 * config.hidden_size + 2 * config.intermediate_size) * it
+    attn = b * config.num_kv_heads * attended_tokens * (2 * config.head_dim * it + 2 * config.group_size * 4)
+    return per_layer + attn + b * config.vocab_size * 4
+
+
+def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: int = 1024,
+         prefill_batch: int = 1, workspace_fraction: float = 0.05) -> Plan:
+    """Bytes of decoding `batch` prompts of `context` tokens with "full" or a ShadowKVConfig.
+
+    Prompts are prefilled `prefill_batch` at a time into the batch's cache or state, so the
+    activation term is the larger of one such prefill and one decode step of the whole batch.
+    """
+    weights = weight_bytes(config)
+    gpu = {"weights": weights}
+    host = {}
+    if method == "full":
+        cache = jax.eval_shape(lambda: KVCache.zeros(config, batch, context + max_new_tokens))
+        gpu["kv_cache"] = _nbytes(cache)
+        attended = context + max_new_tokens
+        name = "full"
+    elif isinstance(method, ShadowKVConfig):
+        cfg = dataclasses.replace(method, max_new_tokens=max_new_tokens)
+        state = jax.eval_shape(lambda: empty_state(config, cfg, batch, cfg.num_chunks(context)))
+        values = _nbytes(state.values)
+        gpu["shadow_state"] = _nbytes(state) - values
+        placement = cfg.resolved_placement("gpu")
+        (host if placement == "host" else gpu)["values"] = values
+        attended = cfg.local_capacity + (cfg.outlier_chunks + cfg.selected_chunks) * cfg.chunk_size + max_new_tokens
+        name = "shadowkv"
+    else:
+        raise ValueError(f"method={method!r} must be 'full' or a ShadowKVConfig")
+    gpu["activations"] = max(prefill_activation_bytes(config, min(prefill_batch, batch), context),
+                             decode_activation_bytes(config, batch, attended))
+    gpu["workspace"] = int(workspace_fraction * sum(gpu.values()))
+    return Plan(name, batch, context, gpu, host)
+
+
+def require_fits(p: Plan, limits: Limits) -> Plan:
+    reason = p.check(limits)
+    if reason:
+        raise PlanError(f"refused before allocating: {reason}")
+    return p
+
+
+def max_batch(config: ModelConfig, method, context: int, limits: Limits, max_new_tokens: int = 1024,
+              upper: int = 4096) -> Plan:
+    """The plan of the largest batch that fits (bytes grow with the batch, so bisect)."""
+    first = plan(config, method, 1, context, max_new_tokens)
+    require_fits(first, limits)
+    lo, hi = 1, upper
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if plan(config, method, mid, context, max_new_tokens).check(limits) is None:
+            lo = mid
+        else:
+            hi = mid - 1
+    return plan(config, method, lo, context, max_new_tokens)

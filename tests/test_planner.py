@@ -1,0 +1,61 @@
+"""Memory planner: derived bytes match real structures; batches that cannot fit are refused."""
+
+import dataclasses
+
+import jax
+import pytest
+
+import shadowkv_jax as sk
+from shadowkv_jax.model.llama import init_params
+from shadowkv_jax.planner import GiB, Limits, PlanError, max_batch, plan, require_fits, weight_bytes
+from shadowkv_jax.shadowkv.memory import state_bytes
+
+CFG = sk.ModelConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                     num_kv_heads=2, head_dim=16, max_position_embeddings=8192)
+SKV = sk.ShadowKVConfig(rank=16, chunk_size=8, sparse_budget=64, outlier_chunks=2, value_placement="host")
+
+
+def test_weights_and_state_bytes_match_real_structures():
+    params = init_params(CFG, jax.random.key(0))
+    assert weight_bytes(CFG) == sum(x.nbytes for x in jax.tree.leaves(params))
+    p = plan(CFG, "full", batch=2, context=1000, max_new_tokens=24)
+    cache = sk.KVCache.zeros(CFG, 2, 1024)
+    assert p.gpu["kv_cache"] == cache.nbytes()
+    s = plan(CFG, SKV, batch=2, context=1000, max_new_tokens=24)
+    expect = state_bytes(CFG, dataclasses.replace(SKV, max_new_tokens=24), 1000, batch=2, placement="host")
+    assert s.host["values"] == expect["host"] and s.gpu["shadow_state"] == expect["device"]
+
+
+def test_max_batch_is_the_largest_that_fits_and_larger_is_refused():
+    context = 4096
+    one = plan(CFG, "full", 1, context, 64)
+    limits = Limits(gpu_bytes=int(one.gpu_total * 3.5 / 0.9), host_bytes=GiB, margin=0.10)
+    best = max_batch(CFG, "full", context, limits, 64)
+    assert best.check(limits) is None
+    assert plan(CFG, "full", best.batch + 1, context, 64).check(limits) is not None
+    with pytest.raises(PlanError, match=rf"batch={best.batch + 1} at context=4096 needs .* GiB of GPU memory"):
+        require_fits(plan(CFG, "full", best.batch + 1, context, 64), limits)
+
+
+def test_shadowkv_bounded_by_host_memory_says_so():
+    context = 4096
+    p1 = plan(CFG, SKV, 1, context, 64)
+    limits = Limits(gpu_bytes=100 * GiB, host_bytes=int(p1.host_total * 5 / 0.9) + 64, margin=0.10)
+    best = max_batch(CFG, SKV, context, limits, 64)
+    assert best.batch == 5
+    with pytest.raises(PlanError, match="pinned host memory .* XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB"):
+        require_fits(plan(CFG, SKV, 6, context, 64), limits)
+    # ShadowKV keeps far less on the GPU than full attention at the same batch
+    assert plan(CFG, SKV, 4, context, 64).gpu_total < plan(CFG, "full", 4, context, 64).gpu_total
+
+
+def test_nothing_fits_is_an_error():
+    with pytest.raises(PlanError, match="refused before allocating: batch=1"):
+        max_batch(CFG, "full", 4096, Limits(gpu_bytes=1 << 20, host_bytes=GiB))
+
+
+def test_host_limit_follows_the_xla_variable(monkeypatch):
+    monkeypatch.setenv("XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB", "110")
+    assert Limits.host_default(80 * GiB).host_bytes == 110 * GiB
+    monkeypatch.delenv("XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB")
+    assert Limits.host_default(80 * GiB).host_bytes == 68 * GiB
