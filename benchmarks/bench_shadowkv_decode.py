@@ -3,7 +3,7 @@
     python benchmarks/bench_shadowkv_decode.py --model smollm2 --context 4096 --batch 4
     python benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2
 
-`llama-3.1-8b` is a random bf16 model of the real architecture (32 layers, 32 q / 8 KV heads, D 128;
+`llama-3.1-8b` and `glm-4-9b` are random bf16 models of the real architectures (shadowkv_jax/shapes.py;
 speed does not depend on the weights). Both implementations decode the same prefilled state (restored
 from one prefill, so prompts and selections match); reported: max |dlogit| between them, whether the
 greedy tokens agree, and decode ms/step (decode-only, after compilation).
@@ -18,29 +18,26 @@ import json
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import shadowkv_jax as sk
 from shadowkv_jax.model.llama import init_params
 
-LLAMA_8B = sk.ModelConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32,
-                          num_heads=32, num_kv_heads=8, head_dim=128, rms_norm_eps=1e-5, rope_theta=500000.0,
-                          rope_scaling=sk.RopeScaling(8.0, 1.0, 4.0, 8192), max_position_embeddings=131072,
-                          dtype="bfloat16")
+from shadowkv_jax.shapes import NAMED_SHAPES
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default="smollm2", help="smollm2 | llama-3.1-8b | PATH")
+    p.add_argument("--model", default="smollm2", help="smollm2 | llama-3.1-8b | glm-4-9b | PATH")
     p.add_argument("--context", type=int, default=4096)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--placement", default="host", choices=["host", "device"])
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    if args.model == "llama-3.1-8b":
-        model = sk.Model(LLAMA_8B, init_params(LLAMA_8B, jax.random.key(0)), None, "llama-3.1-8b (random bf16)")
+    if args.model in NAMED_SHAPES:
+        shape = NAMED_SHAPES[args.model]
+        model = sk.Model(shape, init_params(shape, jax.random.key(0)), None, f"{args.model} (random bf16)")
     else:
         model = sk.load_model(None if args.model == "smollm2" else args.model)
     rng = np.random.default_rng(0)

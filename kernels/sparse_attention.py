@@ -14,7 +14,7 @@ and k chunk ids; nothing is written back but the [G, D] partials. `expected_byte
 
 Shapes: q [B, Hkv, G, D] (already scaled by 1/sqrt(D)); a [L, B, N, r]; w, w_rot [B, Hkv, r, D] (this
 layer); chunks [B, Hkv, k]; values [L, B, Hkv, n_c, c, D]; inv_freq [D] (the RoPE inverse frequencies
-repeated for both halves). Limits of the Triton lowering: D a power of two, rank a multiple of 16,
+repeated for both halves, zeros on dims that partial rotary leaves alone). Limits of the Triton lowering: D a power of two, rank a multiple of 16,
 chunk_size a power of two.
 """
 
@@ -44,9 +44,14 @@ def _pow2_parts(n: int, smallest: int = 16) -> list[tuple[int, int]]:
     return parts
 
 
-def _rotate_half(x: jax.Array) -> jax.Array:
-    half = x.shape[-1] // 2
-    return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
+    """rotate-half on the first `rotary_dim` dims; zeros elsewhere (those dims have sin = 0)."""
+    r = x.shape[-1] if rotary_dim is None else rotary_dim
+    half = r // 2
+    parts = [-x[..., half:r], x[..., :half]]
+    if r < x.shape[-1]:
+        parts.append(jnp.zeros_like(x[..., r:]))
+    return jnp.concatenate(parts, axis=-1)
 
 
 def _dot(x, y):
@@ -113,10 +118,10 @@ def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits:
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size", "block_tokens", "num_splits", "num_warps",
-                                             "num_stages", "interpret"))
+                                             "num_stages", "interpret", "rotary_dim"))
 def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, *, chunk_size: int,
                               block_tokens: int = 32, num_splits: int | None = None, num_warps: int = 8,
-                              num_stages: int = 2, interpret: bool = False):
+                              num_stages: int = 2, interpret: bool = False, rotary_dim: int | None = None):
     """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks."""
     b, hkv, g, d = q.shape
     k = chunks.shape[-1]
@@ -130,7 +135,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, *, chunk
     gp = max(16, 1 << (g - 1).bit_length())  # Triton dots need >= 16 rows
     qp = jnp.pad(q, ((0, 0), (0, 0), (0, gp - g), (0, 0)))
     chunks_p = jnp.pad(chunks, ((0, 0), (0, 0), (0, k_pad - k)))  # padded slots read chunk 0, masked
-    w_rot = _rotate_half(w)
+    w_rot = _rotate_half(w, rotary_dim)  # rot(A W) = A rot(W): the kernel never permutes keys
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
                                blocks_per_split=per_split, rank_parts=tuple(parts), groups_padded=gp)
@@ -149,7 +154,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, *, chunk
 
 
 def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer, *, chunk_size: int,
-                                        **unused):
+                                        rotary_dim: int | None = None, **unused):
     """Plain jnp of the same computation, one split: (acc [B, Hkv, 1, G, D], m, l)."""
     b, hkv, g, d = q.shape
     k = chunks.shape[-1]
@@ -159,7 +164,7 @@ def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer
     hi = jax.lax.Precision.HIGHEST
     k_pre = jnp.einsum("bhnr,bhrd->bhnd", rows, w, preferred_element_type=jnp.float32, precision=hi)
     angle = pos.astype(jnp.float32)[..., None] * inv_freq.astype(jnp.float32)
-    keys = (k_pre * jnp.cos(angle) + _rotate_half(k_pre) * jnp.sin(angle)).astype(q.dtype)
+    keys = (k_pre * jnp.cos(angle) + _rotate_half(k_pre, rotary_dim) * jnp.sin(angle)).astype(q.dtype)
     v_l = jax.lax.dynamic_index_in_dim(values, layer, 0, keepdims=False)  # [B, Hkv, n_c, c, D]
     v = jnp.take_along_axis(v_l, chunks[..., None, None], axis=2).reshape(b, hkv, k * chunk_size, d)
     s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32, precision=hi)
@@ -203,6 +208,10 @@ def expected_bytes(batch: int, kv_heads: int, selected_tokens: int, rank: int, h
     return {"a_rows": a_rows, "w": w, "values": values, "total": a_rows + w + values}
 
 
-def rope_inv_freq_full(inv_freq_half: np.ndarray) -> np.ndarray:
-    """[D/2] inverse frequencies -> [D] (both halves), as the kernel takes them."""
-    return np.concatenate([inv_freq_half, inv_freq_half]).astype(np.float32)
+def rope_inv_freq_full(inv_freq_half: np.ndarray, head_dim: int | None = None) -> np.ndarray:
+    """[R/2] inverse frequencies -> [D] as the kernel takes them: both halves of the R rotary dims,
+    then zeros for the D - R dims that partial rotary leaves unrotated (cos 1, sin 0)."""
+    full = np.concatenate([inv_freq_half, inv_freq_half])
+    if head_dim is not None and head_dim > full.shape[0]:
+        full = np.concatenate([full, np.zeros(head_dim - full.shape[0])])
+    return full.astype(np.float32)

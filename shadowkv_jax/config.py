@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "GlmForCausalLM")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -45,6 +45,8 @@ class ModelConfig:
     tie_word_embeddings: bool = False
     dtype: str = "float32"  # compute and parameter dtype: "float32" | "bfloat16" | "float16"
     architecture: str = "LlamaForCausalLM"
+    attention_bias: bool = False  # biases on the q, k, v projections (Qwen2, GLM)
+    partial_rotary_factor: float = 1.0  # RoPE rotates the first head_dim * factor dims (GLM: 0.5)
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
@@ -57,6 +59,9 @@ class ModelConfig:
                 f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
         if self.head_dim % 2:
             raise ConfigError(f"head_dim={self.head_dim} must be even for RoPE")
+        if not 0 < self.partial_rotary_factor <= 1 or self.rotary_dim % 2:
+            raise ConfigError(f"partial_rotary_factor={self.partial_rotary_factor} must be in (0, 1] and give an "
+                              f"even number of rotary dims (head_dim={self.head_dim})")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype={self.dtype!r} is not one of {sorted(DTYPES)}")
         if self.architecture not in SUPPORTED_ARCHITECTURES:
@@ -66,6 +71,10 @@ class ModelConfig:
     @property
     def group_size(self) -> int:  # G
         return self.num_heads // self.num_kv_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(round(self.head_dim * self.partial_rotary_factor))
 
     @property
     def jnp_dtype(self):
@@ -99,6 +108,12 @@ class ModelConfig:
             kv_heads = int(hf.get("num_key_value_heads") or heads)
             head_dim = int(hf.get("head_dim") or hidden // heads)
             theta, scaling = _hf_rope(hf)
+            if hf.get("use_sliding_window"):
+                raise ConfigError("use_sliding_window=True is not supported (full attention only)")
+            rope_params = hf.get("rope_parameters") or {}
+            partial = hf.get("partial_rotary_factor", rope_params.get("partial_rotary_factor"))
+            if partial is None:
+                partial = 0.5 if arch == "GlmForCausalLM" else 1.0
             if dtype is None:
                 dtype = str(hf.get("torch_dtype") or hf.get("dtype") or "float32")
                 dtype = dtype if dtype in DTYPES else "float32"
@@ -117,6 +132,8 @@ class ModelConfig:
                 tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
                 dtype=dtype,
                 architecture=arch,
+                attention_bias=bool(hf.get("attention_bias", arch == "Qwen2ForCausalLM")),
+                partial_rotary_factor=float(partial),
             )
         except KeyError as e:
             raise ConfigError(f"config.json lacks the required field {e.args[0]!r}") from None

@@ -1,7 +1,8 @@
 """Stateless building blocks: RMSNorm, RoPE (default and Llama-3.1 "llama3" scaling), SwiGLU.
 
-RoPE uses the "rotate half" layout of HF checkpoints; GGUF q/k rows are un-permuted at load time
-(see `weights/gguf.py`) so one RoPE serves every weight format.
+RoPE uses the "rotate half" layout of HF Llama checkpoints; interleaved layouts (GGUF q/k rows, GLM)
+are permuted into it at load time (`weights/`), which leaves every q.k product unchanged, so one RoPE
+serves every weight format.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
 
 
 def rope_inv_freq(config: ModelConfig) -> np.ndarray:
-    """Inverse frequencies [D/2] in float64 numpy (a compile-time constant), llama3 scaling applied."""
-    d = config.head_dim
+    """Inverse frequencies [R/2] (R = rotary dims) in float64 numpy, llama3 scaling applied."""
+    d = config.rotary_dim
     inv = 1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
     s = config.rope_scaling
     if s is None:
@@ -41,7 +42,7 @@ def rope_inv_freq(config: ModelConfig) -> np.ndarray:
 
 
 def rope_cos_sin(positions: jax.Array, config: ModelConfig) -> tuple[jax.Array, jax.Array]:
-    """cos, sin of shape positions.shape + [D] (fp32), for true token positions."""
+    """cos, sin of shape positions.shape + [R] (fp32; R = rotary dims), for true token positions."""
     inv = jnp.asarray(rope_inv_freq(config), jnp.float32)
     angles = positions.astype(jnp.float32)[..., None] * inv  # [..., D/2]
     angles = jnp.concatenate([angles, angles], axis=-1)
@@ -49,11 +50,16 @@ def rope_cos_sin(positions: jax.Array, config: ModelConfig) -> tuple[jax.Array, 
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x [..., H, D] rotated by cos/sin [..., D] (broadcast over heads); math in fp32."""
+    """x [..., H, D] rotated by cos/sin [..., R] (broadcast over heads) on its first R dims; fp32 math.
+
+    R < D is partial rotary (GLM): the remaining dims pass through unrotated.
+    """
+    r = cos.shape[-1]
     x32 = x.astype(jnp.float32)
-    half = x.shape[-1] // 2
-    rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
-    out = x32 * cos[..., None, :] + rotated * sin[..., None, :]
+    xr, xp = x32[..., :r], x32[..., r:]
+    half = r // 2
+    rotated = jnp.concatenate([-xr[..., half:], xr[..., :half]], axis=-1)
+    out = jnp.concatenate([xr * cos[..., None, :] + rotated * sin[..., None, :], xp], axis=-1)
     return out.astype(x.dtype)
 
 

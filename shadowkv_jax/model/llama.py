@@ -1,11 +1,12 @@
-"""Llama-family decoder in Flax (linen), used functionally.
+"""Llama-family decoder in Flax (linen), used functionally: Llama, Qwen2 (q/k/v biases) and GLM
+(q/k/v biases, partial rotary) share it.
 
 Parameters are one pytree with every layer's weights stacked on a leading L axis:
 
     {"embed": [V, E], "final_norm": [E], "lm_head": [E, V] (untied only),
      "layers": {"attn_norm": [L, E], "wq": [L, E, Hq*D], "wk": [L, E, Hkv*D], "wv": [L, E, Hkv*D],
                 "wo": [L, Hq*D, E], "mlp_norm": [L, E], "w_gate": [L, E, F], "w_up": [L, E, F],
-                "w_down": [L, F, E]}}
+                "w_down": [L, F, E], "bq": [L, Hq*D], "bk"/"bv": [L, Hkv*D] (with attention_bias)}}
 
 `run_layers` scans one `DecoderLayer` over L with `jax.lax.scan`, so compile time does not grow
 with depth. Caches are never Flax variables: they travel as the `carry` of an attention back-end
@@ -49,13 +50,19 @@ class DecoderLayer(nn.Module):
         w_gate = self.param("w_gate", w, (e, c.intermediate_size), dt)
         w_up = self.param("w_up", w, (e, c.intermediate_size), dt)
         w_down = self.param("w_down", w, (c.intermediate_size, e), dt)
-
+        if c.attention_bias:
+            zeros = nn.initializers.zeros
+            bq = self.param("bq", zeros, (hq * d,), dt)
+            bk = self.param("bk", zeros, (hkv * d,), dt)
+            bv = self.param("bv", zeros, (hkv * d,), dt)
+        else:
+            bq = bk = bv = 0
         b, t, _ = x.shape
         with jax.named_scope("qkv"):
             h = rms_norm(x, attn_norm, c.rms_norm_eps)
-            q = (h @ wq).reshape(b, t, hq, d)
-            k_pre = (h @ wk).reshape(b, t, hkv, d)
-            v = (h @ wv).reshape(b, t, hkv, d)
+            q = (h @ wq + bq).reshape(b, t, hq, d)
+            k_pre = (h @ wk + bk).reshape(b, t, hkv, d)
+            v = (h @ wv + bv).reshape(b, t, hkv, d)
             cos, sin = rope_cos_sin(positions, c)
             q, k = apply_rope(q, cos, sin), apply_rope(k_pre, cos, sin)
         with jax.named_scope("attention"):

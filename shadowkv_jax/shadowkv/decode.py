@@ -167,11 +167,12 @@ class ShadowKVDecode:
         b, hq, d = q.shape
         hkv = self.model.num_kv_heads
         qs = (q.astype(jnp.float32) / math.sqrt(d)).astype(q.dtype).reshape(b, hkv, hq // hkv, d)
-        inv = jnp.asarray(rope_inv_freq_full(rope_inv_freq(self.model)))
+        inv = jnp.asarray(rope_inv_freq_full(rope_inv_freq(self.model), d))
         w_layer = jax.lax.dynamic_index_in_dim(st.w, layer, 0, keepdims=False)
         with jax.named_scope("gather_reconstruct_attention"):
             partials = sparse_attention_partials(qs, st.a, w_layer, chunks, values, inv, layer,
-                                                 chunk_size=self.config.chunk_size, interpret=self.interpret)
+                                                 chunk_size=self.config.chunk_size, interpret=self.interpret,
+                                                 rotary_dim=self.model.rotary_dim)
         with jax.named_scope("combine"):
             out = combine(partials, qs, exact)
         return out.reshape(b, hq, d).astype(q.dtype)

@@ -34,12 +34,26 @@ def numpy_dtype(name: str) -> np.dtype:
     return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
 
 
+HF_BIAS_NAMES = {"bq": "self_attn.q_proj.bias", "bk": "self_attn.k_proj.bias", "bv": "self_attn.v_proj.bias"}
+
+
+def layer_names(config: ModelConfig) -> dict[str, tuple[str, bool]]:
+    """Our per-layer name -> (HF name suffix, transpose) for this config (biases when it has them)."""
+    names = dict(HF_LAYER_NAMES)
+    if config.attention_bias:
+        names.update({k: (v, False) for k, v in HF_BIAS_NAMES.items()})
+    return names
+
+
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Per-layer shapes in our [in, out] layout."""
     e, d, f = config.hidden_size, config.head_dim, config.intermediate_size
     hq, hkv = config.num_heads, config.num_kv_heads
-    return {"attn_norm": (e,), "wq": (e, hq * d), "wk": (e, hkv * d), "wv": (e, hkv * d),
-            "wo": (hq * d, e), "mlp_norm": (e,), "w_gate": (e, f), "w_up": (e, f), "w_down": (f, e)}
+    shapes = {"attn_norm": (e,), "wq": (e, hq * d), "wk": (e, hkv * d), "wv": (e, hkv * d),
+              "wo": (hq * d, e), "mlp_norm": (e,), "w_gate": (e, f), "w_up": (e, f), "w_down": (f, e)}
+    if config.attention_bias:
+        shapes.update({"bq": (hq * d,), "bk": (hkv * d,), "bv": (hkv * d,)})
+    return shapes
 
 
 def check_shape(name: str, array: np.ndarray, expected: tuple[int, ...], source: str) -> None:
@@ -58,7 +72,7 @@ def assemble_params(config: ModelConfig, get: Callable[[str], np.ndarray], sourc
     dt = numpy_dtype(config.dtype)
     shapes = expected_shapes(config)
     layers = {}
-    for ours, (_, transpose) in HF_LAYER_NAMES.items():
+    for ours, (_, transpose) in layer_names(config).items():
         stacked = np.empty((config.num_layers, *shapes[ours]), dt)
         for i in range(config.num_layers):
             name = layer_name(i, ours)

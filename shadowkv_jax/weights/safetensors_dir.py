@@ -14,7 +14,7 @@ import struct
 import numpy as np
 
 from ..config import ConfigError, ModelConfig
-from .common import HF_LAYER_NAMES, WeightsError, assemble_params
+from .common import WeightsError, assemble_params, layer_names
 
 SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 
@@ -94,6 +94,16 @@ def safetensors_files(directory: str) -> list[str]:
     raise WeightsError(f"{directory!r} has neither model.safetensors nor model.safetensors.index.json")
 
 
+def deinterleave_rotary_rows(w: np.ndarray, n_heads: int, head_dim: int, rotary_dim: int) -> np.ndarray:
+    """GLM rotates interleaved pairs (2i, 2i+1) of each head's first `rotary_dim` dims; reorder those
+    rows to (i, i + rotary_dim/2), the rotate-half layout. Applied to q and k alike, it leaves every
+    q.k product unchanged. w [n_heads * head_dim, ...] (a weight or a bias)."""
+    x = w.reshape(n_heads, head_dim, *w.shape[1:])
+    rot, rest = x[:, :rotary_dim], x[:, rotary_dim:]
+    rot = np.concatenate([rot[:, 0::2], rot[:, 1::2]], axis=1)
+    return np.concatenate([rot, rest], axis=1).reshape(w.shape)
+
+
 def load_hf_dir(directory: str, dtype: str | None = None) -> tuple[ModelConfig, dict]:
     """(config, params) from an HF directory; params numpy in `dtype` (default: the config's)."""
     hf = read_hf_config(directory)
@@ -105,16 +115,29 @@ def load_hf_dir(directory: str, dtype: str | None = None) -> tuple[ModelConfig, 
     for path in safetensors_files(directory):
         tensors.update(read_safetensors(path))
 
-    def get(name: str) -> np.ndarray:
+    def raw(name: str) -> np.ndarray:
         if name not in tensors:
             raise WeightsError(f"{directory!r}: missing tensor {name!r}")
         return np.asarray(tensors[name], dtype=np.float32)
+
+    glm = config.architecture == "GlmForCausalLM"
+
+    def get(name: str) -> np.ndarray:
+        if glm and name.endswith(("mlp.gate_proj.weight", "mlp.up_proj.weight")):
+            fused = raw(name.rsplit("mlp.", 1)[0] + "mlp.gate_up_proj.weight")  # [2F, E]: gate, then up
+            half = fused.shape[0] // 2
+            return fused[:half] if name.endswith("gate_proj.weight") else fused[half:]
+        a = raw(name)
+        if glm and (".q_proj." in name or ".k_proj." in name):
+            heads = config.num_heads if ".q_proj." in name else config.num_kv_heads
+            a = deinterleave_rotary_rows(a, heads, config.head_dim, config.rotary_dim)
+        return a
 
     head = "lm_head.weight"
     if not config.tie_word_embeddings and head not in tensors:
         raise WeightsError(f"{directory!r}: config says untied embeddings but {head!r} is missing")
     params = assemble_params(
         config, get, directory,
-        layer_name=lambda i, ours: f"model.layers.{i}.{HF_LAYER_NAMES[ours][0]}",
+        layer_name=lambda i, ours: f"model.layers.{i}.{layer_names(config)[ours][0]}",
         embed_name="model.embed_tokens.weight", norm_name="model.norm.weight", head_name=head)
     return config, params
