@@ -35,6 +35,22 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
     g.add_argument("--json", action="store_true", help="print one JSON object with text, counts and speeds")
 
+    e = sub.add_parser("eval", help="accuracy evaluation (RULER-style tasks generated here)")
+    esub = e.add_subparsers(dest="suite", required=True)
+    r = esub.add_parser("ruler", help="RULER-style synthetic tasks at given prompt lengths")
+    r.add_argument("--model", default=None)
+    r.add_argument("--lengths", type=int, nargs="+", default=[4096])
+    r.add_argument("--tasks", nargs="+", default=["niah_single", "niah_multikey", "niah_multivalue",
+                                                   "niah_multiquery", "vt", "cwe", "fwe"])
+    r.add_argument("--samples", type=int, default=20)
+    r.add_argument("--method", nargs="+", default=["full", "shadowkv"], choices=["full", "shadowkv"])
+    for flag in ("--rank", "--chunk-size", "--sparse-budget", "--outlier-chunks", "--local-chunks"):
+        r.add_argument(flag, type=int)
+    r.add_argument("--batch-size", type=int, default=4)
+    r.add_argument("--max-new-tokens", type=int, default=48)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", default=None, help="write the summary (rows, averages, markdown table) here")
+
     c = sub.add_parser("convert", help="save a model as an orbax checkpoint (skips dequantization later)")
     c.add_argument("--model", default=None, help="GGUF file or HF directory (default: embedded SmolLM2)")
     c.add_argument("--out", required=True, help="output directory, e.g. checkpoints/smollm2-135m")
@@ -115,6 +131,10 @@ def main(argv=None) -> int:
                    WeightsError)
 
     try:
+        if args.command == "eval":
+            from .eval.run import main_ruler
+
+            return main_ruler(args)
         return {"generate": _generate, "convert": _convert}[args.command](args)
     except (ConfigError, GenerationError, ModelNotFoundError, ShadowKVConfigError, TokenizerError,
             WeightsError) as e:

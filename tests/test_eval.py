@@ -85,3 +85,15 @@ def test_ruler_samples_fit_and_are_deterministic(smollm2, task):
         counts = ruler.word_counts_check(text)
         top = {w for w, _ in counts.most_common(len(s.expected))}
         assert top == set(s.expected)
+
+
+def test_eval_ruler_cli_writes_a_summary(smollm2, tmp_path, capsys):
+    from shadowkv_jax.cli import main
+
+    out = tmp_path / "ruler.json"
+    assert main(["eval", "ruler", "--lengths", "600", "--tasks", "niah_single", "--samples", "2",
+                 "--method", "full", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    [row] = summary["rows"]
+    assert row["task"] == "niah_single" and row["samples"] == 2 and 0 <= row["score"] <= 100
+    assert "| niah_single |" in capsys.readouterr().out
