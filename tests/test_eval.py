@@ -97,3 +97,17 @@ def test_eval_ruler_cli_writes_a_summary(smollm2, tmp_path, capsys):
     [row] = summary["rows"]
     assert row["task"] == "niah_single" and row["samples"] == 2 and 0 <= row["score"] <= 100
     assert "| niah_single |" in capsys.readouterr().out
+
+
+def test_niah_heatmap_grid_and_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from shadowkv_jax.eval.plots import niah_grid, niah_heatmap
+
+    rows = [{"depth": d, "target_tokens": n, "found": f}
+            for d, n, f in [(0.1, 4096, True), (0.1, 4096, False), (0.5, 4096, True), (0.1, 8192, True),
+                            (0.5, 8192, False)]]
+    depths, lengths, grid = niah_grid(rows)
+    assert depths == [0.1, 0.5] and lengths == [4096, 8192]
+    assert grid == [[0.5, 1.0], [1.0, 0.0]]
+    png = niah_heatmap(rows, str(tmp_path / "niah.png"))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
