@@ -111,3 +111,39 @@ def test_niah_heatmap_grid_and_png(tmp_path):
     assert grid == [[0.5, 1.0], [1.0, 0.0]]
     png = niah_heatmap(rows, str(tmp_path / "niah.png"))
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_rows_and_attention_error():
+    import jax
+    import numpy as np
+
+    import shadowkv_jax as sk
+    from shadowkv_jax.eval.sweep import attention_output_error, sweep
+    from shadowkv_jax.model.llama import init_params
+
+    cfg = sk.ModelConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                         num_kv_heads=2, head_dim=16, max_position_embeddings=2048, rope_theta=1000.0)
+    params = init_params(cfg, jax.random.key(0))
+    params["layers"]["wq"] = params["layers"]["wq"] * 8  # peaked attention, so sparsity matters
+    params["layers"]["wk"] = params["layers"]["wk"] * 8
+    model = sk.Model(cfg, params, None, "tiny")
+    ids = tuple(int(x) for x in np.random.default_rng(0).integers(1, 128, 300))
+
+    class Sample:  # the sweep needs prompt_ids and a score
+        prompt_ids = ids
+
+        @staticmethod
+        def score(text):
+            return 1.0
+
+    exact = sk.ShadowKVConfig(rank=32, chunk_size=4, sparse_budget=(300 - 16) // 4 * 4, outlier_chunks=0)
+    assert attention_output_error(model, ids, exact).max() < 1e-4
+    base = sk.ShadowKVConfig(rank=32, chunk_size=4, sparse_budget=192, outlier_chunks=1)
+    rows = sweep(model, [Sample()], base, rank=[4, 32], chunk_size=[4, 8], max_new_tokens=4)
+    assert [(r["rank"], r["chunk_size"]) for r in rows] == [(4, 4), (4, 8), (32, 4), (32, 8)]
+    by = {(r["rank"], r["chunk_size"]): r for r in rows}
+    assert by[(4, 4)]["attention_error"] > by[(32, 4)]["attention_error"] > 0
+    assert by[(4, 4)]["gpu_bytes_per_token"] < by[(32, 4)]["gpu_bytes_per_token"]
+    assert all(0 <= r["hit_rate"] <= 1 and r["accuracy"] == 1.0 for r in rows)
+    with pytest.raises(ValueError, match="'ranks' is not a ShadowKVConfig field"):
+        sweep(model, [Sample()], base, ranks=[4])
