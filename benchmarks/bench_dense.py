@@ -12,7 +12,6 @@ depend on them).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import statistics
 import sys
@@ -23,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import shadowkv_jax as sk
+from common import run_meta, save_json
 from shadowkv_jax.decoding import decode_loop, prefill
 
 
@@ -72,9 +72,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    dev = jax.devices()[0]
-    meta = {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
-            "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv)}
+    meta = run_meta()
     rows = []
     for dtype in args.dtype:
         model = sk.load_model(args.model, dtype=dtype)
@@ -84,9 +82,7 @@ def main(argv=None) -> int:
                 row = bench_one(model, context, batch, args.decode_steps, args.repeats)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    save_json(args.json, {"meta": meta, "rows": rows})
     print(f"\n{meta['model']} on {meta['device']} ({meta['platform']}), jax {meta['jax']}, {meta['date']}")
     print("| dtype | context | batch | prefill tok/s | decode tok/s | decode ms/step |")
     print("|---|---|---|---|---|---|")

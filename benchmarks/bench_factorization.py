@@ -9,7 +9,6 @@ under jit, timed as the median of --repeats runs after one warm-up.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import statistics
 import sys
@@ -18,6 +17,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from common import run_meta, save_json
 from shadowkv_jax.shadowkv.factorize import factorize, subspace_agreement
 
 
@@ -46,15 +46,11 @@ def main(argv=None) -> int:
         times[method] = statistics.median(ts)
     agree = float(subspace_agreement(factors["svd"][1][0], factors["gram"][1][0]))
     err = {m: float(jnp.linalg.norm(k[0] - a[0] @ w[0]) / jnp.linalg.norm(k[0])) for m, (a, w) in factors.items()}
-    dev = jax.devices()[0]
-    out = {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
-           "date": datetime.date.today().isoformat(), "tokens": args.tokens, "dims": args.dims,
-           "rank": args.rank, "seconds": times, "relative_error": err, "subspace_agreement": agree}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    out = run_meta(tokens=args.tokens, dims=args.dims, rank=args.rank, seconds=times, relative_error=err,
+                   subspace_agreement=agree)
+    save_json(args.json, out)
     print(json.dumps(out))
-    print(f"| {dev.device_kind} | {args.tokens} x {args.dims}, r={args.rank} | svd {times['svd']:.3f} s | "
+    print(f"| {out['device']} | {args.tokens} x {args.dims}, r={args.rank} | svd {times['svd']:.3f} s | "
           f"gram {times['gram']:.3f} s | agreement {agree:.6f} | rel. err svd {err['svd']:.4f} / "
           f"gram {err['gram']:.4f} |")
     return 0

@@ -12,7 +12,6 @@ bandwidth, value bytes / measured host->device bandwidth). Both bandwidths are m
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import statistics
 import sys
@@ -22,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import run_meta, save_json
 from shadowkv_jax.kernels.sparse_attention import (combine, expected_bytes, rope_inv_freq_full,
                                                    sparse_attention_partials,
                                                    sparse_attention_partials_reference)
@@ -116,11 +116,8 @@ def main(argv=None) -> int:
                     print(json.dumps(rows[-1]), flush=True)
                 del vals
             del a, vals_dev
-    meta = {"device": dev.device_kind, "jax": jax.__version__, "date": datetime.date.today().isoformat(),
-            "hbm_bytes_per_s": hbm_bw, "host_to_device_bytes_per_s": pcie_bw, "command": " ".join(sys.argv)}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    meta = run_meta(hbm_bytes_per_s=hbm_bw, host_to_device_bytes_per_s=pcie_bw)
+    save_json(args.json, {"meta": meta, "rows": rows})
     print(f"\n{meta['device']}, jax {meta['jax']}, {meta['date']}: HBM {hbm_bw / 1e12:.2f} TB/s, "
           f"host->device {pcie_bw / 1e9:.1f} GB/s (measured)")
     print("| context | batch | values | impl | splits/block/warps | ms | roofline ms | % of roofline | max err |")

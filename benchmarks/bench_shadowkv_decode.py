@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import sys
 
@@ -21,6 +20,7 @@ import jax
 import numpy as np
 
 import shadowkv_jax as sk
+from common import run_meta, save_json
 from shadowkv_jax.model.llama import init_params
 
 from shadowkv_jax.shapes import NAMED_SHAPES
@@ -62,18 +62,14 @@ def main(argv=None) -> int:
     scale = max(float(np.abs(r.stats["logits"]).max()) for r in ref)
     same = all(r.token_ids == k.token_ids for r, k in zip(ref, ker))
     step = {impl: 1e3 * out[impl][0].stats["decode_s"] / (args.steps - 1) for impl in out}
-    dev = jax.devices()[0]
-    row = {"model": model.source.rsplit("/", 1)[-1], "device": dev.device_kind, "jax": jax.__version__,
-           "date": datetime.date.today().isoformat(), "context": args.context, "batch": args.batch,
+    row = {**run_meta(), "model": model.source.rsplit("/", 1)[-1], "context": args.context, "batch": args.batch,
            "placement": args.placement, "config": dataclasses.asdict(base), "max_abs_dlogit": err,
            "logit_scale": scale, "same_tokens": same, "first_decode_step_max_abs_dlogit": first_step, "ms_per_step": step,
            "hit_rate": ker[0].stats.get("hit_rate")}
     print(json.dumps(row))
     print(f"| {row['model']} | {args.context} | {args.batch} | {args.placement} | jnp {step['reference']:.2f} ms | "
           f"pallas {step['pallas']:.2f} ms | max dlogit {err:.2e} (first step {first_step:.2e}; scale {scale:.1f}) | same tokens {same} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(row, f, indent=1)
+    save_json(args.json, row)
     return 0
 
 

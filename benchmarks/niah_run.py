@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
 import sys
 import time
 
-import jax
 
 import shadowkv_jax as sk
+from common import run_meta, save_json
 from shadowkv_jax.eval import niah
 
 
@@ -35,9 +33,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     model = sk.load_model(args.model)
-    dev = jax.devices()[0]
-    out = {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
-           "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv), "runs": []}
+    out = run_meta(runs=[])
     for length in args.lengths:
         cases = niah.make_cases(model.tokenizer, [length], args.depths, args.needles, seed=args.seed)
         for name in args.methods:
@@ -54,9 +50,7 @@ def main(argv=None) -> int:
             print(f"{name:9s} {length:6d}  accuracy {run['accuracy']:.2f}  ({run['seconds']:.0f} s)", flush=True)
             for r in rows:
                 print(f"   depth {r['depth']:.1f} {r['answer']} found={r['found']} {r['output']!r}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    save_json(args.json, out)
     print(f"\nNIAH on {out['device']} ({out['platform']}), jax {out['jax']}, {out['date']}")
     print("| method | prompt tokens | cases | accuracy | budget | rank | outliers | mean hit rate |")
     print("|---|---|---|---|---|---|---|---|")

@@ -66,14 +66,13 @@ def _sampler(args):
     return Temperature(args.temperature) if args.temperature > 0 else Greedy()
 
 
-def _method(args, model, prompts, chat):
+def _method(args, model, id_lists):
     """"full", or a ShadowKVConfig scaled to the shortest prompt with the flags' overrides."""
     if args.method == "full":
         return "full"
-    from .api import encode_prompts
     from .shadowkv import ShadowKVConfig
 
-    shortest = min(len(ids) for ids in encode_prompts(model, prompts, chat))
+    shortest = min(len(ids) for ids in id_lists)
     names = ("rank", "chunk_size", "sparse_budget", "outlier_chunks", "local_chunks", "factorization",
              "value_placement")
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
@@ -90,11 +89,13 @@ def _generate(args) -> int:
     if not prompts:
         print("error: give at least one --prompt or --prompt-file", file=sys.stderr)
         return 2
+    from .api import encode_prompts
+
     model = load_model(args.model, dtype=args.dtype)
-    chat = False if args.no_chat else None
-    method = _method(args, model, prompts, chat)
-    results = generate(model, prompts, method=method, max_new_tokens=args.max_new_tokens,
-                       sampler=_sampler(args), chat=chat, seed=args.seed)
+    id_lists = encode_prompts(model, prompts, chat=False if args.no_chat else None)  # tokenize once
+    method = _method(args, model, id_lists)
+    results = generate(model, id_lists, method=method, max_new_tokens=args.max_new_tokens,
+                       sampler=_sampler(args), seed=args.seed)
     if args.json:
         out = [{"prompt": p, "text": r.text, "prompt_tokens": r.stats["prompt_tokens"],
                 "generated_tokens": r.stats["generated_tokens"],

@@ -1,7 +1,8 @@
 """Memory planner: GPU and host bytes of a decode configuration, and the largest batch that fits.
 
-Weights and caches come from `jax.eval_shape` of the real structures (the params pytree, the dense
-`KVCache`, the `ShadowKVState`), so they cannot drift from the code. Activations are an upper bound
+Weights and the dense cache come from `jax.eval_shape` of the real structures (the params pytree,
+`KVCache`); the ShadowKV state from `shadowkv.memory.state_bytes`, which reads the same shape
+declaration the state is built from. None of them can drift from the code. Activations are an upper bound
 from the shapes the prefill materialises at once (one layer; attention in query blocks); workspace is
 a stated fraction. A plan that does not fit is refused before anything is allocated, with the numbers.
 """
@@ -19,7 +20,7 @@ from .cache import KVCache
 from .config import ModelConfig
 from .model.llama import abstract_params
 from .shadowkv.config import ShadowKVConfig
-from .shadowkv.state import empty_state
+from .shadowkv.memory import state_bytes
 
 GiB = 1 << 30
 PREFILL_QUERY_BLOCK = 512  # model/attention.py: causal_attention's query block
@@ -131,11 +132,10 @@ def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: 
         name = "full"
     elif isinstance(method, ShadowKVConfig):
         cfg = dataclasses.replace(method, max_new_tokens=max_new_tokens)
-        state = jax.eval_shape(lambda: empty_state(config, cfg, batch, cfg.num_chunks(context)))
-        values = _nbytes(state.values)
-        gpu["shadow_state"] = _nbytes(state) - values
         placement = cfg.resolved_placement("gpu")
-        (host if placement == "host" else gpu)["values"] = values
+        state = state_bytes(config, cfg, context, batch, placement)  # same declaration as the state
+        gpu["shadow_state"] = state["device"] - (state["by_field"]["values"] if placement == "device" else 0)
+        (host if placement == "host" else gpu)["values"] = state["by_field"]["values"]
         attended = cfg.local_capacity + (cfg.outlier_chunks + cfg.selected_chunks) * cfg.chunk_size + max_new_tokens
         name = "shadowkv"
     else:

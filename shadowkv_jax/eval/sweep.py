@@ -19,14 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..api import pad_batch
-from ..decoding import prefill
 from ..model.attention import DenseDecode
 from ..model.llama import embed, run_layers
 from ..shadowkv.config import ShadowKVConfig
 from ..shadowkv.decode import ShadowKVDecode
 from ..shadowkv.memory import state_bytes
-from ..shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=("shadow", "dense", "lengths", "errors"), meta_fields=())
@@ -56,19 +53,18 @@ class _CompareDecode:
 
 def attention_output_error(model, prompt_ids, cfg: ShadowKVConfig) -> np.ndarray:
     """Per-layer relative error ||o_shadowkv - o_full|| / ||o_full|| at the first decode step [L]."""
+    from ..generation import prefill_prompts
+
     mc = model.config
-    ids = [list(prompt_ids)]
-    tokens, lengths = pad_batch(ids)
-    t_pad = padded_prompt_length(cfg, len(ids[0]), 64)
-    tokens = jnp.pad(tokens, ((0, 0), (0, t_pad - tokens.shape[1])))
-    logits, state = shadowkv_prefill(model.params, tokens, lengths, config=mc, sk_config=cfg,
-                                     chunk_slots=chunk_slots_for(cfg, [len(ids[0])]))
-    _, cache = prefill(model.params, tokens, lengths, config=mc, capacity=t_pad + 8)
-    first = jnp.argmax(logits, -1).astype(jnp.int32)
-    pair = _Pair(state.without_values(), cache, lengths, jnp.zeros((mc.num_layers,), jnp.float32))
-    backend = _CompareDecode(ShadowKVDecode(cfg, mc, "device"))
+    shadow = prefill_prompts(model, [list(prompt_ids)], method=cfg)
+    dense = prefill_prompts(model, [list(prompt_ids)], method="full", max_new_tokens=1)
+    st = shadow.state
+    lengths = st.lengths
+    first = jnp.argmax(shadow.next_logits, -1).astype(jnp.int32)
+    pair = _Pair(st.without_values(), dense.state, lengths, jnp.zeros((mc.num_layers,), jnp.float32))
+    backend = _CompareDecode(ShadowKVDecode(cfg, mc, st.placement))
     _, pair = run_layers(model.params, mc, backend, embed(model.params, first[:, None]), lengths[:, None],
-                         lengths, pair, state.values)
+                         lengths, pair, st.values)
     return np.asarray(pair.errors)
 
 

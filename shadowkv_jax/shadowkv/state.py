@@ -59,20 +59,9 @@ class ShadowKVState:
     config: ShadowKVConfig  # static
     placement: str  # static: where `values` lives, "host" or "device"
 
-    @property
-    def chunk_slots(self) -> int:  # n_c
-        return self.a.shape[2] // self.config.chunk_size
-
-    @property
-    def batch(self) -> int:
-        return self.a.shape[1]
-
     def without_values(self) -> "ShadowKVState":
         """The part that decoding updates (values are read-only and travel separately)."""
         return dataclasses.replace(self, values=None)
-
-    def with_values(self, values) -> "ShadowKVState":
-        return dataclasses.replace(self, values=values)
 
     def nbytes_by_placement(self) -> dict[str, int]:
         """Bytes of this state on the accelerator ("device") and in host memory ("host")."""

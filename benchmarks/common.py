@@ -1,0 +1,23 @@
+"""What every benchmark script records: where and when it ran, and how to write its JSON."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+
+import jax
+
+
+def run_meta(**extra) -> dict:
+    """Device, platform, JAX version, date and the command line, plus any extra fields."""
+    dev = jax.devices()[0]
+    return {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
+            "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv), **extra}
+
+
+def save_json(path: str | None, obj) -> None:
+    """Write `obj` to `path` (indented) when a path was given."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(obj, f, indent=1)
