@@ -14,6 +14,9 @@ export PYTHONPATH=/tmp/site:$PWD
 python3 -c "import shadowkv_jax.kernels" 2>/dev/null || \
   python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1
 GGUF=/root/m/smollm2.gguf
+# throughput runs: most of the GPU for XLA, pinned host memory up to 110 GiB (XLA caps it at 68 otherwise)
+bench() { XLA_PYTHON_CLIENT_MEM_FRACTION=0.97 XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB=110 timeout ${BENCH_TIMEOUT:-280} \
+  python3 -m shadowkv_jax bench --margin 0.03 "$@" 2>&1 | grep -v -i "deprecat\|warn" | tail -${BTAIL:-14}; }
 export SHADOWKV_JAX_MODEL=$GGUF
 case "${1:-}" in
 stage1)
@@ -55,5 +58,23 @@ kernels2)  # compiled kernel tests, a small tuning sweep, the roofline table, 8B
   timeout 160 python3 benchmarks/bench_kernels.py --repeats 10 --json "$OUT/kernels_h100.json" 2>&1 | tail -18
   timeout 150 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2 \
       --json "$OUT/decode_llama8b.json" 2>&1 | tail -1
+  ;;
+tput1)  # stash GGUF half A; compiled kernel tests and GPU tests; Llama-3.1-8B shape at 122,880 tokens
+  cp .carry/a/smol.part00 /root/m/
+  SHADOWKV_KERNELS_COMPILED=1 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py 2>&1 | tail -4
+  timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py 2>&1 | tail -3
+  bench --model llama-3.1-8b --context 122880 --method full --batch 1 auto --steps 32 --breakdown \
+      --json "$OUT/tput_llama_122k_full.json"
+  bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 4 auto --steps 32 --breakdown \
+      --json "$OUT/tput_llama_122k_shadowkv.json"
+  ;;
+tput2)  # Llama-3.1-8B shape at 65,536; GLM-4-9B shape at both contexts; full attention vs PyTorch at 32K
+  bench --model llama-3.1-8b --context 65536 --method full shadowkv --batch auto --steps 32 \
+      --json "$OUT/tput_llama_64k.json"
+  bench --model glm-4-9b --context 65536 122880 --method full shadowkv --batch auto --steps 32 \
+      --json "$OUT/tput_glm.json"
+  bench --model llama-3.1-8b --context 32768 --method full --batch 4 --steps 32 --json "$OUT/tput_llama_32k_b4.json"
+  timeout 150 python3 benchmarks/torch_baseline.py --shape llama-3.1-8b --context 32768 --batch 4 --steps 32 \
+      --warmup 4 --compile both --json "$OUT/torch_llama_32k_b4.json" 2>&1 | tail -6
   ;;
 esac

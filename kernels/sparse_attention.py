@@ -5,7 +5,9 @@ Per (sequence b, KV head h, split s), in blocks of T tokens (whole chunks):
   2. gather the A rows of those tokens, k_pre = A_rows @ W_h and rot(k_pre) = A_rows @ rot(W_h);
   3. RoPE at the true positions: k = k_pre * cos(p) + rot(k_pre) * sin(p)   (keys stay in registers);
   4. scores for the G query heads of the group, online softmax;
-  5. gather the selected values straight from `values` (device or pinned host memory), accumulate.
+  5. gather the selected values straight from `values` (device or pinned host memory), accumulate;
+     with value reuse, chunks also selected at the previous step come from a device cache instead
+     and only the misses cross PCIe.
 Each split writes an unnormalised partial (acc, m, l); `combine` merges splits with the exact
 segments [local | outliers | generated] into one softmax (flash-decoding).
 
@@ -60,12 +62,18 @@ def _dot(x, y):
     return jnp.dot(x, y, preferred_element_type=jnp.float32, precision=prec)
 
 
-def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq_ref,
-            o_ref, m_ref, l_ref, *, num_selected: int, chunk_size: int, block_tokens: int,
-            blocks_per_split: int, rank_parts, groups_padded: int):
+def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq_ref, *rest,
+            num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, rank_parts,
+            groups_padded: int, reuse: bool):
     # layer_ref [1] int32; q_ref [B, Hkv, Gp, D]; a_ref [L, B, N, r]; w_ref, wr_ref [B, Hkv, r, D];
     # chunks_ref [B, Hkv, k_pad]; values_ref [L, B, Hkv, n_c, c, D]; freq_ref [D]
+    # with reuse: hit_ref [B, Hkv, k_pad] (slot of the chunk in the old cache, -1 = miss) and
+    # cache_ref [B, Hkv, k, c, D] in, new_cache_ref [B, Hkv, k, c, D] out
     # outputs: o_ref [B, Hkv, S, Gp, D] f32; m_ref, l_ref [B, Hkv, S, Gp] f32
+    if reuse:
+        hit_ref, cache_ref, o_ref, m_ref, l_ref, new_cache_ref = rest
+    else:
+        o_ref, m_ref, l_ref = rest
     b, h, s = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     layer = layer_ref[0]
     q = q_ref[b, h]  # [Gp, D]
@@ -94,7 +102,11 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq
         m_new = jnp.maximum(m, jnp.max(scores, axis=1))
         p = jnp.exp(scores - m_new[:, None])
         alpha = jnp.exp(m - m_new)
-        v = values_ref[layer, b, h, chunk, t_in_chunk, :]  # [T, D] straight from values' memory
+        if reuse:
+            v = _fetch_with_reuse(values_ref, hit_ref, cache_ref, new_cache_ref, layer, b, h, slot, chunk,
+                                  t_in_chunk, num_selected, d)
+        else:
+            v = values_ref[layer, b, h, chunk, t_in_chunk, :]  # [T, D] straight from values' memory
         acc = acc * alpha[:, None] + _dot(p.astype(v.dtype), v)
         return m_new, l * alpha + jnp.sum(p, axis=1), acc
 
@@ -104,6 +116,37 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq
     o_ref[b, h, s] = acc
     m_ref[b, h, s] = m
     l_ref[b, h, s] = l
+
+
+def _fetch_with_reuse(values_ref, hit_ref, cache_ref, new_cache_ref, layer, b, h, slot, chunk, t_in_chunk,
+                      num_selected: int, d: int):
+    """Values of a block: hits from last step's device cache, only misses from `values` (host).
+
+    Masked loads issue no memory traffic for masked lanes, so a hit costs an HBM read instead of
+    a PCIe read. Every fetched row is also written to the new cache, at its slot of this step.
+    """
+    from jax.experimental.pallas import triton as plt
+
+    valid = slot < num_selected  # [T]
+    old_slot = hit_ref[b, h, slot]  # [T]
+    hit = (old_slot >= 0) & valid
+    col = jax.lax.broadcasted_iota(jnp.int32, (1, d), 1)
+    t = t_in_chunk[:, None]
+    from_host = plt.load(values_ref.at[layer, b, h, chunk[:, None], t, col],
+                         mask=(valid & ~hit)[:, None], other=0)
+    from_cache = plt.load(cache_ref.at[b, h, jnp.maximum(old_slot, 0)[:, None], t, col],
+                          mask=hit[:, None], other=0)
+    v = jnp.where(hit[:, None], from_cache, from_host)
+    # padded slots (>= k) are masked: no write on GPU, dropped as out of bounds when interpreted
+    # (clamping them would collide with a real slot)
+    plt.store(new_cache_ref.at[b, h, slot[:, None], t, col], v, mask=valid[:, None])
+    return v
+
+
+def hit_slots(chunks: jax.Array, previous: jax.Array) -> jax.Array:
+    """For each chunk of this step's selection [B, Hkv, k], its slot in the previous selection, or -1."""
+    match = chunks[..., :, None] == previous[..., None, :]  # [B, Hkv, k, k]
+    return jnp.where(jnp.any(match, axis=-1), jnp.argmax(match, axis=-1), -1).astype(jnp.int32)
 
 
 def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits: int | None = None):
@@ -119,10 +162,16 @@ def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits:
 
 @functools.partial(jax.jit, static_argnames=("chunk_size", "block_tokens", "num_splits", "num_warps",
                                              "num_stages", "interpret", "rotary_dim"))
-def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, *, chunk_size: int,
-                              block_tokens: int = 32, num_splits: int | None = None, num_warps: int = 8,
-                              num_stages: int = 2, interpret: bool = False, rotary_dim: int | None = None):
-    """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks."""
+def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_cache=None, previous=None, *,
+                              chunk_size: int, block_tokens: int = 32, num_splits: int | None = None,
+                              num_warps: int = 8, num_stages: int = 2, interpret: bool = False,
+                              rotary_dim: int | None = None):
+    """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks.
+
+    With `value_cache` [B, Hkv, k, c, D] (the values of last step's selection `previous` [B, Hkv, k],
+    slot for slot) the chunks selected again are read from it and only the others from `values`;
+    the result then has a fourth element, the new cache (this step's selected values, slot for slot).
+    """
     b, hkv, g, d = q.shape
     k = chunks.shape[-1]
     rank = a.shape[-1]
@@ -137,8 +186,10 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, *, chunk
     chunks_p = jnp.pad(chunks, ((0, 0), (0, 0), (0, k_pad - k)))  # padded slots read chunk 0, masked
     w_rot = _rotate_half(w, rotary_dim)  # rot(A W) = A rot(W): the kernel never permutes keys
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
+    reuse = value_cache is not None
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
-                               blocks_per_split=per_split, rank_parts=tuple(parts), groups_padded=gp)
+                               blocks_per_split=per_split, rank_parts=tuple(parts), groups_padded=gp,
+                               reuse=reuse)
     params = None
     if not interpret:
         from jax.experimental.pallas import triton as plt
@@ -147,15 +198,22 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, *, chunk
     out_shape = (jax.ShapeDtypeStruct((b, hkv, splits, gp, d), jnp.float32),
                  jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32),
                  jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32))
-    acc, m, l = pl.pallas_call(kernel, out_shape=out_shape, grid=(b, hkv, splits), interpret=interpret,
-                               compiler_params=params, name="shadowkv_gather_reconstruct_attention")(
-        layer, qp, a, w, w_rot, chunks_p, values, inv_freq)
-    return acc[:, :, :, :g], m[:, :, :, :g], l[:, :, :, :g]
+    args = [layer, qp, a, w, w_rot, chunks_p, values, inv_freq]
+    if reuse:
+        hits = jnp.pad(hit_slots(chunks, previous), ((0, 0), (0, 0), (0, k_pad - k)), constant_values=-1)
+        args += [hits, value_cache]
+        out_shape += (jax.ShapeDtypeStruct(value_cache.shape, value_cache.dtype),)
+    out = pl.pallas_call(kernel, out_shape=out_shape, grid=(b, hkv, splits), interpret=interpret,
+                         compiler_params=params, name="shadowkv_gather_reconstruct_attention")(*args)
+    acc, m, l = out[:3]
+    return (acc[:, :, :, :g], m[:, :, :, :g], l[:, :, :, :g]) + tuple(out[3:])
 
 
-def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer, *, chunk_size: int,
-                                        rotary_dim: int | None = None, **unused):
-    """Plain jnp of the same computation, one split: (acc [B, Hkv, 1, G, D], m, l)."""
+def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer, value_cache=None,
+                                        previous=None, *, chunk_size: int, rotary_dim: int | None = None,
+                                        **unused):
+    """Plain jnp of the same computation, one split: (acc [B, Hkv, 1, G, D], m, l), plus the new value
+    cache (the selected values) when `value_cache` is given; values are always read from `values`."""
     b, hkv, g, d = q.shape
     k = chunks.shape[-1]
     pos = (chunks[..., None] * chunk_size + jnp.arange(chunk_size)).reshape(b, hkv, k * chunk_size)
@@ -171,7 +229,10 @@ def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer
     m = jnp.max(s, axis=-1)
     p = jnp.exp(s - m[..., None])
     acc = jnp.einsum("bhgn,bhnd->bhgd", p.astype(v.dtype), v, preferred_element_type=jnp.float32, precision=hi)
-    return acc[:, :, None], m[:, :, None], jnp.sum(p, axis=-1)[:, :, None]
+    out = (acc[:, :, None], m[:, :, None], jnp.sum(p, axis=-1)[:, :, None])
+    if value_cache is not None:
+        out += (v.reshape(value_cache.shape).astype(value_cache.dtype),)
+    return out
 
 
 def combine(partials, q, segments) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Command line: `python -m shadowkv_jax generate|convert ...`."""
+"""Command line: `python -m shadowkv_jax generate|eval|bench|convert ...`."""
 
 from __future__ import annotations
 
@@ -50,6 +50,34 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max-new-tokens", type=int, default=48)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", default=None, help="write the summary (rows, averages, markdown table) here")
+
+    bn = sub.add_parser("bench", help="decode throughput at long context: full attention vs ShadowKV",
+                        description="Prefill one prompt of random tokens per run, copy it into every row of "
+                        "the batch, time decoding. Named shapes use random bf16 weights (decode speed does not "
+                        "depend on weight values); a PATH uses real weights. Set "
+                        "XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB before starting when ShadowKV's values need more "
+                        "pinned host memory than XLA's default cap (68 GiB seen on a 128 GiB machine).")
+    bn.add_argument("--model", default="llama-3.1-8b", help="llama-3.1-8b | glm-4-9b | PATH (GGUF, HF dir)")
+    bn.add_argument("--context", type=int, nargs="+", default=[65536, 122880])
+    bn.add_argument("--method", nargs="+", default=["full", "shadowkv"], choices=["full", "shadowkv"])
+    bn.add_argument("--batch", nargs="+", default=["auto"], help="batch sizes, or 'auto' (largest that fits)")
+    bn.add_argument("--steps", type=int, default=32, help="timed decode steps (after as many warm-up steps)")
+    bn.add_argument("--breakdown", action="store_true",
+                    help="also time the step without attention and with selection only")
+    bn.add_argument("--gpu-memory-gb", type=float, default=None, help="default: the device's allocator limit")
+    bn.add_argument("--host-memory-gb", type=float, default=None,
+                    help="pinned host memory to plan with (default: $XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB or 68)")
+    bn.add_argument("--margin", type=float, default=0.10, help="fraction of each memory kept free")
+    bk = bn.add_argument_group("ShadowKV (unset fields come from ShadowKVConfig.for_model at each context)")
+    bk.add_argument("--rank", type=int)
+    bk.add_argument("--chunk-size", type=int)
+    bk.add_argument("--sparse-budget", type=int)
+    bk.add_argument("--factorization", choices=["svd", "gram"], default="gram",
+                    help="gram (default here: ~9x faster prefill at long context, same subspace) or svd")
+    bk.add_argument("--implementation", choices=["auto", "reference", "pallas"], default="auto")
+    bk.add_argument("--no-value-reuse", action="store_true", help="fetch every selected value from the host")
+    bn.add_argument("--json", default=None, help="write rates, rows and speedups here")
+    bn.add_argument("--plot", default=None, help="write the throughput / breakdown figure here (PNG)")
 
     c = sub.add_parser("convert", help="save a model as an orbax checkpoint (skips dequantization later)")
     c.add_argument("--model", default=None, help="GGUF file or HF directory (default: embedded SmolLM2)")
@@ -126,18 +154,76 @@ def _convert(args) -> int:
     return 0
 
 
+class UsageError(ValueError):
+    """A command-line value that is out of range."""
+
+
+def _batch_arg(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UsageError(f"--batch {text!r} must be a positive integer or 'auto'")
+    return n
+
+
+def _bench(args) -> int:
+    from . import throughput as tp
+
+    for c in args.context:
+        if c < 1:
+            raise UsageError(f"--context {c} must be a positive number of tokens")
+    if args.steps < 1:
+        raise UsageError(f"--steps {args.steps} must be >= 1")
+    batches = [_batch_arg(b) for b in args.batch]
+    model, note = tp.bench_model(args.model)
+    print(f"model: {args.model} ({note})")
+    overrides = {k: v for k, v in dict(rank=args.rank, chunk_size=args.chunk_size, sparse_budget=args.sparse_budget,
+                                       factorization=args.factorization, implementation=args.implementation,
+                                       value_reuse=not args.no_value_reuse).items() if v is not None}
+    methods = ["full" if m == "full" else tp.shadowkv_factory(model.config, **overrides) for m in args.method]
+    limits = tp.default_limits(args.gpu_memory_gb, args.host_memory_gb, args.margin)
+    rates = tp.measure_bandwidths()
+    h2d = rates["h2d_bytes_per_s"]
+    print(f"measured: HBM read {rates['hbm_read_bytes_per_s'] / 1e12:.2f} TB/s, host->device "
+          f"{'n/a' if h2d is None else f'{h2d / 1e9:.1f} GB/s'}")
+    meta = tp.run_meta(model=args.model, weights=note, command=" ".join(sys.argv))
+
+    def save(rows):  # after every row, so an interrupted run keeps what it measured
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"meta": meta, "rates": rates, "rows": rows, "speedups": tp.speedups(rows),
+                           "markdown": tp.markdown(rows)}, f, indent=1)
+
+    out = tp.bench(model, args.context, methods, batches, args.steps, limits, breakdown=args.breakdown, rates=rates,
+                   on_row=save)
+    out["speedups"] = tp.speedups(out["rows"])
+    table = tp.markdown(out["rows"])
+    if args.plot:
+        tp.plot(out["rows"], args.plot)
+    for s in out["speedups"]:
+        print(f"context {s['context']:,}: shadowkv {s['shadowkv_tokens_per_s']:.1f} tok/s (batch {s['shadowkv_batch']}) "
+              f"/ full {s['full_tokens_per_s']:.1f} tok/s (batch {s['full_batch']}) = {s['ratio']:.2f}x")
+    print(table)
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from . import (ConfigError, GenerationError, ModelNotFoundError, ShadowKVConfigError, TokenizerError,
                    WeightsError)
+    from .planner import PlanError
 
     try:
         if args.command == "eval":
             from .eval.run import main_ruler
 
             return main_ruler(args)
-        return {"generate": _generate, "convert": _convert}[args.command](args)
+        return {"generate": _generate, "convert": _convert, "bench": _bench}[args.command](args)
     except (ConfigError, GenerationError, ModelNotFoundError, ShadowKVConfigError, TokenizerError,
-            WeightsError) as e:
+            WeightsError, PlanError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

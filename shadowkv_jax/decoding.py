@@ -34,6 +34,22 @@ def prefill(params, tokens: jax.Array, lengths: jax.Array, *, config: ModelConfi
     return lm_head(params, config, last), dataclasses.replace(cache, lengths=lengths)
 
 
+@partial(jax.jit, static_argnames=("config",), donate_argnames=("cache",))
+def prefill_rows(params, cache: KVCache, tokens: jax.Array, lengths: jax.Array, row, *, config: ModelConfig):
+    """Prefill tokens [b, T] into batch rows [row, row + b) of an existing cache (donated, updated in
+    place), so a large batch of long prompts is prefilled a few rows at a time with activations of
+    b prompts only. Returns (next-token logits [b, V], cache)."""
+    b, t = tokens.shape
+    if cache.capacity < t:
+        raise ValueError(f"cache capacity={cache.capacity} must be >= the padded prompt length {t}")
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    x, cache = run_layers(params, config, DensePrefill(), embed(params, tokens), positions, lengths, cache,
+                          jnp.asarray(row, jnp.int32))
+    last = x[jnp.arange(b), lengths - 1]
+    new_lengths = jax.lax.dynamic_update_slice(cache.lengths, lengths.astype(jnp.int32), (row,))
+    return lm_head(params, config, last), dataclasses.replace(cache, lengths=new_lengths)
+
+
 def _step(params, config, attention, carry, tokens, consts=None):
     """One token per sequence through all layers. tokens [B] -> (logits [B, V], carry)."""
     lengths = carry.lengths

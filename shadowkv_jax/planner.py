@@ -18,7 +18,7 @@ import numpy as np
 
 from .cache import KVCache
 from .config import ModelConfig
-from .model.llama import abstract_params
+from .model.llama import MLP_TOKEN_CHUNK, abstract_params
 from .shadowkv.config import ShadowKVConfig
 from .shadowkv.memory import state_bytes
 
@@ -89,17 +89,27 @@ def weight_bytes(config: ModelConfig) -> int:
     return _nbytes(abstract_params(config))
 
 
-def prefill_activation_bytes(config: ModelConfig, batch: int, context: int) -> int:
+def flash_prefill(config: ModelConfig, platform: str | None = None) -> bool:
+    """Whether prefill attention runs as cuDNN flash attention (model/attention.py: flash_available)."""
+    platform = platform or jax.default_backend()
+    return platform == "gpu" and config.dtype in ("bfloat16", "float16") and config.head_dim % 8 == 0 \
+        and config.head_dim <= 128
+
+
+def prefill_activation_bytes(config: ModelConfig, batch: int, context: int, flash: bool | None = None) -> int:
     """Upper bound on what one prefill layer holds at once for `batch` prompts of `context` tokens:
-    hidden states, q/k/v, the MLP's two intermediates, one query block of fp32 scores and
-    probabilities, the fp32 key matrix the factorization works on, and the last-token logits."""
+    hidden states, q/k/v, the MLP's two intermediates (one token chunk of them), one query block of
+    fp32 scores and probabilities (none with flash attention), the fp32 key matrix the factorization
+    works on, and the last-token logits."""
+    if flash is None:
+        flash = flash_prefill(config)
     it = np.dtype(config.jnp_dtype).itemsize
     b, t, e, f = batch, context, config.hidden_size, config.intermediate_size
     hq, hkv, d = config.num_heads, config.num_kv_heads, config.head_dim
     hidden = 3 * b * t * e * it
     qkv = b * t * (hq + 3 * hkv) * d * it  # q, k, v and pre-RoPE k
-    mlp = 2 * b * t * f * it
-    scores = 2 * b * hq * min(t, PREFILL_QUERY_BLOCK) * t * 4
+    mlp = 2 * b * min(t, MLP_TOKEN_CHUNK) * f * it + (b * t * e * it if t > MLP_TOKEN_CHUNK else 0)
+    scores = 0 if flash else 2 * b * hq * min(t, PREFILL_QUERY_BLOCK) * t * 4
     factor = 2 * b * t * hkv * d * 4
     logits = b * config.vocab_size * 4
     return hidden + qkv + mlp + scores + factor + logits
@@ -138,9 +148,12 @@ def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: 
         (host if placement == "host" else gpu)["values"] = state["by_field"]["values"]
         attended = cfg.local_capacity + (cfg.outlier_chunks + cfg.selected_chunks) * cfg.chunk_size + max_new_tokens
         name = "shadowkv"
+        # a prefill builds its prompts' whole state, values included, on the device before they move
+        prefilled = state_bytes(config, cfg, context, min(prefill_batch, batch), "device")["device"]
     else:
         raise ValueError(f"method={method!r} must be 'full' or a ShadowKVConfig")
-    gpu["activations"] = max(prefill_activation_bytes(config, min(prefill_batch, batch), context),
+    gpu["activations"] = max(prefill_activation_bytes(config, min(prefill_batch, batch), context)
+                             + (prefilled if name == "shadowkv" else 0),
                              decode_activation_bytes(config, batch, attended))
     gpu["workspace"] = int(workspace_fraction * sum(gpu.values()))
     return Plan(name, batch, context, gpu, host)

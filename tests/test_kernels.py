@@ -106,3 +106,52 @@ def test_unsupported_shapes_are_refused():
                                                rank=24, selected=3, chunks_total=8, dtype=jnp.float32)
     with pytest.raises(ValueError, match="rank=24 must be a multiple of 16"):
         sparse_attention_partials(q, a, w, chunks, values, inv, jnp.int32(0), chunk_size=8, interpret=True)
+
+
+REUSE_CASES = [  # (G, D, c, rank, selected chunks, total chunks, batch, block_tokens)
+    (4, 64, 8, 16, 13, 40, 2, 32),
+    (8, 128, 8, 160, 21, 50, 2, 64),
+    (1, 64, 4, 16, 9, 30, 3, 16),
+]
+
+
+@pytest.mark.parametrize("g,d,c,rank,k,n_c,batch,block", REUSE_CASES)
+def test_value_reuse_reads_hits_from_the_cache(g, d, c, rank, k, n_c, batch, block):
+    """Hits come from the device cache (host values of hit chunks are poisoned to prove it), misses
+    from `values`; the output equals the reference and the new cache holds this step's values."""
+    q, a, w, chunks, values, inv = make_inputs(2, batch=batch, kv_heads=2, groups=g, head_dim=d,
+                                               chunk_size=c, rank=rank, selected=k, chunks_total=n_c,
+                                               dtype=jnp.float32)
+    layer = jnp.int32(1)
+    rng = np.random.default_rng(5)
+    ch = np.asarray(chunks)
+    # previous selection: about half of this step's chunks (shuffled slots) plus unrelated chunks
+    prev = np.full_like(ch, -1)
+    for b in range(batch):
+        for h in range(2):
+            keep = rng.permutation(ch[b, h])[: k // 2]
+            others = rng.permutation(np.setdiff1d(np.arange(n_c), ch[b, h]))[: k - len(keep)]
+            prev[b, h] = rng.permutation(np.concatenate([keep, others]))
+    vals = np.asarray(values)
+    cache = vals[1][np.arange(batch)[:, None, None], np.arange(2)[None, :, None], np.maximum(prev, 0)]
+    poisoned = vals.copy()
+    hit_mask = np.isin(ch, prev).any() and [(b, h, x) for b in range(batch) for h in range(2)
+                                            for x in ch[b, h] if x in prev[b, h]]
+    assert hit_mask, "the case must contain hits"
+    for b, h, x in hit_mask:
+        poisoned[1, b, h, x] = 1e4  # a kernel that read hits from host memory would be far off
+    got = sparse_attention_partials(q, a, w, chunks, jnp.asarray(poisoned), inv, layer, jnp.asarray(cache),
+                                    jnp.asarray(prev), chunk_size=c, block_tokens=block, num_splits=2,
+                                    interpret=INTERPRET)
+    want = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, jnp.asarray(cache),
+                                               jnp.asarray(prev), chunk_size=c)
+    np.testing.assert_allclose(attend(got[:3], q), attend(want[:3], q), atol=2e-4, rtol=2e-4)
+    np.testing.assert_array_equal(np.asarray(got[3]), np.asarray(want[3]))
+
+
+def test_hit_slots():
+    from shadowkv_jax.kernels.sparse_attention import hit_slots
+
+    chunks = jnp.asarray([[[4, 9, 2, 7]]], jnp.int32)
+    prev = jnp.asarray([[[7, 3, 4, -1]]], jnp.int32)
+    assert np.asarray(hit_slots(chunks, prev)).tolist() == [[[2, -1, -1, 0]]]

@@ -42,13 +42,25 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array)
     return out.reshape(b, t, hq, d).astype(q.dtype)
 
 
+def flash_available(q: jax.Array) -> bool:
+    """cuDNN's fused (flash) attention: GPU, bf16/fp16, head_dim a multiple of 8 up to 128."""
+    return (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+            and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128)
+
+
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Array,
                      block: int = 512) -> jax.Array:
-    """Causal attention over a prompt, in query blocks so scores never exceed [B, Hq, block, T].
+    """Causal attention over a prompt with bounded memory.
 
-    q [B, T, Hq, D]; k, v [B, T, Hkv, D]; lengths [B] hide padding keys. Returns [B, T, Hq, D].
+    On GPU in bf16/fp16, cuDNN's flash attention (scores never materialised); elsewhere exact jnp
+    in query blocks, so scores never exceed [B, Hq, block, T]. q [B, T, Hq, D]; k, v [B, T, Hkv, D];
+    lengths [B] hide padding keys. Returns [B, T, Hq, D].
     """
     b, t = q.shape[:2]
+    if flash_available(q):
+        # padded query rows still see the valid keys before them, so they stay finite
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, key_value_seq_lengths=lengths,
+                                            implementation="cudnn")
     if t <= block:
         return grouped_attention(q, k, v, prompt_mask(t, lengths))
     pad = -t % block
@@ -84,14 +96,15 @@ class CausalAttention:
 
 @dataclasses.dataclass(frozen=True)
 class DensePrefill:
-    """Causal attention over the prompt; writes its K/V to cache slots [0, T)."""
+    """Causal attention over the prompt; writes its K/V to cache slots [0, T) of batch rows
+    [row, row + B), where `row` is `consts` (0 if None): a batch can be prefilled a few rows at a time."""
 
     def __call__(self, q, k, v, k_pre, *, carry: KVCache, layer, positions, lengths, consts=None):
         out = causal_attention(q, k, v, lengths)
-        # [B, T, Hkv, D] -> [1, B, Hkv, T, D] written at (layer, 0, 0, 0, 0)
+        # [B, T, Hkv, D] -> [1, B, Hkv, T, D] written at (layer, row, 0, 0, 0)
         kk = jnp.swapaxes(k, 1, 2)[None].astype(carry.k.dtype)
         vv = jnp.swapaxes(v, 1, 2)[None].astype(carry.v.dtype)
-        start = (layer, 0, 0, 0, 0)
+        start = (layer, 0 if consts is None else consts, 0, 0, 0)
         carry = dataclasses.replace(
             carry,
             k=jax.lax.dynamic_update_slice(carry.k, kk, start),

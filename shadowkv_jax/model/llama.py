@@ -27,6 +27,22 @@ from .layers import apply_rope, rms_norm, rope_cos_sin, swiglu
 
 Params = dict[str, Any]
 INIT_STD = 0.02
+MLP_TOKEN_CHUNK = 4096  # long prompts run the MLP this many tokens at a time (bounded activations)
+
+
+def in_token_chunks(fn, x: jax.Array, chunk: int = MLP_TOKEN_CHUNK) -> jax.Array:
+    """fn applied row-wise to x [B, T, E], `chunk` tokens at a time when T is longer.
+
+    The MLP's [B, T, F] intermediates are the largest prefill activations (7 GB at 122K tokens for
+    Llama-3.1-8B); chunking the token axis bounds them at [B, chunk, F] and changes no value.
+    """
+    b, t, e = x.shape
+    if t <= chunk:
+        return fn(x)
+    pad = -t % chunk
+    xs = jnp.pad(x, ((0, 0), (0, pad), (0, 0))).reshape(b, (t + pad) // chunk, chunk, e)
+    out = jax.lax.map(fn, jnp.moveaxis(xs, 1, 0))  # [n, B, chunk, E]
+    return jnp.moveaxis(out, 0, 1).reshape(b, t + pad, e)[:, :t]
 
 
 class DecoderLayer(nn.Module):
@@ -70,7 +86,8 @@ class DecoderLayer(nn.Module):
                                          positions=positions, lengths=lengths, consts=consts)
         x = x + attn.reshape(b, t, hq * d) @ wo
         with jax.named_scope("mlp"):
-            x = x + swiglu(rms_norm(x, mlp_norm, c.rms_norm_eps), w_gate, w_up, w_down)
+            mlp = lambda h: h + swiglu(rms_norm(h, mlp_norm, c.rms_norm_eps), w_gate, w_up, w_down)
+            x = in_token_chunks(mlp, x)
         return x, carry
 
 

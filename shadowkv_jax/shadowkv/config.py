@@ -38,6 +38,7 @@ class ShadowKVConfig:
     value_placement: str = "auto"  # "host" (pinned_host memory), "device", or "auto": host on GPU
     max_new_tokens: int = 1024  # capacity of the generated-token K/V buffers
     implementation: str = "auto"  # decode attention: "reference" (jnp), "pallas", "auto"
+    value_reuse: bool = True  # keep last step's selected values on the device; fetch only the misses
 
     def __post_init__(self):
         for name in ("rank", "chunk_size", "sparse_budget", "local_chunks", "max_new_tokens"):
@@ -46,6 +47,8 @@ class ShadowKVConfig:
                 raise ShadowKVConfigError(f"{name}={v!r} must be a positive integer")
         if not isinstance(self.outlier_chunks, int) or self.outlier_chunks < 0:
             raise ShadowKVConfigError(f"outlier_chunks={self.outlier_chunks!r} must be an integer >= 0")
+        if not isinstance(self.value_reuse, bool):
+            raise ShadowKVConfigError(f"value_reuse={self.value_reuse!r} must be True or False")
         if self.sparse_budget % self.chunk_size:
             raise ShadowKVConfigError(
                 f"sparse_budget={self.sparse_budget} must be a multiple of chunk_size={self.chunk_size} "

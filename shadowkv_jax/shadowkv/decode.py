@@ -4,7 +4,9 @@
 2. select: per query head, softmax over chunks of q . landmark / sqrt(D); per KV head, max over its
    G query heads; top-k chunks (outliers are not selectable; padding chunks never win);
 3. rebuild the selected keys: A rows of the selected tokens times W_h, RoPE at the true positions;
-4. gather the selected values (device or pinned host memory);
+4. gather the selected values (device or pinned host memory); with value_reuse the chunks selected
+   at the previous step too come from a device cache of last step's selection (the kernel reads
+   only the misses from host memory; this reference path reads all and refreshes the cache);
 5. one softmax per query head over [local | outliers | selected | generated].
 """
 
@@ -142,24 +144,29 @@ class ShadowKVDecode:
                  (jax.lax.dynamic_index_in_dim(gen_k, layer, 0, False),
                   jax.lax.dynamic_index_in_dim(gen_v, layer, 0, False), gen_valid)]
         if self.implementation == "pallas":
-            out = self._kernel_attention(q[:, 0], st, consts, layer, chunks, exact)
+            out, new_cache = self._kernel_attention(q[:, 0], st, consts, layer, chunks, prev, exact)
         else:
             with jax.named_scope("reconstruct"):
                 sel_k = reconstruct_keys(at(st.a), at(st.w), chunks, c, self.model)
             with jax.named_scope("fetch_values"):
-                sel_v = gather_values(consts, layer, chunks, self.placement)
-                sel_v = sel_v.reshape(sel_k.shape).astype(sel_k.dtype)
+                gathered = gather_values(consts, layer, chunks, self.placement)  # [B, Hkv, k, c, D]
+                sel_v = gathered.reshape(sel_k.shape).astype(sel_k.dtype)
+            new_cache = gathered.astype(st.value_cache.dtype) if cfg.value_reuse else None
             sel_valid = jnp.repeat(chunks < st.num_chunks[:, None, None], c, axis=-1)
             with jax.named_scope("sparse_attention"):
                 out = sparse_attention(q[:, 0], exact[:2] + [(sel_k, sel_v, sel_valid)] + exact[2:])
         metrics = {"hit_rate": st.step_metrics["hit_rate"].at[layer].set(hit_rate(chunks, prev))}
+        value_cache = st.value_cache
+        if new_cache is not None:
+            value_cache = jax.lax.dynamic_update_slice(value_cache, new_cache[None], (layer, 0, 0, 0, 0, 0))
         carry = dataclasses.replace(
-            st, gen_k=gen_k, gen_v=gen_v, step_metrics=metrics,
+            st, gen_k=gen_k, gen_v=gen_v, step_metrics=metrics, value_cache=value_cache,
             prev_selection=st.prev_selection.at[layer].set(chunks))
         return out[:, None], carry
 
-    def _kernel_attention(self, q, st, values, layer, chunks, exact):
-        """Fused kernel over the selected chunks, then one softmax with the exact segments."""
+    def _kernel_attention(self, q, st, values, layer, chunks, prev, exact):
+        """Fused kernel over the selected chunks, then one softmax with the exact segments.
+        Returns (attention output, this step's value cache or None)."""
         from ..kernels.sparse_attention import (combine, rope_inv_freq_full,
                                                 sparse_attention_partials)
         from ..model.layers import rope_inv_freq
@@ -169,10 +176,15 @@ class ShadowKVDecode:
         qs = (q.astype(jnp.float32) / math.sqrt(d)).astype(q.dtype).reshape(b, hkv, hq // hkv, d)
         inv = jnp.asarray(rope_inv_freq_full(rope_inv_freq(self.model), d))
         w_layer = jax.lax.dynamic_index_in_dim(st.w, layer, 0, keepdims=False)
+        reuse = {}
+        if self.config.value_reuse:
+            reuse = dict(value_cache=jax.lax.dynamic_index_in_dim(st.value_cache, layer, 0, keepdims=False),
+                         previous=prev)
         with jax.named_scope("gather_reconstruct_attention"):
-            partials = sparse_attention_partials(qs, st.a, w_layer, chunks, values, inv, layer,
+            partials = sparse_attention_partials(qs, st.a, w_layer, chunks, values, inv, layer, **reuse,
                                                  chunk_size=self.config.chunk_size, interpret=self.interpret,
                                                  rotary_dim=self.model.rotary_dim)
         with jax.named_scope("combine"):
-            out = combine(partials, qs, exact)
-        return out.reshape(b, hq, d).astype(q.dtype)
+            out = combine(partials[:3], qs, exact)
+        new_cache = partials[3] if reuse else None
+        return out.reshape(b, hq, d).astype(q.dtype), new_cache

@@ -13,6 +13,8 @@ n_sel = n_c - n_out selectable chunks, k selected chunks, W_loc local slots, N_g
     gen_k/v       [L, B, Hkv, N_gen, D]    generated tokens, exact (always attended)
     prompt_lengths, lengths, num_chunks, local_lengths  [B] int32
     prev_selection [L, B, Hkv, k]          chunk ids selected at the previous step (-1 before)
+    value_cache   [L, B, Hkv, k, c, D]     their values, slot for slot (value_reuse; 0 slots without):
+                                           chunks selected again are read from here, not from `values`
     step_metrics  {"hit_rate": [L]}         this step's fraction of selected chunks that were hits
 
 Ragged batches: every sequence starts at position 0, so chunk j covers positions [j c, (j+1) c)
@@ -32,7 +34,7 @@ from .config import ShadowKVConfig
 
 ARRAY_FIELDS = ("a", "w", "landmarks", "chunk_ids", "outlier_k", "outlier_v", "local_k", "local_v",
                 "values", "gen_k", "gen_v", "prompt_lengths", "lengths", "num_chunks", "local_lengths",
-                "prev_selection", "step_metrics")
+                "prev_selection", "value_cache", "step_metrics")
 STATIC_FIELDS = ("config", "placement")
 
 
@@ -55,6 +57,7 @@ class ShadowKVState:
     num_chunks: jax.Array
     local_lengths: jax.Array
     prev_selection: jax.Array
+    value_cache: jax.Array
     step_metrics: dict
     config: ShadowKVConfig  # static
     placement: str  # static: where `values` lives, "host" or "device"
@@ -97,6 +100,7 @@ def state_shapes(model: ModelConfig, cfg: ShadowKVConfig, batch: int, chunk_slot
         "num_chunks": ((B,), i32),
         "local_lengths": ((B,), i32),
         "prev_selection": ((L, B, H, k), i32),
+        "value_cache": ((L, B, H, k if cfg.value_reuse else 0, c, D), dt),
         "step_metrics": {"hit_rate": ((L,), jnp.float32)},
     }
 

@@ -1,0 +1,445 @@
+"""Decode throughput at long context, full attention vs ShadowKV (`python -m shadowkv_jax bench`).
+
+For each batch size of a (model, context, method):
+
+1. plan: GPU and host bytes from the planner (`planner.py`); "auto" takes the largest batch that
+   fits; a batch that does not fit is refused before anything is allocated;
+2. prefill ONE prompt of `context` distinct random tokens (timed apart from its compilation). Full:
+   into row 0 of the batch's cache; ShadowKV: its prefill, which builds the shadow state in the same
+   pass (its share of the prefill = ShadowKV prefill time - dense prefill time);
+3. fill the other rows by copying row 0 (decode time does not depend on what the rows hold; every
+   row keeps its own memory, so every byte a real batch reads is read);
+4. decode: a `lax.scan` of `steps` steps is compiled, run once as warm-up, then timed:
+   tokens/s = batch * steps / time. Optionally (`breakdown`) the same loop with attention replaced
+   by nothing (the weights' share) and, for ShadowKV, by chunk selection alone;
+5. bytes per step (HBM and PCIe) and the roofline max(HBM bytes / HBM rate, PCIe bytes / PCIe rate)
+   with both rates measured on this machine, and planned vs measured device memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .api import Model, _round_up, load_model
+from .cache import KVCache
+from .config import ModelConfig
+from .decoding import decode_loop, prefill_rows
+from .model.attention import DenseDecode
+from .model.llama import init_params
+from .planner import Limits, Plan, max_batch, plan, require_fits, weight_bytes
+from .sampling import Greedy
+from .shadowkv.config import ShadowKVConfig
+from .shadowkv.decode import ShadowKVDecode, resolve_implementation, select_chunks
+from .shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
+from .shadowkv.state import ShadowKVState, host_sharding
+from .shapes import NAMED_SHAPES
+
+RANDOM_WEIGHTS_NOTE = ("random bf16 weights of the real architecture: decode speed does not depend on weight "
+                       "values (hit rates and accuracy do; measure those with real weights)")
+CACHE_BUCKET = 128
+
+
+def bench_model(name_or_path: str, seed: int = 0) -> tuple[Model, str]:
+    """A named shape (random weights, made on the device) or a model path (real weights)."""
+    if name_or_path in NAMED_SHAPES:
+        config = NAMED_SHAPES[name_or_path]
+        params = jax.jit(partial(init_params, config))(jax.random.key(seed))
+        return Model(config, params, None, name_or_path), RANDOM_WEIGHTS_NOTE
+    return load_model(name_or_path), "real weights"
+
+
+def _time(fn, repeats: int = 5) -> float:
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure_bandwidths(gib: float | None = None) -> dict:
+    """HBM read rate (a reduction over `gib` GiB; 2 on GPU, 0.25 elsewhere) and host->device rate
+    (copy of a pinned_host array)."""
+    dev = jax.devices()[0]
+    gib = gib or (2.0 if dev.platform == "gpu" else 0.25)
+    n = int(gib * (1 << 30)) // 2
+    x = jnp.ones((n,), jnp.bfloat16)
+    total = jax.jit(lambda v: jnp.sum(v, dtype=jnp.float32))
+    out = {"hbm_read_bytes_per_s": x.nbytes / _time(lambda: total(x)), "h2d_bytes_per_s": None,
+           "probe_bytes": x.nbytes}
+    if dev.platform == "gpu":
+        xh = jax.device_put(x, host_sharding(dev))
+        on_device = jax.sharding.SingleDeviceSharding(dev)
+        out["h2d_bytes_per_s"] = x.nbytes / _time(lambda: jax.device_put(xh, on_device))
+        del xh
+    del x
+    return out
+
+
+def step_bytes(config: ModelConfig, method, batch: int, context: int, capacity: int,
+               hit_rate: float | None = None, placement: str = "host") -> dict:
+    """Bytes one decode step must move: HBM (weights, caches or shadow state) and PCIe (values)."""
+    it = np.dtype(config.jnp_dtype).itemsize
+    L, B, H, D = config.num_layers, batch, config.num_kv_heads, config.head_dim
+    embed = config.vocab_size * config.hidden_size * it
+    hbm = weight_bytes(config) - (0 if config.tie_word_embeddings else embed) + B * config.hidden_size * it
+    pcie = 0
+    if method == "full":
+        hbm += 2 * L * B * H * capacity * D * it  # the whole K and V of the batch
+    else:
+        cfg: ShadowKVConfig = method
+        c, r, k = cfg.chunk_size, cfg.rank, cfg.selected_chunks
+        n_sel = cfg.num_chunks(context) - cfg.outlier_chunks
+        per_head = (n_sel * D * it + n_sel * 4  # landmarks + chunk ids (selection)
+                    + k * c * r * it + 3 * r * D * it  # A rows; W read twice (and rot(W) written)
+                    + 2 * (cfg.local_capacity + cfg.outlier_chunks * c + capacity) * D * it)  # exact K/V
+        values = L * B * H * k * c * D * it
+        reused = hit_rate if (cfg.value_reuse and hit_rate is not None) else 0.0
+        hbm += L * B * H * per_head
+        if cfg.value_reuse:
+            hbm += values * (1 + reused)  # write this step's cache, read the hits
+        if placement == "host":
+            pcie = values * (1 - reused)
+        else:
+            hbm += values * (1 - reused)
+    return {"hbm": int(hbm), "pcie": int(pcie)}
+
+
+def roofline_s(bytes_: dict, rates: dict) -> float:
+    t = bytes_["hbm"] / rates["hbm_read_bytes_per_s"]
+    if bytes_["pcie"]:
+        if not rates.get("h2d_bytes_per_s"):
+            raise ValueError("PCIe bytes need a measured host->device rate")
+        t = max(t, bytes_["pcie"] / rates["h2d_bytes_per_s"])
+    return t
+
+
+def run_meta(**extra) -> dict:
+    import datetime
+
+    dev = jax.devices()[0]
+    return {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
+            "date": datetime.date.today().isoformat(), **extra}
+
+
+# --- attention stand-ins for the step-time breakdown -------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class NoAttention:
+    """Attention replaced by zeros: what is left of a step is the weights' share."""
+
+    def __call__(self, q, k, v, k_pre, *, carry, layer, positions, lengths, consts=None):
+        return jnp.zeros_like(q), carry
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectOnly:
+    """ShadowKV's chunk selection alone (its top-k ids feed the output so it is not removed)."""
+
+    config: ShadowKVConfig
+
+    def __call__(self, q, k, v, k_pre, *, carry, layer, positions, lengths, consts=None):
+        at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
+        chunks = select_chunks(q[:, 0], at(carry.landmarks), at(carry.chunk_ids), carry.num_chunks,
+                               self.config.selected_chunks)
+        out = jnp.zeros_like(q) + (jnp.sum(chunks) * 0).astype(q.dtype)
+        return out, carry
+
+
+# --- building a batch from one prefilled prompt --------------------------------------------------------
+
+@partial(jax.jit, donate_argnums=0, static_argnames=("batch",))
+def _copy_row0(cache: KVCache, *, batch: int) -> KVCache:
+    """Rows 1..B-1 of every layer := row 0, in place (one layer's row in flight at a time)."""
+    def body(layer, c):
+        k, v = c
+        for b in range(1, batch):
+            k = k.at[layer, b].set(k[layer, 0])
+            v = v.at[layer, b].set(v[layer, 0])
+        return k, v
+    k, v = jax.lax.fori_loop(0, cache.k.shape[0], body, (cache.k, cache.v))
+    return dataclasses.replace(cache, k=k, v=v, lengths=jnp.broadcast_to(cache.lengths[:1], cache.lengths.shape))
+
+
+_BATCH_AXIS0 = ("prompt_lengths", "lengths", "num_chunks", "local_lengths")
+
+
+@partial(jax.jit, static_argnames=("batch",))
+def _tile_device_fields(one: ShadowKVState, *, batch: int) -> ShadowKVState:
+    fields = {}
+    for f in dataclasses.fields(ShadowKVState):
+        x = getattr(one, f.name)
+        if f.name in ("config", "placement", "values", "step_metrics") or x is None:
+            continue
+        axis = 0 if f.name in _BATCH_AXIS0 else 1
+        fields[f.name] = jnp.repeat(x, batch, axis=axis)
+    return dataclasses.replace(one, **fields)
+
+
+def _host_values(row: jax.Array, batch: int) -> jax.Array:
+    """values [L, 1, ...] (device) -> [L, batch, ...] in pinned host memory, each row a copy of `row`.
+
+    The host array starts as untouched zero pages (np.zeros) copied in once; rows are then written in
+    place by a donated dynamic_update_slice, so host memory never holds two batches."""
+    from .shadowkv.values import _host_transform
+
+    sharding = host_sharding()
+    shape = (row.shape[0], batch) + row.shape[2:]
+    big = jax.device_put(np.zeros(shape, row.dtype), sharding)
+    src = jax.device_put(row, sharding)
+    dus = lambda dst, x, i: jax.lax.dynamic_update_slice(dst, x, (0, i) + (0,) * (dst.ndim - 2))
+    # a host computation, so XLA never stages the batch through device memory
+    on_host = _host_transform()(dus, compute_type="device_host", out_memory_spaces=jax.memory.Space.Host)
+    insert = jax.jit(lambda dst, x, i: on_host(dst, x, jax.device_put(i, jax.memory.Space.Host)),
+                     donate_argnums=0, out_shardings=sharding)
+    for i in range(batch):
+        big = insert(big, src, jnp.int32(i))
+    return jax.block_until_ready(big)
+
+
+def replicate_state(one: ShadowKVState, batch: int, placement: str) -> ShadowKVState:
+    """A batch-`batch` state whose rows are copies of the batch-1 state `one` (values on device)."""
+    st = _tile_device_fields(one, batch=batch)
+    if placement == "host":
+        values = _host_values(one.values, batch)
+    else:
+        values = jnp.repeat(one.values, batch, axis=1)
+    return dataclasses.replace(st, values=values, placement=placement)
+
+
+# --- one run ----------------------------------------------------------------------------------------------
+
+def _device_memory() -> dict:
+    stats = jax.devices()[0].memory_stats() or {}
+    return {k: stats.get(k) for k in ("bytes_in_use", "peak_bytes_in_use", "bytes_limit")}
+
+
+def _decode(model: Model, carry, first, consts, attention, steps: int) -> tuple[float, object, dict]:
+    """Compile a `steps`-step decode loop, run it once (warm-up), time a second run."""
+    eos = jnp.zeros((0,), jnp.int32)
+    key = jax.random.key(0)
+    t0 = time.perf_counter()
+    loop = decode_loop.lower(model.params, carry, first, key, eos, consts, config=model.config,
+                             sampler=Greedy(), num_steps=steps, attention=attention).compile()
+    compile_s = time.perf_counter() - t0
+    toks, carry, _ = loop(model.params, carry, first, key, eos, consts)
+    jax.block_until_ready(toks)
+    t0 = time.perf_counter()
+    toks, carry, extras = loop(model.params, carry, toks[:, -1], key, eos, consts)
+    jax.block_until_ready(toks)
+    return time.perf_counter() - t0, carry, {"compile_s": compile_s, "extras": extras}
+
+
+def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates: dict,
+            breakdown: bool = False, seed: int = 0) -> dict:
+    """Prefill one prompt, build a batch of `batch` rows, time decoding. Returns one result row."""
+    cfg = model.config
+    platform = jax.devices()[0].platform
+    rng = np.random.default_rng(seed)
+    new = 2 * steps + 2  # warm-up + timed run + the first token
+    ids = rng.integers(3, cfg.vocab_size, context, dtype=np.int32)
+    row = {"context": context, "batch": batch, "steps": steps}
+    if method == "full":
+        capacity = _round_up(context + new, CACHE_BUCKET)
+        tokens = jnp.asarray(ids)[None]
+        lengths = jnp.asarray([context], jnp.int32)
+        cache = jax.jit(partial(KVCache.zeros, cfg, batch, capacity))()
+        t0 = time.perf_counter()
+        fill = prefill_rows.lower(model.params, cache, tokens, lengths, 0, config=cfg).compile()
+        row["compile_prefill_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        logits, cache = fill(model.params, cache, tokens, lengths, 0)
+        jax.block_until_ready(cache)
+        row["prefill_s"] = time.perf_counter() - t0
+        cache = jax.block_until_ready(_copy_row0(cache, batch=batch)) if batch > 1 else cache
+        carry, consts, attention = cache, None, DenseDecode()
+        row.update(method="full", implementation="xla", capacity=capacity)
+        placement = "device"
+    else:
+        sk: ShadowKVConfig = dataclasses.replace(method, max_new_tokens=new)
+        placement = sk.resolved_placement(platform)
+        impl = resolve_implementation(cfg, sk, platform)
+        t_pad = padded_prompt_length(sk, context, 64)
+        tokens = jnp.asarray(np.pad(ids, (0, t_pad - context)))[None]
+        lengths = jnp.asarray([context], jnp.int32)
+        slots = chunk_slots_for(sk, [context])
+        t0 = time.perf_counter()
+        fill = shadowkv_prefill.lower(model.params, tokens, lengths, config=cfg, sk_config=sk,
+                                      chunk_slots=slots).compile()
+        row["compile_prefill_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        logits, one = fill(model.params, tokens, lengths)
+        jax.block_until_ready(one)
+        row["prefill_s"] = time.perf_counter() - t0
+        state = replicate_state(one, batch, placement)
+        del one
+        carry, consts = state.without_values(), state.values
+        attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=platform != "gpu")
+        capacity = new
+        row.update(method="shadowkv", implementation=impl, placement=placement,
+                   config=dataclasses.asdict(sk))
+        method = sk
+    first = jnp.broadcast_to(jnp.argmax(logits[0]).astype(jnp.int32), (batch,))
+    row["memory_before_decode"] = _device_memory()
+    elapsed, carry, info = _decode(model, carry, first, consts, attention, steps)
+    row["memory_after_decode"] = _device_memory()
+    row.update(decode_s=elapsed, compile_decode_s=info["compile_s"], step_ms=1e3 * elapsed / steps,
+               tokens_per_s=batch * steps / elapsed)
+    metrics = info["extras"].get("metrics")
+    hit = float(np.asarray(metrics["hit_rate"]).mean()) if metrics is not None else None
+    row["hit_rate"] = hit
+    if breakdown:
+        parts = {"no_attention": NoAttention()}
+        if row["method"] == "shadowkv":
+            parts["select_only"] = SelectOnly(method)
+        for name, stand_in in parts.items():
+            t, carry, _ = _decode(model, carry, first, consts, stand_in, steps)
+            row[f"{name}_step_ms"] = 1e3 * t / steps
+    b = step_bytes(cfg, method, batch, context, capacity, hit, placement)
+    row["bytes_per_step"] = b
+    row["roofline_step_ms"] = 1e3 * roofline_s(b, rates)
+    row["roofline_fraction"] = row["roofline_step_ms"] / row["step_ms"]
+    del carry, consts
+    return row
+
+
+def planned(config: ModelConfig, method, context: int, batch, steps: int, limits: Limits) -> Plan:
+    """The plan of `batch` ("auto" = the largest that fits), refused with the numbers if it cannot fit."""
+    new = 2 * steps + 2
+    if batch == "auto":
+        return max_batch(config, method, context, limits, max_new_tokens=new)
+    return require_fits(plan(config, method, int(batch), context, max_new_tokens=new), limits)
+
+
+def default_limits(gpu_gib: float | None = None, host_gib: float | None = None, margin: float = 0.10) -> Limits:
+    """GPU: the device's allocator limit (or `gpu_gib`); host: XLA's pinned-host cap (or `host_gib`)."""
+    gib = 1 << 30
+    if gpu_gib is None:
+        stats = jax.devices()[0].memory_stats() or {}
+        if "bytes_limit" not in stats:
+            raise ValueError("this device reports no memory limit; pass --gpu-memory-gb")
+        gpu = stats["bytes_limit"]
+    else:
+        gpu = int(gpu_gib * gib)
+    limits = Limits.host_default(gpu, margin)
+    if host_gib is not None:
+        limits = dataclasses.replace(limits, host_bytes=int(host_gib * gib))
+    return limits
+
+
+def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, *, breakdown: bool = False,
+          rates: dict | None = None, progress=print, on_row=None) -> dict:
+    """Every (context, method, batch). `methods`: "full" and/or ShadowKVConfig factories
+    (callables context -> ShadowKVConfig). `on_row(rows)` runs after each row (e.g. to save partial
+    results). Returns {"rates", "rows"}."""
+    rates = rates or measure_bandwidths()
+    rows = []
+    for context in contexts:
+        for method in methods:
+            m = method(context) if callable(method) else method
+            for batch in batches:
+                p = planned(model.config, m, context, batch, steps, limits)
+                progress(f"{'full' if m == 'full' else 'shadowkv'} context={context} batch={p.batch} "
+                         f"(planned GPU {p.gpu_total / 2**30:.1f} GiB, host {p.host_total / 2**30:.1f} GiB)")
+                r = run_one(model, m, context, p.batch, steps, rates=rates, breakdown=breakdown)
+                r["plan"] = {"gpu": p.gpu, "host": p.host, "gpu_total": p.gpu_total, "host_total": p.host_total,
+                             "requested_batch": batch, "limits": dataclasses.asdict(limits),
+                             "bound_by": bound_by(model.config, m, context, p, limits, steps)}
+                rows.append(r)
+                if on_row:
+                    on_row(rows)
+                progress(f"  {r['tokens_per_s']:.1f} tokens/s, {r['step_ms']:.2f} ms/step "
+                         f"(roofline {r['roofline_step_ms']:.2f} ms)")
+    return {"rates": rates, "rows": rows}
+
+
+def bound_by(config, method, context, p: Plan, limits: Limits, steps: int) -> str:
+    """Which memory stops the next batch size: "gpu" or "host"."""
+    nxt = plan(config, method, p.batch + 1, context, max_new_tokens=2 * steps + 2)
+    if nxt.gpu_total > limits.gpu_bytes * (1 - limits.margin):
+        return "gpu"
+    if nxt.host_total > limits.host_bytes * (1 - limits.margin):
+        return "host"
+    return "none"
+
+
+def markdown(rows) -> str:
+    head = ("| method | context | batch | tokens/s | ms/step | roofline ms | % of roofline | hit rate | "
+            "PCIe MB/step | prefill s |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        hit = "–" if r.get("hit_rate") is None else f"{r['hit_rate']:.2f}"
+        lines.append(f"| {r['method']} | {r['context']:,} | {r['batch']} | {r['tokens_per_s']:,.1f} | "
+                     f"{r['step_ms']:.2f} | {r['roofline_step_ms']:.2f} | {100 * r['roofline_fraction']:.0f}% | "
+                     f"{hit} | {r['bytes_per_step']['pcie'] / 1e6:,.0f} | {r['prefill_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def speedups(rows) -> list[dict]:
+    """Per context: best ShadowKV tokens/s over best full tokens/s."""
+    out = []
+    for context in sorted({r["context"] for r in rows}):
+        best = {}
+        for m in ("full", "shadowkv"):
+            rs = [r for r in rows if r["context"] == context and r["method"] == m]
+            if rs:
+                best[m] = max(rs, key=lambda r: r["tokens_per_s"])
+        if len(best) == 2:
+            out.append({"context": context, "full_batch": best["full"]["batch"],
+                        "full_tokens_per_s": best["full"]["tokens_per_s"],
+                        "shadowkv_batch": best["shadowkv"]["batch"],
+                        "shadowkv_tokens_per_s": best["shadowkv"]["tokens_per_s"],
+                        "ratio": best["shadowkv"]["tokens_per_s"] / best["full"]["tokens_per_s"]})
+    return out
+
+
+def plot(rows, path: str) -> str:
+    """Throughput vs batch per method and context, and the step-time breakdown where measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for (m, ctx) in sorted({(r["method"], r["context"]) for r in rows}):
+        rs = sorted((r for r in rows if r["method"] == m and r["context"] == ctx), key=lambda r: r["batch"])
+        ax.plot([r["batch"] for r in rs], [r["tokens_per_s"] for r in rs], "o-" if m == "shadowkv" else "s--",
+                label=f"{m}, {ctx:,} tokens")
+    ax.set_xlabel("batch"), ax.set_ylabel("decode tokens/s"), ax.set_title("decode throughput")
+    ax.grid(alpha=0.3), ax.legend(fontsize=8)
+    broken = [r for r in rows if "no_attention_step_ms" in r]
+    labels = []
+    for i, r in enumerate(broken):
+        weights = r["no_attention_step_ms"]
+        select = r.get("select_only_step_ms", weights) - weights
+        attn = r["step_ms"] - weights - select
+        bx.bar(i, weights, color="#888", label="weights (no attention)" if i == 0 else None)
+        bx.bar(i, select, bottom=weights, color="#e8a33d", label="selection" if i == 0 else None)
+        bx.bar(i, attn, bottom=weights + select, color="#3d7be8", label="attention" if i == 0 else None)
+        bx.plot([i - 0.4, i + 0.4], [r["roofline_step_ms"]] * 2, "k:", label="roofline" if i == 0 else None)
+        labels.append(f"{r['method']}\n{r['context'] // 1024}K b{r['batch']}")
+    bx.set_xticks(range(len(broken)), labels, fontsize=7)
+    bx.set_ylabel("ms per step"), bx.set_title("step-time breakdown")
+    if broken:
+        bx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def shadowkv_factory(config: ModelConfig, **overrides):
+    """context -> the scaled default ShadowKVConfig for this model, with overrides."""
+    return lambda context: ShadowKVConfig.for_model(config, context, **overrides)
+
+
+__all__ = ["bench", "bench_model", "default_limits", "markdown", "measure_bandwidths", "plot", "planned",
+           "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "step_bytes"]

@@ -1,0 +1,121 @@
+"""The throughput bench on CPU at tiny sizes: row-wise prefill, batch replication, bytes, refusal, CLI."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import shadowkv_jax as sk
+from shadowkv_jax import throughput as tp
+from shadowkv_jax.decoding import prefill, prefill_rows
+from shadowkv_jax.model.llama import in_token_chunks, init_params
+from shadowkv_jax.planner import GiB, Limits, PlanError
+
+CFG = sk.ModelConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                     num_kv_heads=2, head_dim=16, max_position_embeddings=8192)
+SKV = dict(rank=16, chunk_size=8, sparse_budget=64, outlier_chunks=2, factorization="gram")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return sk.Model(CFG, init_params(CFG, jax.random.key(1)), None, "tiny")
+
+
+def test_mlp_in_token_chunks_changes_nothing():
+    x = jax.random.normal(jax.random.key(0), (2, 13, 8))
+    fn = lambda h: jnp.tanh(h @ jnp.ones((8, 8))) + h
+    np.testing.assert_allclose(np.asarray(in_token_chunks(fn, x, chunk=5)), np.asarray(fn(x)), rtol=1e-6)
+
+
+def test_prefill_rows_equals_prefill_of_that_prompt_alone(tiny):
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(3, 256, (1, 96)), jnp.int32)
+    lengths = jnp.asarray([90], jnp.int32)
+    want_logits, want = prefill(tiny.params, ids, lengths, config=CFG, capacity=128)
+    cache = sk.KVCache.zeros(CFG, 3, 128)
+    logits, cache = prefill_rows(tiny.params, cache, ids, lengths, 1, config=CFG)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(want_logits), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(cache.k[:, 1]), np.asarray(want.k[:, 0]))
+    assert not np.asarray(cache.k[:, 0]).any() and not np.asarray(cache.k[:, 2]).any()
+    assert np.asarray(cache.lengths).tolist() == [0, 90, 0]
+
+
+def test_bench_rows_on_cpu(tiny):
+    from shadowkv_jax.planner import plan
+
+    # a GPU limit that fits exactly 2 sequences of full attention at this context: "auto" must pick 2
+    two = plan(CFG, "full", 2, 640, max_new_tokens=8).gpu_total
+    three = plan(CFG, "full", 3, 640, max_new_tokens=8).gpu_total
+    limits = Limits(gpu_bytes=int((two + three) / 2 / 0.9), host_bytes=GiB)
+    rates = {"hbm_read_bytes_per_s": 1e10, "h2d_bytes_per_s": None}
+    factory = tp.shadowkv_factory(CFG, **SKV)
+    out = tp.bench(tiny, [640], ["full", factory], ["auto"], steps=3, limits=limits, rates=rates, breakdown=True,
+                   progress=lambda *_: None)
+    full, shadow = out["rows"]
+    assert (full["method"], shadow["method"]) == ("full", "shadowkv")
+    assert full["batch"] == 2 and full["plan"]["bound_by"] == "gpu"
+    assert shadow["batch"] > 2  # the shadow state is smaller than the dense cache
+    for r in (full, shadow):
+        assert r["tokens_per_s"] > 0 and r["roofline_step_ms"] > 0
+        assert r["no_attention_step_ms"] > 0
+    assert shadow["placement"] == "device" and shadow["bytes_per_step"]["pcie"] == 0
+    assert 0 <= shadow["hit_rate"] <= 1
+    per_seq = lambda r: r["bytes_per_step"]["hbm"] / r["batch"]
+    assert per_seq(shadow) < per_seq(full)  # ShadowKV reads fewer bytes per sequence than the dense cache
+    [s] = tp.speedups(out["rows"])
+    assert s["ratio"] == pytest.approx(shadow["tokens_per_s"] / full["tokens_per_s"])
+    assert "| full | 640 | 2 |" in tp.markdown(out["rows"])
+
+
+def test_replicated_state_rows_are_copies(tiny):
+    from shadowkv_jax.shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
+
+    cfg = sk.ShadowKVConfig(**SKV, value_placement="device")
+    ids = np.random.default_rng(2).integers(3, 256, 600)
+    t = padded_prompt_length(cfg, 600, 64)
+    _, one = shadowkv_prefill(tiny.params, jnp.asarray(np.pad(ids, (0, t - 600)))[None], jnp.asarray([600]),
+                              config=CFG, sk_config=cfg, chunk_slots=chunk_slots_for(cfg, [600]))
+    st = tp.replicate_state(one, 3, "device")
+    assert st.a.shape[1] == 3 and st.values.shape[1] == 3 and st.lengths.shape == (3,)
+    host = tp.replicate_state(one, 3, "host")  # values built row by row in pinned host memory
+    assert host.values.sharding.memory_kind == "pinned_host"
+    for b in range(3):
+        np.testing.assert_array_equal(np.asarray(st.a[:, b]), np.asarray(one.a[:, 0]))
+        np.testing.assert_array_equal(np.asarray(st.values[:, b]), np.asarray(one.values[:, 0]))
+        np.testing.assert_array_equal(np.asarray(host.values[:, b]), np.asarray(one.values[:, 0]))
+
+
+def test_step_bytes_count_value_reuse():
+    cfg = sk.ShadowKVConfig(**SKV)
+    none = tp.step_bytes(CFG, cfg, 4, 4096, 64, hit_rate=0.0, placement="host")
+    half = tp.step_bytes(CFG, cfg, 4, 4096, 64, hit_rate=0.5, placement="host")
+    values = 2 * 4 * 2 * 64 * 16 * 4  # L B Hkv budget D fp32
+    assert none["pcie"] == values and half["pcie"] == values // 2
+    assert tp.roofline_s({"hbm": 10, "pcie": 100}, {"hbm_read_bytes_per_s": 10.0, "h2d_bytes_per_s": 10.0}) == 10.0
+
+
+def test_bench_refuses_a_batch_that_cannot_fit(tiny):
+    limits = Limits(gpu_bytes=8 * 2**20, host_bytes=GiB)
+    with pytest.raises(PlanError, match=r"batch=64 at context=640 needs .* GiB of GPU memory"):
+        tp.bench(tiny, [640], ["full"], [64], steps=2, limits=limits, rates={"hbm_read_bytes_per_s": 1.0},
+                 progress=lambda *_: None)
+
+
+def test_bench_cli(tmp_path, capsys, monkeypatch):
+    """`python -m shadowkv_jax bench` end to end on the embedded SmolLM2 (real weights) at a small size."""
+    from shadowkv_jax.cli import main
+
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--model", sk.default_model_path(), "--context", "400", "--batch", "2", "--steps", "1",
+               "--gpu-memory-gb", "2.0", "--host-memory-gb", "1", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert {r["method"] for r in data["rows"]} == {"full", "shadowkv"}
+    assert all(r["batch"] == 2 and r["tokens_per_s"] > 0 for r in data["rows"])
+    assert data["speedups"] and data["meta"]["weights"] == "real weights"
+    printed = capsys.readouterr().out
+    assert "| method | context | batch |" in printed
+    assert main(["bench", "--model", sk.default_model_path(), "--context", "512", "--batch", "0"]) == 2
+    assert "--batch '0' must be a positive integer" in capsys.readouterr().err
