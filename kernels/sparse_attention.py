@@ -180,6 +180,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     if chunk_size & (chunk_size - 1):
         raise ValueError(f"chunk_size={chunk_size} must be a power of two for the Pallas kernel")
     parts = _pow2_parts(rank)
+    if jnp.dtype(a.dtype).itemsize >= 4 and d >= 128:
+        block_tokens = min(block_tokens, 32)  # fp32 tiles of 64 x 128 overflow an H100's shared memory
     block_tokens, per_split, splits, k_pad = plan(k, chunk_size, block_tokens, num_splits)
     gp = max(16, 1 << (g - 1).bit_length())  # Triton dots need >= 16 rows
     qp = jnp.pad(q, ((0, 0), (0, 0), (0, gp - g), (0, 0)))

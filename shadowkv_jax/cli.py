@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="gram (default here: ~9x faster prefill at long context, same subspace) or svd")
     bk.add_argument("--implementation", choices=["auto", "reference", "pallas"], default="auto")
     bk.add_argument("--no-value-reuse", action="store_true", help="fetch every selected value from the host")
+    bn.add_argument("--full-implementation", choices=["auto", "xla", "pallas"], default="auto",
+                    help="full-attention decode: the Pallas flash-decoding kernel (auto on GPU) or XLA einsums")
+    bn.add_argument("--unroll-layers", type=int, default=1, help="unroll the decode step's scan over layers")
     bn.add_argument("--json", default=None, help="write rates, rows and speedups here")
     bn.add_argument("--plot", default=None, help="write the throughput / breakdown figure here (PNG)")
 
@@ -199,7 +202,7 @@ def _bench(args) -> int:
                            "markdown": tp.markdown(rows)}, f, indent=1)
 
     out = tp.bench(model, args.context, methods, batches, args.steps, limits, breakdown=args.breakdown, rates=rates,
-                   on_row=save)
+                   on_row=save, unroll=args.unroll_layers, full_attention=args.full_implementation)
     out["speedups"] = tp.speedups(out["rows"])
     table = tp.markdown(out["rows"])
     if args.plot:

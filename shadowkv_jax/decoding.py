@@ -50,11 +50,11 @@ def prefill_rows(params, cache: KVCache, tokens: jax.Array, lengths: jax.Array, 
     return lm_head(params, config, last), dataclasses.replace(cache, lengths=new_lengths)
 
 
-def _step(params, config, attention, carry, tokens, consts=None):
+def _step(params, config, attention, carry, tokens, consts=None, unroll: int = 1):
     """One token per sequence through all layers. tokens [B] -> (logits [B, V], carry)."""
     lengths = carry.lengths
     x, carry = run_layers(params, config, attention, embed(params, tokens[:, None]),
-                          lengths[:, None], lengths, carry, consts)
+                          lengths[:, None], lengths, carry, consts, unroll=unroll)
     logits = lm_head(params, config, x[:, 0])
     return logits, dataclasses.replace(carry, lengths=lengths + 1)
 
@@ -69,22 +69,24 @@ def decode_step(params, carry, tokens: jax.Array, consts=None, *, config: ModelC
     return _step(params, config, attention, carry, tokens, consts)
 
 
-@partial(jax.jit, static_argnames=("config", "sampler", "num_steps", "attention", "return_logits"),
+@partial(jax.jit, static_argnames=("config", "sampler", "num_steps", "attention", "return_logits",
+                                   "layer_unroll"),
          donate_argnames=("carry",))
 def decode_loop(params, carry, first_tokens: jax.Array, key: jax.Array, eos_ids: jax.Array,
                 consts=None, *, config: ModelConfig, sampler, num_steps: int, attention=DenseDecode(),
-                return_logits: bool = False):
+                return_logits: bool = False, layer_unroll: int = 1):
     """Feed `first_tokens` [B] and sample `num_steps` more under `lax.scan`.
 
     Returns (tokens [B, num_steps], carry, extras) where extras maps "logits" to [num_steps, B, V]
     (if return_logits) and "metrics" to the carry's per-step `step_metrics` (if it has any). A
     sequence that has produced an id in `eos_ids` keeps emitting its first EOS id afterwards.
+    `layer_unroll` unrolls the scan over layers that many times (True: fully).
     """
     eos_fill = eos_ids[0] if eos_ids.shape[0] else jnp.int32(0)
 
     def body(state, step_key):
         c, tok, done = state
-        logits, c = _step(params, config, attention, c, tok, consts)
+        logits, c = _step(params, config, attention, c, tok, consts, layer_unroll)
         nxt = jnp.where(done, eos_fill, sampler(logits, step_key))
         done = done | jnp.isin(nxt, eos_ids)
         extras = {"metrics": getattr(c, "step_metrics", None)}

@@ -156,16 +156,21 @@ class SelectOnly:
 
 # --- building a batch from one prefilled prompt --------------------------------------------------------
 
-@partial(jax.jit, donate_argnums=0, static_argnames=("batch",))
+@partial(jax.jit, donate_argnums=0)
+def _put_row(x: jax.Array, row: jax.Array, layer, b) -> jax.Array:
+    """x[layer, b] := row, in place (x donated)."""
+    return jax.lax.dynamic_update_slice(x, row[None, None], (layer, b) + (0,) * (x.ndim - 2))
+
+
 def _copy_row0(cache: KVCache, *, batch: int) -> KVCache:
-    """Rows 1..B-1 of every layer := row 0, in place (one layer's row in flight at a time)."""
-    def body(layer, c):
-        k, v = c
+    """Rows 1..B-1 of every layer := row 0, in place, one layer's row at a time. (Read and write of the
+    same buffer inside one computation makes XLA copy the whole cache, hence separate calls.)"""
+    k, v = cache.k, cache.v
+    for layer in range(k.shape[0]):
+        k0, v0 = k[layer, 0], v[layer, 0]  # separate small arrays
         for b in range(1, batch):
-            k = k.at[layer, b].set(k[layer, 0])
-            v = v.at[layer, b].set(v[layer, 0])
-        return k, v
-    k, v = jax.lax.fori_loop(0, cache.k.shape[0], body, (cache.k, cache.v))
+            k = _put_row(k, k0, layer, b)
+            v = _put_row(v, v0, layer, b)
     return dataclasses.replace(cache, k=k, v=v, lengths=jnp.broadcast_to(cache.lengths[:1], cache.lengths.shape))
 
 
@@ -187,22 +192,25 @@ def _tile_device_fields(one: ShadowKVState, *, batch: int) -> ShadowKVState:
 def _host_values(row: jax.Array, batch: int) -> jax.Array:
     """values [L, 1, ...] (device) -> [L, batch, ...] in pinned host memory, each row a copy of `row`.
 
-    The host array starts as untouched zero pages (np.zeros) copied in once; rows are then written in
-    place by a donated dynamic_update_slice, so host memory never holds two batches."""
-    from .shadowkv.values import _host_transform
-
+    The host array starts as untouched zero pages (np.zeros) copied in once; then each (layer, row)
+    block is moved to the host inside a donated dynamic_update_slice (XLA's offloading pattern: an
+    in-place device->host copy into the slice), so host memory never holds more than the batch."""
     sharding = host_sharding()
     shape = (row.shape[0], batch) + row.shape[2:]
     big = jax.device_put(np.zeros(shape, row.dtype), sharding)
-    src = jax.device_put(row, sharding)
-    dus = lambda dst, x, i: jax.lax.dynamic_update_slice(dst, x, (0, i) + (0,) * (dst.ndim - 2))
-    # a host computation, so XLA never stages the batch through device memory
-    on_host = _host_transform()(dus, compute_type="device_host", out_memory_spaces=jax.memory.Space.Host)
-    insert = jax.jit(lambda dst, x, i: on_host(dst, x, jax.device_put(i, jax.memory.Space.Host)),
-                     donate_argnums=0, out_shardings=sharding)
-    for i in range(batch):
-        big = insert(big, src, jnp.int32(i))
-    return jax.block_until_ready(big)
+    to_host = jax.memory.Space.Host
+    insert = jax.jit(lambda dst, x, l, b: jax.lax.dynamic_update_slice(
+        dst, jax.device_put(x, to_host)[None, None], (l, b) + (0,) * (dst.ndim - 2)),
+        donate_argnums=0, out_shardings=sharding)
+    for layer in range(row.shape[0]):
+        src = row[layer, 0]
+        for b in range(batch):
+            t0 = time.perf_counter()
+            big = jax.block_until_ready(insert(big, src, jnp.int32(layer), jnp.int32(b)))
+            if layer == 0 and b == 1 and time.perf_counter() - t0 > 2.0:
+                raise RuntimeError(f"writing one {src.nbytes / 2**20:.0f} MiB row into the host value array took "
+                                   f"{time.perf_counter() - t0:.1f} s: the update is not in place on this backend")
+    return big
 
 
 def replicate_state(one: ShadowKVState, batch: int, placement: str) -> ShadowKVState:
@@ -222,46 +230,69 @@ def _device_memory() -> dict:
     return {k: stats.get(k) for k in ("bytes_in_use", "peak_bytes_in_use", "bytes_limit")}
 
 
-def _decode(model: Model, carry, first, consts, attention, steps: int) -> tuple[float, object, dict]:
-    """Compile a `steps`-step decode loop, run it once (warm-up), time a second run."""
-    eos = jnp.zeros((0,), jnp.int32)
-    key = jax.random.key(0)
+def _abstract(x):
+    """Shapes, dtypes and memory kinds of a pytree, for compiling before anything is allocated."""
+    def one(a):
+        sharding = getattr(a, "sharding", None)
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
+    return jax.tree.map(one, x)
+
+
+def _compile_decode(model: Model, carry, batch: int, consts, attention, steps: int, unroll: int):
+    """AOT-compile a `steps`-step decode loop from abstract arguments (so autotuning runs while the
+    cache is not yet allocated). Returns (executable, seconds)."""
     t0 = time.perf_counter()
-    loop = decode_loop.lower(model.params, carry, first, key, eos, consts, config=model.config,
-                             sampler=Greedy(), num_steps=steps, attention=attention).compile()
-    compile_s = time.perf_counter() - t0
+    first = jax.ShapeDtypeStruct((batch,), jnp.int32)
+    loop = decode_loop.lower(model.params, carry, first, jax.random.key(0), jnp.zeros((0,), jnp.int32), consts,
+                             config=model.config, sampler=Greedy(), num_steps=steps, attention=attention,
+                             layer_unroll=unroll).compile()
+    return loop, time.perf_counter() - t0
+
+
+def _timed(model: Model, loop, carry, first, consts) -> tuple[float, object, dict]:
+    """Run a compiled decode loop once (warm-up), then time a second run from where it stopped."""
+    eos, key = jnp.zeros((0,), jnp.int32), jax.random.key(0)
     toks, carry, _ = loop(model.params, carry, first, key, eos, consts)
     jax.block_until_ready(toks)
     t0 = time.perf_counter()
     toks, carry, extras = loop(model.params, carry, toks[:, -1], key, eos, consts)
     jax.block_until_ready(toks)
-    return time.perf_counter() - t0, carry, {"compile_s": compile_s, "extras": extras}
+    return time.perf_counter() - t0, carry, extras
 
 
 def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates: dict,
-            breakdown: bool = False, seed: int = 0) -> dict:
-    """Prefill one prompt, build a batch of `batch` rows, time decoding. Returns one result row."""
+            breakdown: bool = False, seed: int = 0, unroll: int = 1, full_attention: str = "auto") -> dict:
+    """Prefill one prompt, build a batch of `batch` rows, time decoding. Returns one result row.
+
+    Every executable is compiled from abstract shapes first: XLA's autotuner allocates scratch copies
+    of operands, which would not fit next to a full-size cache."""
     cfg = model.config
     platform = jax.devices()[0].platform
     rng = np.random.default_rng(seed)
     new = 2 * steps + 2  # warm-up + timed run + the first token
     ids = rng.integers(3, cfg.vocab_size, context, dtype=np.int32)
-    row = {"context": context, "batch": batch, "steps": steps}
+    row = {"context": context, "batch": batch, "steps": steps, "layer_unroll": unroll}
+    lengths = jnp.asarray([context], jnp.int32)
+    stand_ins = {"no_attention": NoAttention()} if breakdown else {}
     if method == "full":
         capacity = _round_up(context + new, CACHE_BUCKET)
         tokens = jnp.asarray(ids)[None]
-        lengths = jnp.asarray([context], jnp.int32)
-        cache = jax.jit(partial(KVCache.zeros, cfg, batch, capacity))()
+        make_cache = jax.jit(partial(KVCache.zeros, cfg, batch, capacity))
+        cache_abs = jax.eval_shape(make_cache)
+        attention = DenseDecode(full_attention, interpret=platform != "gpu")
         t0 = time.perf_counter()
-        fill = prefill_rows.lower(model.params, cache, tokens, lengths, 0, config=cfg).compile()
+        fill = prefill_rows.lower(model.params, cache_abs, tokens, lengths, 0, config=cfg).compile()
         row["compile_prefill_s"] = time.perf_counter() - t0
+        loops = {name: _compile_decode(model, cache_abs, batch, None, a, steps, unroll)
+                 for name, a in {"decode": attention, **stand_ins}.items()}
+        cache = make_cache()
         t0 = time.perf_counter()
         logits, cache = fill(model.params, cache, tokens, lengths, 0)
         jax.block_until_ready(cache)
         row["prefill_s"] = time.perf_counter() - t0
         cache = jax.block_until_ready(_copy_row0(cache, batch=batch)) if batch > 1 else cache
-        carry, consts, attention = cache, None, DenseDecode()
-        row.update(method="full", implementation="xla", capacity=capacity)
+        carry, consts = cache, None
+        row.update(method="full", implementation=attention.resolved(cfg.head_dim, capacity), capacity=capacity)
         placement = "device"
     else:
         sk: ShadowKVConfig = dataclasses.replace(method, max_new_tokens=new)
@@ -269,40 +300,48 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         impl = resolve_implementation(cfg, sk, platform)
         t_pad = padded_prompt_length(sk, context, 64)
         tokens = jnp.asarray(np.pad(ids, (0, t_pad - context)))[None]
-        lengths = jnp.asarray([context], jnp.int32)
         slots = chunk_slots_for(sk, [context])
         t0 = time.perf_counter()
         fill = shadowkv_prefill.lower(model.params, tokens, lengths, config=cfg, sk_config=sk,
                                       chunk_slots=slots).compile()
         row["compile_prefill_s"] = time.perf_counter() - t0
+        one_abs = jax.eval_shape(partial(shadowkv_prefill, config=cfg, sk_config=sk, chunk_slots=slots),
+                                 model.params, tokens, lengths)[1]
+        state_abs = jax.eval_shape(partial(_tile_device_fields, batch=batch), one_abs).without_values()
+        values_sharding = host_sharding() if placement == "host" else jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        v = one_abs.values
+        values_abs = jax.ShapeDtypeStruct((v.shape[0], batch) + v.shape[2:], v.dtype, sharding=values_sharding)
+        attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=platform != "gpu")
+        if breakdown:
+            stand_ins["select_only"] = SelectOnly(sk)
+        loops = {name: _compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
+                 for name, a in {"decode": attention, **stand_ins}.items()}
         t0 = time.perf_counter()
         logits, one = fill(model.params, tokens, lengths)
         jax.block_until_ready(one)
         row["prefill_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         state = replicate_state(one, batch, placement)
+        row["build_batch_s"] = time.perf_counter() - t0
         del one
         carry, consts = state.without_values(), state.values
-        attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=platform != "gpu")
+        del state
         capacity = new
         row.update(method="shadowkv", implementation=impl, placement=placement,
                    config=dataclasses.asdict(sk))
         method = sk
     first = jnp.broadcast_to(jnp.argmax(logits[0]).astype(jnp.int32), (batch,))
+    row["compile_decode_s"] = sum(t for _, t in loops.values())
     row["memory_before_decode"] = _device_memory()
-    elapsed, carry, info = _decode(model, carry, first, consts, attention, steps)
+    elapsed, carry, extras = _timed(model, loops["decode"][0], carry, first, consts)
     row["memory_after_decode"] = _device_memory()
-    row.update(decode_s=elapsed, compile_decode_s=info["compile_s"], step_ms=1e3 * elapsed / steps,
-               tokens_per_s=batch * steps / elapsed)
-    metrics = info["extras"].get("metrics")
+    row.update(decode_s=elapsed, step_ms=1e3 * elapsed / steps, tokens_per_s=batch * steps / elapsed)
+    metrics = extras.get("metrics")
     hit = float(np.asarray(metrics["hit_rate"]).mean()) if metrics is not None else None
     row["hit_rate"] = hit
-    if breakdown:
-        parts = {"no_attention": NoAttention()}
-        if row["method"] == "shadowkv":
-            parts["select_only"] = SelectOnly(method)
-        for name, stand_in in parts.items():
-            t, carry, _ = _decode(model, carry, first, consts, stand_in, steps)
-            row[f"{name}_step_ms"] = 1e3 * t / steps
+    for name in stand_ins:
+        t, carry, _ = _timed(model, loops[name][0], carry, first, consts)
+        row[f"{name}_step_ms"] = 1e3 * t / steps
     b = step_bytes(cfg, method, batch, context, capacity, hit, placement)
     row["bytes_per_step"] = b
     row["roofline_step_ms"] = 1e3 * roofline_s(b, rates)
@@ -336,7 +375,8 @@ def default_limits(gpu_gib: float | None = None, host_gib: float | None = None, 
 
 
 def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, *, breakdown: bool = False,
-          rates: dict | None = None, progress=print, on_row=None) -> dict:
+          rates: dict | None = None, progress=print, on_row=None, unroll: int = 1,
+          full_attention: str = "auto") -> dict:
     """Every (context, method, batch). `methods`: "full" and/or ShadowKVConfig factories
     (callables context -> ShadowKVConfig). `on_row(rows)` runs after each row (e.g. to save partial
     results). Returns {"rates", "rows"}."""
@@ -349,7 +389,8 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
                 p = planned(model.config, m, context, batch, steps, limits)
                 progress(f"{'full' if m == 'full' else 'shadowkv'} context={context} batch={p.batch} "
                          f"(planned GPU {p.gpu_total / 2**30:.1f} GiB, host {p.host_total / 2**30:.1f} GiB)")
-                r = run_one(model, m, context, p.batch, steps, rates=rates, breakdown=breakdown)
+                r = run_one(model, m, context, p.batch, steps, rates=rates, breakdown=breakdown, unroll=unroll,
+                            full_attention=full_attention)
                 r["plan"] = {"gpu": p.gpu, "host": p.host, "gpu_total": p.gpu_total, "host_total": p.host_total,
                              "requested_batch": batch, "limits": dataclasses.asdict(limits),
                              "bound_by": bound_by(model.config, m, context, p, limits, steps)}

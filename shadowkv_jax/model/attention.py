@@ -112,9 +112,33 @@ class DensePrefill:
         return out, carry
 
 
+DECODE_KERNEL_BLOCK = 64
+
+
 @dataclasses.dataclass(frozen=True)
 class DenseDecode:
-    """One new token per sequence: write it at slot lengths[b], attend to slots [0, lengths[b]]."""
+    """One new token per sequence: write it at slot lengths[b], attend to slots [0, lengths[b]].
+
+    implementation "pallas" reads K/V straight from the stacked cache with a flash-decoding kernel
+    (kernels/decode_attention.py; `interpret` runs it on CPU); "xla" slices the layer and uses
+    einsums; "auto" takes the kernel on GPU when the shapes allow it.
+    """
+
+    implementation: str = "auto"
+    interpret: bool = False
+
+    def resolved(self, head_dim: int = 128, capacity: int = DECODE_KERNEL_BLOCK) -> str:
+        if self.implementation not in ("auto", "xla", "pallas"):
+            raise ValueError(f"implementation={self.implementation!r} is not one of ('auto', 'xla', 'pallas')")
+        fits = not head_dim & (head_dim - 1) and capacity % DECODE_KERNEL_BLOCK == 0
+        if self.implementation == "pallas":
+            if not fits:
+                raise ValueError(f"implementation='pallas' needs a power-of-two head_dim (got {head_dim}) and a cache "
+                                 f"capacity that is a multiple of {DECODE_KERNEL_BLOCK} (got {capacity})")
+            return "pallas"
+        if self.implementation == "auto" and jax.default_backend() == "gpu" and fits:
+            return "pallas"
+        return "xla"
 
     def __call__(self, q, k, v, k_pre, *, carry: KVCache, layer, positions, lengths, consts=None):
         b = q.shape[0]
@@ -123,6 +147,16 @@ class DenseDecode:
         ck = carry.k.at[layer, rows, :, lengths].set(k[:, 0].astype(carry.k.dtype))
         cv = carry.v.at[layer, rows, :, lengths].set(v[:, 0].astype(carry.v.dtype))
         carry = dataclasses.replace(carry, k=ck, v=cv)
+        if self.resolved(q.shape[-1], ck.shape[3]) == "pallas":
+            from ..kernels.decode_attention import combine_splits, decode_attention_partials
+
+            hq, d = q.shape[2], q.shape[3]
+            hkv = ck.shape[2]
+            qs = (q[:, 0].astype(jnp.float32) / math.sqrt(d)).astype(q.dtype).reshape(b, hkv, hq // hkv, d)
+            partials = decode_attention_partials(qs, ck, cv, lengths + 1, layer, block=DECODE_KERNEL_BLOCK,
+                                                 interpret=self.interpret)
+            out = combine_splits(partials).reshape(b, hq, d).astype(q.dtype)
+            return out[:, None], carry
         k_layer = jax.lax.dynamic_index_in_dim(ck, layer, 0, keepdims=False)  # [B, Hkv, S, D]
         v_layer = jax.lax.dynamic_index_in_dim(cv, layer, 0, keepdims=False)
         out = decode_attention(q[:, 0], k_layer, v_layer, lengths + 1)

@@ -124,7 +124,7 @@ def embed(params: Params, tokens: jax.Array) -> jax.Array:
 
 
 def run_layers(params: Params, config: ModelConfig, attention, x, positions, lengths, carry,
-               consts=None):
+               consts=None, unroll: int | bool = 1):
     """All decoder layers under one `lax.scan`. Returns (hidden [B, T, E], carry).
 
     `carry` is threaded through the layers (and may be updated in place); `consts` is read-only.
@@ -138,7 +138,7 @@ def run_layers(params: Params, config: ModelConfig, attention, x, positions, len
         return (h, c), None
 
     idx = jnp.arange(config.num_layers, dtype=jnp.int32)
-    (x, carry), _ = jax.lax.scan(body, (x, carry), (params["layers"], idx))
+    (x, carry), _ = jax.lax.scan(body, (x, carry), (params["layers"], idx), unroll=unroll)
     return x, carry
 
 
