@@ -59,25 +59,22 @@ kernels2)  # compiled kernel tests, a small tuning sweep, the roofline table, 8B
   timeout 150 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2 \
       --json "$OUT/decode_llama8b.json" 2>&1 | tail -1
   ;;
-tput1)  # stash GGUF half A; compiled kernel tests; full-attention decode variants; Llama-3.1-8B shape at 122,880
+tput)  # stash GGUF half A; full-path executables' planned temp memory; Llama-3.1-8B shape at 122,880 and 65,536
   cp .carry/a/smol.part00 /root/m/
-  SHADOWKV_KERNELS_COMPILED=1 timeout 130 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py 2>&1 \
-      | grep -E "Max abs|Mismatched|passed|failed|Error" | tail -12
-  [ -n "${VARIANTS:-}" ] && for impl in xla pallas; do BTAIL=3 bench --model llama-3.1-8b --context 122880 \
-      --method full --batch 1 --steps 16 --breakdown --full-implementation $impl --json "$OUT/tput_llama_122k_b1_$impl.json"; done
-  BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 --breakdown \
-      --json "$OUT/tput_llama_122k_full.json"
-  BTAIL=5 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 4 auto --steps 32 --breakdown \
-      --json "$OUT/tput_llama_122k_shadowkv.json"
-  ;;
-tput2)  # Llama-3.1-8B shape at 65,536; GLM-4-9B shape at both contexts; full attention vs PyTorch at 32K
-  BTAIL=5 bench --model llama-3.1-8b --context 65536 --method full shadowkv --batch auto --steps 32 \
+  timeout 60 python3 benchmarks/compile_memory.py --model llama-3.1-8b --context 122880 --batch 3 2>&1 \
+      | grep -E "GiB|Error" | tail -6
+  BENCH_TIMEOUT=150 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --breakdown --json "$OUT/tput_llama_122k_shadowkv.json"
+  BENCH_TIMEOUT=100 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --breakdown --json "$OUT/tput_llama_122k_full.json"
+  BENCH_TIMEOUT=170 BTAIL=5 bench --model llama-3.1-8b --context 65536 --method shadowkv full --batch auto --steps 32 \
       --json "$OUT/tput_llama_64k.json"
+  BENCH_TIMEOUT=60 BTAIL=3 bench --model llama-3.1-8b --context 32768 --method full --batch 4 --steps 32 \
+      --json "$OUT/tput_llama_32k_b4.json"
+  ;;
+tput2)  # GLM-4-9B shape at both contexts; Llama-3.1-8B decode, kernels vs jnp
   BTAIL=7 bench --model glm-4-9b --context 65536 122880 --method full shadowkv --batch auto --steps 32 \
       --json "$OUT/tput_glm.json"
-  BTAIL=3 bench --model llama-3.1-8b --context 32768 --method full --batch 4 --steps 32 --json "$OUT/tput_llama_32k_b4.json"
-  timeout 150 python3 benchmarks/torch_baseline.py --shape llama-3.1-8b --context 32768 --batch 4 --steps 32 \
-      --warmup 4 --compile both --json "$OUT/torch_llama_32k_b4.json" 2>&1 | tail -6
   timeout 120 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2 \
       --json "$OUT/decode_llama8b.json" 2>&1 | tail -1
   ;;
@@ -86,10 +83,12 @@ eval)  # join the GGUF; RULER-style accuracy; rank / chunk-size sweeps; SmolLM2 
   (cd /root/m && sed "s#  .*#  $GGUF#" "$OLDPWD/.carry/b/md5" | md5sum -c -) || exit 1
   timeout 300 python3 -m shadowkv_jax eval ruler --lengths 4096 7680 --samples 20 --batch-size 20 \
       --json "$OUT/ruler_h100.json" 2>&1 | grep -v -i "warn" | tail -22
-  timeout 220 python3 benchmarks/eval_sweeps.py --length 4096 --samples 8 --tasks niah_single niah_multikey \
-      niah_multivalue --ranks 8 16 32 48 96 192 --chunk-sizes 4 8 16 32 --batch-size 24 \
+  [ -n "${SWEEPS:-}" ] && timeout 220 python3 benchmarks/eval_sweeps.py --length 4096 --samples 8 --tasks niah_single \
+      niah_multikey niah_multivalue --ranks 8 16 32 48 96 192 --chunk-sizes 4 8 16 32 --batch-size 24 \
       --json "$OUT/eval_sweeps_h100.json" --plot "$OUT/eval_sweeps_h100.png" 2>&1 | grep -v -i "warn" | tail -14
   timeout 60 python3 benchmarks/bench_shadowkv_decode.py --model smollm2 --context 4096 --batch 4 \
       --json "$OUT/decode_smollm2.json" 2>&1 | tail -1
+  timeout 130 python3 benchmarks/torch_baseline.py --shape llama-3.1-8b --context 32768 --batch 4 --steps 32 \
+      --warmup 4 --compile both --json "$OUT/torch_llama_32k_b4.json" 2>&1 | tail -5
   ;;
 esac

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from .cache import KVCache
 from .config import ModelConfig
 from .model.attention import DenseDecode, DensePrefill
-from .model.llama import embed, lm_head, run_layers
+from .model.llama import DecoderLayer, embed, lm_head, run_layers
 
 
 @partial(jax.jit, static_argnames=("config", "capacity"))
@@ -34,20 +34,77 @@ def prefill(params, tokens: jax.Array, lengths: jax.Array, *, config: ModelConfi
     return lm_head(params, config, last), dataclasses.replace(cache, lengths=lengths)
 
 
+def _layer_params(params, layer):
+    return jax.tree.map(lambda p: jax.lax.dynamic_index_in_dim(p, layer, 0, keepdims=False), params["layers"])
+
+
 @partial(jax.jit, static_argnames=("config",), donate_argnames=("cache",))
-def prefill_rows(params, cache: KVCache, tokens: jax.Array, lengths: jax.Array, row, *, config: ModelConfig):
-    """Prefill tokens [b, T] into batch rows [row, row + b) of an existing cache (donated, updated in
-    place), so a large batch of long prompts is prefilled a few rows at a time with activations of
-    b prompts only. Returns (next-token logits [b, V], cache)."""
-    b, t = tokens.shape
-    if cache.capacity < t:
-        raise ValueError(f"cache capacity={cache.capacity} must be >= the padded prompt length {t}")
+def _prefill_layer(params, x, lengths, cache: KVCache, layer, row, *, config: ModelConfig):
+    b, t = x.shape[:2]
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    x, cache = run_layers(params, config, DensePrefill(), embed(params, tokens), positions, lengths, cache,
-                          jnp.asarray(row, jnp.int32))
-    last = x[jnp.arange(b), lengths - 1]
-    new_lengths = jax.lax.dynamic_update_slice(cache.lengths, lengths.astype(jnp.int32), (row,))
-    return lm_head(params, config, last), dataclasses.replace(cache, lengths=new_lengths)
+    x, cache = DecoderLayer(config, DensePrefill()).apply({"params": _layer_params(params, layer)}, x, positions,
+                                                          lengths, cache, layer, row)
+    return x, cache
+
+
+@partial(jax.jit, static_argnames=("config",))
+def _last_logits(params, x, lengths, *, config: ModelConfig):
+    return lm_head(params, config, x[jnp.arange(x.shape[0]), lengths - 1])
+
+
+@partial(jax.jit, donate_argnames=("cache",))
+def _set_lengths(cache: KVCache, lengths, row) -> KVCache:
+    return dataclasses.replace(cache, lengths=jax.lax.dynamic_update_slice(cache.lengths, lengths, (row,)))
+
+
+class RowPrefill:
+    """Prefill prompts [b, T] into batch rows [row, row + b) of an existing cache, one jit call per layer.
+
+    Each call takes the cache donated and writes its layer's K/V with a top-level dynamic_update_slice,
+    which XLA does in place. (Carried through a scan over layers, the cache was copied once on GPU: a
+    22.5 GiB temporary at 122K tokens x batch 3 for Llama-3.1-8B.) A large batch of long prompts is
+    thus prefilled a few rows at a time with the activations of those rows only. `compile` builds
+    every executable from shapes, before the cache exists (XLA's autotuner needs room for scratch).
+    """
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self._exe = None
+
+    def compile(self, params, cache, tokens, lengths) -> "RowPrefill":
+        cfg = self.config
+        b, t = tokens.shape
+        x = jax.ShapeDtypeStruct((b, t, cfg.hidden_size), cfg.jnp_dtype)
+        i32 = jax.ShapeDtypeStruct((), jnp.int32)
+        self._exe = (embed_tokens.lower(params, tokens).compile(),
+                     _prefill_layer.lower(params, x, lengths, cache, i32, i32, config=cfg).compile(),
+                     _last_logits.lower(params, x, lengths, config=cfg).compile(),
+                     _set_lengths.lower(cache, lengths, i32).compile())
+        return self
+
+    def __call__(self, params, cache: KVCache, tokens, lengths, row):
+        """-> (next-token logits [b, V], cache)."""
+        b, t = tokens.shape
+        if cache.capacity < t:
+            raise ValueError(f"cache capacity={cache.capacity} must be >= the padded prompt length {t}")
+        if self._exe is None:
+            self.compile(params, cache, tokens, lengths)
+        emb, layer_fn, head, set_lengths = self._exe
+        row = jnp.int32(row)
+        x = emb(params, tokens)
+        for layer in range(self.config.num_layers):
+            x, cache = layer_fn(params, x, lengths, cache, jnp.int32(layer), row)
+        return head(params, x, lengths), set_lengths(cache, lengths.astype(jnp.int32), row)
+
+
+@jax.jit
+def embed_tokens(params, tokens):
+    return embed(params, tokens)
+
+
+def prefill_rows(params, cache: KVCache, tokens, lengths, row, *, config: ModelConfig):
+    """`RowPrefill(config)(params, cache, tokens, lengths, row)`: the cache is donated (updated in place)."""
+    return RowPrefill(config)(params, cache, tokens, lengths, row)
 
 
 def _step(params, config, attention, carry, tokens, consts=None, unroll: int = 1):

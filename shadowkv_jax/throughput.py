@@ -30,7 +30,7 @@ import numpy as np
 from .api import Model, _round_up, load_model
 from .cache import KVCache
 from .config import ModelConfig
-from .decoding import decode_loop, prefill_rows
+from .decoding import RowPrefill, decode_loop
 from .model.attention import DenseDecode
 from .model.llama import init_params
 from .planner import Limits, Plan, max_batch, plan, require_fits, weight_bytes
@@ -177,15 +177,27 @@ def _copy_row0(cache: KVCache, *, batch: int) -> KVCache:
 _BATCH_AXIS0 = ("prompt_lengths", "lengths", "num_chunks", "local_lengths")
 
 
-@partial(jax.jit, static_argnames=("batch",))
+@partial(jax.jit, donate_argnums=0)
+def _put_batch_row(x: jax.Array, src: jax.Array, b) -> jax.Array:
+    """x[:, b] := src[:, 0] for a [L, B, ...] field, in place (x donated)."""
+    return jax.lax.dynamic_update_slice(x, src, (0, b) + (0,) * (x.ndim - 2))
+
+
 def _tile_device_fields(one: ShadowKVState, *, batch: int) -> ShadowKVState:
+    """The device fields of `one` (batch 1) repeated to `batch` rows: zeros first, then one in-place row
+    write at a time, so no large fused copy (and no autotuning) runs next to the growing state."""
     fields = {}
     for f in dataclasses.fields(ShadowKVState):
         x = getattr(one, f.name)
         if f.name in ("config", "placement", "values", "step_metrics") or x is None:
             continue
-        axis = 0 if f.name in _BATCH_AXIS0 else 1
-        fields[f.name] = jnp.repeat(x, batch, axis=axis)
+        if f.name in _BATCH_AXIS0:
+            fields[f.name] = jnp.repeat(x, batch, axis=0)
+            continue
+        out = jax.jit(partial(jnp.zeros, (x.shape[0], batch) + x.shape[2:], x.dtype))()
+        for b in range(batch):
+            out = _put_batch_row(out, x, jnp.int32(b))
+        fields[f.name] = out
     return dataclasses.replace(one, **fields)
 
 
@@ -281,7 +293,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         cache_abs = jax.eval_shape(make_cache)
         attention = DenseDecode(full_attention, interpret=platform != "gpu")
         t0 = time.perf_counter()
-        fill = prefill_rows.lower(model.params, cache_abs, tokens, lengths, 0, config=cfg).compile()
+        fill = RowPrefill(cfg).compile(model.params, cache_abs, tokens, lengths)
         row["compile_prefill_s"] = time.perf_counter() - t0
         loops = {name: _compile_decode(model, cache_abs, batch, None, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
@@ -307,7 +319,11 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         row["compile_prefill_s"] = time.perf_counter() - t0
         one_abs = jax.eval_shape(partial(shadowkv_prefill, config=cfg, sk_config=sk, chunk_slots=slots),
                                  model.params, tokens, lengths)[1]
-        state_abs = jax.eval_shape(partial(_tile_device_fields, batch=batch), one_abs).without_values()
+        state_abs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[:1] + (batch,) + x.shape[2:], x.dtype)
+                                 if x.ndim > 1 else jax.ShapeDtypeStruct((batch,), x.dtype),
+                                 dataclasses.replace(one_abs, values=None, placement=placement,
+                                                     step_metrics=None))
+        state_abs = dataclasses.replace(state_abs, step_metrics=one_abs.step_metrics)
         values_sharding = host_sharding() if placement == "host" else jax.sharding.SingleDeviceSharding(jax.devices()[0])
         v = one_abs.values
         values_abs = jax.ShapeDtypeStruct((v.shape[0], batch) + v.shape[2:], v.dtype, sharding=values_sharding)

@@ -147,3 +147,98 @@ def test_sweep_rows_and_attention_error():
     assert all(0 <= r["hit_rate"] <= 1 and r["accuracy"] == 1.0 for r in rows)
     with pytest.raises(ValueError, match="'ranks' is not a ShadowKVConfig field"):
         sweep(model, [Sample()], base, ranks=[4])
+
+
+def _eval_sweeps_module():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "eval_sweeps.py")
+    spec = importlib.util.spec_from_file_location("eval_sweeps", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _sweep_row(**kw):
+    row = {"accuracy": 0.5, "attention_error": 0.1, "attention_error_max_layer": 0.3, "hit_rate": 0.8,
+           "sparse_budget": 128, "outlier_tokens": 24, "local_tokens": 32, "gpu_bytes_per_token": 1000.0,
+           "host_bytes_per_token": 2000.0}
+    return {**row, **kw}
+
+
+def test_eval_sweeps_configs_hold_token_counts():
+    import dataclasses
+
+    import shadowkv_jax as sk
+
+    es = _eval_sweeps_module()
+    # SmolLM2-135M's attention shape (Hkv * D = 3 * 64 = 192) without loading the weights
+    mc = sk.ModelConfig(vocab_size=128, hidden_size=576, intermediate_size=1536, num_layers=2, num_heads=9,
+                        num_kv_heads=3, head_dim=64, max_position_embeddings=8192)
+    base, rank_cfgs, chunk_cfgs = es.sweep_configs(mc, 4096, [8, 16, 32, 48, 96, 192], [4, 8, 16, 32],
+                                                   max_new_tokens=48)
+    assert (base.rank, base.chunk_size, base.sparse_budget, base.outlier_chunks,
+            base.local_chunks) == (48, 8, 128, 3, 4)
+    assert base.max_new_tokens == 48
+    # rank sweep: only the rank moves
+    assert [r for r, _ in rank_cfgs] == [8, 16, 32, 48, 96, 192]
+    assert all(c == dataclasses.replace(base, rank=r) for r, c in rank_cfgs)
+    # chunk-size sweep: budget, outlier and local windows held in tokens (24 outlier tokens at c=16 -> 2 chunks)
+    got = {c: (cfg.rank, cfg.sparse_budget, cfg.outlier_chunks, cfg.local_chunks) for c, cfg in chunk_cfgs}
+    assert got == {4: (48, 128, 6, 8), 8: (48, 128, 3, 4), 16: (48, 128, 2, 2), 32: (48, 128, 1, 1)}
+    # the default point is the same config in both sweeps (evaluated once by the script)
+    assert dict(chunk_cfgs)[8] == dict(rank_cfgs)[48] == base
+    # a budget that the chunk size does not divide is rounded to whole chunks, never below one
+    small = sk.ShadowKVConfig.for_model(mc, 700)
+    assert small.sparse_budget == 24
+    assert es.config_for_chunk_size(small, 32).sparse_budget == 32
+    assert es.config_for_chunk_size(small, 16).sparse_budget == 32  # 1.5 chunks, ties up
+    assert es.config_for_chunk_size(dataclasses.replace(small, outlier_chunks=0), 4).outlier_chunks == 0
+    with pytest.raises(ValueError, match="1..num_kv_heads"):
+        es.sweep_configs(mc, 4096, [48, 256], [8])
+
+
+def test_sweep_plot_and_table(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from shadowkv_jax.eval.plots import sweep_plot
+
+    es = _eval_sweeps_module()
+    rank_rows = [_sweep_row(rank=r, chunk_size=8, attention_error=1 / r) for r in (192, 8, 48, 16)]
+    chunk_rows = [_sweep_row(rank=48, chunk_size=c) for c in (4, 8, 16, 32)]
+    png = sweep_plot(rank_rows, chunk_rows, full_accuracy=0.9, defaults={"rank": 48, "chunk_size": 8},
+                     path=str(tmp_path / "sweeps.png"))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert sweep_plot([], chunk_rows, path=str(tmp_path / "chunks_only.png"))  # one sweep may be missing
+    table = es.markdown(rank_rows, chunk_rows, {"accuracy": 0.9}, {"rank": 48, "chunk_size": 8})
+    lines = table.splitlines()
+    assert len(lines) == 2 + 4 + 4 + 1 and lines[-1].startswith("| full attention |")
+    assert sum("(default)" in line for line in lines) == 2  # rank 48 at c=8 in both sweeps
+    # a saved result re-plots without running anything
+    saved = {"model": "/m/smol.gguf", "length": 4096, "tasks": ["niah_single"], "samples_per_task": 2,
+             "device": "cpu", "jax": "0", "defaults": {"rank": 48, "chunk_size": 8}, "rank_sweep": rank_rows,
+             "chunk_size_sweep": chunk_rows, "full_attention": {"accuracy": 0.9}, "markdown": table}
+    (tmp_path / "saved.json").write_text(json.dumps(saved))
+    assert es.main(["--from-json", str(tmp_path / "saved.json"), "--plot", str(tmp_path / "replot.png")]) == 0
+    assert (tmp_path / "replot.png").read_bytes()[:4] == b"\x89PNG"
+    assert capsys.readouterr().out.strip() == table
+
+
+@pytest.mark.slow
+def test_eval_sweeps_script_end_to_end(smollm2, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    es = _eval_sweeps_module()
+    out, png = tmp_path / "sweeps.json", tmp_path / "sweeps.png"
+    assert es.main(["--length", "700", "--samples", "1", "--tasks", "niah_single", "--ranks", "48",
+                    "--chunk-sizes", "8", "16", "--max-new-tokens", "8", "--json", str(out), "--plot", str(png)],
+                   model=smollm2) == 0
+    res = json.loads(out.read_text())
+    assert res["distinct_configs"] == 2 and res["generate_calls"] == 3  # the default point runs once
+    assert [r["rank"] for r in res["rank_sweep"]] == [48]
+    assert res["rank_sweep"][0]["accuracy"] == res["chunk_size_sweep"][0]["accuracy"]
+    assert [r["chunk_size"] for r in res["chunk_size_sweep"]] == [8, 16]
+    assert res["defaults"] == {"rank": 48, "chunk_size": 8} and 0 <= res["full_attention"]["accuracy"] <= 1
+    assert all(r["attention_error"] > 0 for r in res["rank_sweep"] + res["chunk_size_sweep"])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert capsys.readouterr().out.rstrip().endswith("| full attention | - | - | - | - | - | "
+                                                      f"{res['full_attention']['accuracy']:.3f} | 0 | 0 | - | - | - |")
