@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                         "the batch, time decoding. Named shapes use random bf16 weights (decode speed does not "
                         "depend on weight values); a PATH uses real weights. Set "
                         "XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB before starting when ShadowKV's values need more "
-                        "pinned host memory than XLA's default cap (68 GiB seen on a 128 GiB machine).")
+                        "pinned host memory than XLA's default cap (64 GiB).")
     bn.add_argument("--model", default="llama-3.1-8b", help="llama-3.1-8b | glm-4-9b | PATH (GGUF, HF dir)")
     bn.add_argument("--context", type=int, nargs="+", default=[65536, 122880])
     bn.add_argument("--method", nargs="+", default=["full", "shadowkv"], choices=["full", "shadowkv"])
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="also time the step without attention and with selection only")
     bn.add_argument("--gpu-memory-gb", type=float, default=None, help="default: the device's allocator limit")
     bn.add_argument("--host-memory-gb", type=float, default=None,
-                    help="pinned host memory to plan with (default: $XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB or 68)")
+                    help="pinned host memory to plan with (default: $XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB or 64)")
     bn.add_argument("--margin", type=float, default=0.10, help="fraction of each memory kept free")
     bk = bn.add_argument_group("ShadowKV (unset fields come from ShadowKVConfig.for_model at each context)")
     bk.add_argument("--rank", type=int)

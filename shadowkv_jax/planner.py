@@ -24,7 +24,7 @@ from .shadowkv.memory import state_bytes
 
 GiB = 1 << 30
 PREFILL_QUERY_BLOCK = 512  # model/attention.py: causal_attention's query block
-XLA_PINNED_HOST_DEFAULT_CAP = 68 * GiB  # seen on a 128 GiB H100 machine (GPU.md)
+XLA_PINNED_HOST_DEFAULT_CAP = 64 * GiB  # XLA's error message on the H100: "the default 64 GB" (68.7e9 bytes)
 HOST_LIMIT_ENV = "XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB"
 
 
@@ -40,7 +40,7 @@ class Limits:
 
     @classmethod
     def host_default(cls, gpu_bytes: int, margin: float = 0.10) -> "Limits":
-        """Host limit = XLA's pinned-host cap: $XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB if set, else 68 GiB."""
+        """Host limit = XLA's pinned-host cap: $XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB if set, else 64 GiB."""
         gb = os.environ.get(HOST_LIMIT_ENV)
         return cls(gpu_bytes, int(float(gb) * GiB) if gb else XLA_PINNED_HOST_DEFAULT_CAP, margin)
 

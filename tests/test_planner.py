@@ -58,4 +58,4 @@ def test_host_limit_follows_the_xla_variable(monkeypatch):
     monkeypatch.setenv("XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB", "110")
     assert Limits.host_default(80 * GiB).host_bytes == 110 * GiB
     monkeypatch.delenv("XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB")
-    assert Limits.host_default(80 * GiB).host_bytes == 68 * GiB
+    assert Limits.host_default(80 * GiB).host_bytes == 64 * GiB
