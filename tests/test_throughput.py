@@ -138,3 +138,16 @@ def test_dense_decode_kernel_equals_xla_path(tiny):
                                    attention=DenseDecode(impl, interpret=True), return_logits=True)
         out[impl] = np.asarray(extras["logits"])
     np.testing.assert_allclose(out["pallas"], out["xla"], atol=1e-4)
+
+
+def test_bench_runs_a_glm_shaped_model():
+    """GLM's q/k/v biases, partial rotary and two KV heads go through both methods of the bench."""
+    glm = sk.ModelConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4,
+                         num_kv_heads=2, head_dim=16, max_position_embeddings=8192, architecture="GlmForCausalLM",
+                         attention_bias=True, partial_rotary_factor=0.5)
+    model = sk.Model(glm, init_params(glm, jax.random.key(2)), None, "tiny-glm")
+    out = tp.bench(model, [520], ["full", tp.shadowkv_factory(glm, **SKV)], [2], steps=2,
+                   limits=Limits(gpu_bytes=GiB, host_bytes=GiB), rates={"hbm_read_bytes_per_s": 1e10},
+                   progress=lambda *_: None)
+    assert [r["method"] for r in out["rows"]] == ["full", "shadowkv"]
+    assert all(r["tokens_per_s"] > 0 for r in out["rows"])
