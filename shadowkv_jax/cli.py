@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--tasks", nargs="+", default=["niah_single", "niah_multikey", "niah_multivalue",
                                                    "niah_multiquery", "vt", "cwe", "fwe"])
     r.add_argument("--samples", type=int, default=20)
+    r.add_argument("--haystack", choices=["noise", "natural"], default="noise",
+                   help="NIAH/vt filler: RULER's noise sentences, or English prose from the standard library's "
+                        "pydoc_data (the Python reference manual's topic texts)")
     r.add_argument("--method", nargs="+", default=["full", "shadowkv"], choices=["full", "shadowkv"])
     for flag in ("--rank", "--chunk-size", "--sparse-budget", "--outlier-chunks", "--local-chunks"):
         r.add_argument(flag, type=int)

@@ -87,6 +87,25 @@ def test_ruler_samples_fit_and_are_deterministic(smollm2, task):
         assert top == set(s.expected)
 
 
+@pytest.mark.parametrize("task", ["niah_multikey", "vt"])
+def test_natural_haystack_samples(smollm2, task):
+    """Natural-text haystack: prose from the standard library, needles in it, same fit and scoring;
+    noise samples are unchanged by the option."""
+    tok = smollm2.tokenizer
+    s = ruler.make_sample(tok, task, 1200, seed=3, haystack="natural")
+    assert s == ruler.make_sample(tok, task, 1200, seed=3, haystack="natural")
+    noise = ruler.make_sample(tok, task, 1200, seed=3)
+    assert noise == ruler.make_sample(tok, task, 1200, seed=3, haystack="noise")
+    assert s.expected == noise.expected and s.prompt_ids != noise.prompt_ids
+    assert 1000 <= len(s.prompt_ids) <= 1200
+    text = tok.decode(s.prompt_ids)
+    assert all(e in text for e in s.expected)
+    assert "The grass is green" not in text
+    assert sum(x in text for x in ruler.natural_sentences()[:3000]) >= 5  # real sentences of the corpus
+    with pytest.raises(ValueError, match="haystack='essays' is not one of"):
+        ruler.make_sample(tok, task, 1200, haystack="essays")
+
+
 def test_eval_ruler_cli_writes_a_summary(smollm2, tmp_path, capsys):
     from shadowkv_jax.cli import main
 

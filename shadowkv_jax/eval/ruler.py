@@ -1,8 +1,10 @@
 """RULER-style synthetic tasks, written here from the task descriptions (no data is downloaded).
 
-Tasks: niah_single, niah_multikey, niah_multivalue, niah_multiquery (noise haystack), vt (variable
-tracking through a chain of assignments), cwe (common-words extraction), fwe (frequent-words
-extraction). Every sample is deterministic from (task, target length, seed), fitted to the target
+Tasks: niah_single, niah_multikey, niah_multivalue, niah_multiquery, vt (variable tracking through a
+chain of assignments), cwe (common-words extraction), fwe (frequent-words extraction). The NIAH and vt
+haystack is RULER's noise ("The grass is green. ...") or, with haystack="natural", English prose: the
+sentences of the Python reference manual's topic texts that every CPython ships (`pydoc_data.topics`,
+PSF license), read from a seed-chosen starting sentence. Every sample is deterministic from (task, target length, seed), fitted to the target
 token count with the model's tokenizer (chat template and answer prefix included), and scored by
 RULER's rule: the fraction of expected strings found in the output, case-insensitive.
 """
@@ -10,7 +12,9 @@ RULER's rule: the fraction of expected strings found in the output, case-insensi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
+import re
 import string
 from collections import Counter
 from typing import Callable
@@ -19,6 +23,7 @@ from .niah import NOISE
 from .scoring import ruler_string_match_all
 
 TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe")
+HAYSTACKS = ("noise", "natural")
 NIAH_INSTRUCTION = ("Some special magic numbers are hidden within the following text. Make sure to memorize "
                     "them. I will quiz you about the numbers afterwards.\n")
 
@@ -61,14 +66,38 @@ def _fit(tokenizer, build: Callable[[int], tuple[str, str]], target: int, chat: 
     return tuple(out)
 
 
-def _haystack(n: int, needles: list[tuple[float, str]]) -> str:
-    sentences = [NOISE] * n
+@functools.lru_cache(maxsize=1)
+def natural_sentences() -> tuple[str, ...]:
+    """Prose sentences (40-300 characters, no code) from the standard library's `pydoc_data.topics`."""
+    try:
+        from pydoc_data import topics
+    except ImportError:
+        raise ValueError("haystack='natural' needs the standard library's pydoc_data package, which this Python "
+                         "lacks; use haystack='noise'") from None
+    text = re.sub(r"\s+", " ", " ".join(topics.topics.values()))
+    out = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text)]
+    return tuple(x for x in out if 40 <= len(x) <= 300 and x[0].isupper() and ">>>" not in x and "::" not in x)
+
+
+def _filler(haystack: str, rng: random.Random) -> Callable[[int], list[str]]:
+    """n -> n haystack sentences."""
+    if haystack == "noise":
+        return lambda n: [NOISE] * n
+    if haystack != "natural":
+        raise ValueError(f"haystack={haystack!r} is not one of {HAYSTACKS}")
+    sentences = natural_sentences()
+    start = rng.randrange(len(sentences))  # drawn last: noise samples stay as they were
+    return lambda n: [sentences[(start + i) % len(sentences)] + " " for i in range(n)]
+
+
+def _haystack(n: int, needles: list[tuple[float, str]], filler=None) -> str:
+    sentences = (filler or _filler("noise", random.Random(0)))(n)
     for depth, text in sorted(needles, key=lambda x: -x[0]):
         sentences.insert(round(depth * n), text + " ")
     return "".join(sentences)
 
 
-def _niah(task: str, rng: random.Random):
+def _niah(task: str, rng: random.Random, haystack: str = "noise"):
     keys = [_word(rng) for _ in range(4)]
     values = [_number(rng) for _ in range(4)]
     depths = [rng.random() for _ in range(4)]
@@ -82,6 +111,7 @@ def _niah(task: str, rng: random.Random):
     else:  # niah_multiquery
         items, ask, expected = list(zip(keys, values)), keys, values
     placed = [(d, needle.format(k, v)) for d, (k, v) in zip(depths, items)]
+    filler = _filler(haystack, rng)
     if task == "niah_multivalue":
         question = f"What are all the special magic numbers for {ask[0]} mentioned in the provided text?"
         prefix = f"The special magic numbers for {ask[0]} mentioned in the provided text are"
@@ -91,19 +121,20 @@ def _niah(task: str, rng: random.Random):
     else:
         question = f"What is the special magic number for {ask[0]} mentioned in the provided text?"
         prefix = f"The special magic number for {ask[0]} mentioned in the provided text is"
-    return (lambda n: (NIAH_INSTRUCTION + _haystack(n, placed) + "\n" + question, prefix)), expected
+    return (lambda n: (NIAH_INSTRUCTION + _haystack(n, placed, filler) + "\n" + question, prefix)), expected
 
 
-def _vt(rng: random.Random, hops: int = 4):
+def _vt(rng: random.Random, hops: int = 4, haystack: str = "noise"):
     names = [_word(rng, 5).upper() for _ in range(hops + 1)]
     value = str(rng.randint(10000, 99999))
     chain = [f"VAR {names[0]} = {value}."] + [f"VAR {names[i + 1]} = VAR {names[i]}." for i in range(hops)]
     depths = sorted(rng.random() for _ in chain)
     placed = list(zip(depths, chain))
+    filler = _filler(haystack, rng)
     question = (f"Memorize and track the chain(s) of variable assignment hidden in the text above. "
                 f"Question: Find all variables that are assigned the value {value} in the text above.")
     prefix = f"According to the chain(s) of variable assignment in the text above, {len(names)} variables are assigned the value {value}, they are:"
-    return (lambda n: (_haystack(n, placed) + "\n" + question, prefix)), names
+    return (lambda n: (_haystack(n, placed, filler) + "\n" + question, prefix)), names
 
 
 def _cwe(rng: random.Random, n_common: int = 10, common_freq: int = 10, rare_freq: int = 3):
@@ -140,20 +171,26 @@ def _fwe(rng: random.Random, top: int = 3, alpha: float = 2.0):
     return build, expected
 
 
-def make_sample(tokenizer, task: str, target_tokens: int, seed: int = 0, chat: bool | None = None) -> Sample:
+def make_sample(tokenizer, task: str, target_tokens: int, seed: int = 0, chat: bool | None = None,
+                haystack: str = "noise") -> Sample:
     if task not in TASKS:
         raise ValueError(f"task={task!r} is not one of {TASKS}")
+    if haystack not in HAYSTACKS:
+        raise ValueError(f"haystack={haystack!r} is not one of {HAYSTACKS}")
     chat = tokenizer.is_chat if chat is None else chat
     rng = random.Random(f"{task}:{target_tokens}:{seed}")
     if task.startswith("niah"):
-        build, expected = _niah(task, rng)
+        build, expected = _niah(task, rng, haystack)
+    elif task == "vt":
+        build, expected = _vt(rng, haystack=haystack)
     else:
-        build, expected = {"vt": _vt, "cwe": _cwe, "fwe": _fwe}[task](rng)
+        build, expected = {"cwe": _cwe, "fwe": _fwe}[task](rng)
     return Sample(task, _fit(tokenizer, build, target_tokens, chat), tuple(expected), target_tokens)
 
 
-def make_samples(tokenizer, tasks, lengths, samples: int, seed: int = 0) -> list[Sample]:
-    return [make_sample(tokenizer, t, n, seed + i) for t in tasks for n in lengths for i in range(samples)]
+def make_samples(tokenizer, tasks, lengths, samples: int, seed: int = 0, haystack: str = "noise") -> list[Sample]:
+    return [make_sample(tokenizer, t, n, seed + i, haystack=haystack) for t in tasks for n in lengths
+            for i in range(samples)]
 
 
 def word_counts_check(text: str) -> Counter:

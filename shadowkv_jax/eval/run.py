@@ -13,7 +13,8 @@ from . import ruler
 
 
 def run_ruler(model, tasks, lengths, samples: int, methods, *, sk_overrides: dict | None = None,
-              batch_size: int = 4, max_new_tokens: int = 48, seed: int = 0, progress=True) -> dict:
+              batch_size: int = 4, max_new_tokens: int = 48, seed: int = 0, progress=True,
+              haystack: str = "noise") -> dict:
     """Score every (method, task, length) over `samples` samples; returns a JSON-ready summary."""
     from ..generation import generate
     from ..shadowkv import ShadowKVConfig
@@ -24,7 +25,8 @@ def run_ruler(model, tasks, lengths, samples: int, methods, *, sk_overrides: dic
     done = 0
     t0 = time.perf_counter()
     for task, length in todo:
-        batch = [ruler.make_sample(model.tokenizer, task, length, seed + i) for i in range(samples)]
+        batch = [ruler.make_sample(model.tokenizer, task, length, seed + i, haystack=haystack)
+                 for i in range(samples)]
         for name in methods:
             method = "full"
             if name == "shadowkv":
@@ -46,7 +48,8 @@ def run_ruler(model, tasks, lengths, samples: int, methods, *, sk_overrides: dic
                       f"({el:.0f} s, ~{el / done * (total - done):.0f} s left)", end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
-    return {"date": datetime.date.today().isoformat(), "rows": rows, "averages": _averages(rows)}
+    return {"date": datetime.date.today().isoformat(), "rows": rows, "averages": _averages(rows),
+            "haystack": haystack}
 
 
 def _averages(rows) -> dict:
@@ -78,8 +81,10 @@ def main_ruler(args) -> int:
                                    ("sparse_budget", args.sparse_budget), ("outlier_chunks", args.outlier_chunks),
                                    ("local_chunks", args.local_chunks)) if v is not None}
     summary = run_ruler(model, args.tasks, args.lengths, args.samples, args.method, sk_overrides=overrides,
-                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, seed=args.seed)
+                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                        haystack=args.haystack)
     summary["model"] = model.source
+    summary["haystack"] = args.haystack
     table = markdown(summary)
     if args.json:
         with open(args.json, "w") as f:
