@@ -67,17 +67,15 @@ tput)  # stash GGUF half A; compiled kernel tests; planned temp memory of the fu
   cp .carry/a/smol.part00 /root/m/
   SHADOWKV_KERNELS_COMPILED=1 timeout 130 python3 -m pytest -q -p no:cacheprovider --tb=line tests/test_kernels.py 2>&1 \
       | grep -E "passed|failed|Error" | tail -6
-  timeout 60 python3 benchmarks/compile_memory.py --model llama-3.1-8b --context 122880 --batch 3 2>&1 \
-      | grep -E "GiB|Error" | tail -6
-  (cd benchmarks && timeout 90 python3 bench_linear.py --batch 1 4 --json "$OUT/linear_h100.json" 2>&1 | tail -8)
-  BENCH_TIMEOUT=150 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+  BENCH_TIMEOUT=200 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --breakdown --json "$OUT/tput_llama_122k_shadowkv.json"
   BENCH_TIMEOUT=100 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
       --breakdown --json "$OUT/tput_llama_122k_full.json"
   BENCH_TIMEOUT=80 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
       --json "$OUT/tput_llama_64k_full.json"
   ;;
-tput2)  # GLM-4-9B shape at both contexts; Llama-3.1-8B decode, kernels vs jnp (no GGUF needed)
+tput2)  # GLM-4-9B shape at both contexts; Llama-3.1-8B decode, kernels vs jnp; the weights' share (no GGUF needed)
+  (cd benchmarks && timeout 90 python3 bench_linear.py --batch 1 4 --json "$OUT/linear_h100.json" 2>&1 | tail -8)
   BTAIL=7 bench --model glm-4-9b --context 65536 122880 --method full shadowkv --batch auto --steps 32 \
       --json "$OUT/tput_glm.json"
   timeout 120 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2 \
