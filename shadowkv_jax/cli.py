@@ -202,7 +202,7 @@ def _bench(args) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"meta": meta, "rates": rates, "rows": rows, "speedups": tp.speedups(rows),
-                           "markdown": tp.markdown(rows)}, f, indent=1)
+                           "prefill": tp.prefill_shares(rows), "markdown": tp.markdown(rows)}, f, indent=1)
 
     out = tp.bench(model, args.context, methods, batches, args.steps, limits, breakdown=args.breakdown, rates=rates,
                    on_row=save, unroll=args.unroll_layers, full_attention=args.full_implementation)
@@ -210,6 +210,9 @@ def _bench(args) -> int:
     table = tp.markdown(out["rows"])
     if args.plot:
         tp.plot(out["rows"], args.plot)
+    for s in tp.prefill_shares(out["rows"]):
+        print(f"context {s['context']:,}: prefill of one prompt {s['full_prefill_s']:.2f} s full, "
+              f"{s['shadowkv_prefill_s']:.2f} s ShadowKV ({100 * s['state_build_share']:.0f}% building the state)")
     for s in out["speedups"]:
         print(f"context {s['context']:,}: shadowkv {s['shadowkv_tokens_per_s']:.1f} tok/s (batch {s['shadowkv_batch']}) "
               f"/ full {s['full_tokens_per_s']:.1f} tok/s (batch {s['full_batch']}) = {s['ratio']:.2f}x")

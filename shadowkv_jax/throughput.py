@@ -440,6 +440,19 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def prefill_shares(rows) -> list[dict]:
+    """Per context: one prompt's prefill time for each method and the share of ShadowKV's prefill spent
+    building the shadow state (factorization, landmarks, outliers, values), i.e. 1 - full / ShadowKV."""
+    out = []
+    for context in sorted({r["context"] for r in rows}):
+        t = {m: min((r["prefill_s"] for r in rows if r["context"] == context and r["method"] == m), default=None)
+             for m in ("full", "shadowkv")}
+        if t["full"] and t["shadowkv"]:
+            out.append({"context": context, "full_prefill_s": t["full"], "shadowkv_prefill_s": t["shadowkv"],
+                        "state_build_share": 1 - t["full"] / t["shadowkv"]})
+    return out
+
+
 def speedups(rows) -> list[dict]:
     """Per context: best ShadowKV tokens/s over best full tokens/s."""
     out = []
@@ -499,4 +512,5 @@ def shadowkv_factory(config: ModelConfig, **overrides):
 
 
 __all__ = ["bench", "bench_model", "default_limits", "markdown", "measure_bandwidths", "plot", "planned",
+           "prefill_shares",
            "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "step_bytes"]

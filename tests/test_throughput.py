@@ -64,6 +64,8 @@ def test_bench_rows_on_cpu(tiny):
     assert 0 <= shadow["hit_rate"] <= 1
     per_seq = lambda r: r["bytes_per_step"]["hbm"] / r["batch"]
     assert per_seq(shadow) < per_seq(full)  # ShadowKV reads fewer bytes per sequence than the dense cache
+    [pf] = tp.prefill_shares(out["rows"])
+    assert pf["state_build_share"] == pytest.approx(1 - full["prefill_s"] / shadow["prefill_s"])
     [s] = tp.speedups(out["rows"])
     assert s["ratio"] == pytest.approx(shadow["tokens_per_s"] / full["tokens_per_s"])
     assert "| full | 640 | 2 |" in tp.markdown(out["rows"])
