@@ -20,13 +20,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-NEG_INF = -1e30
+from .common import NEG_INF, compiler_params, dot as _dot, pad_groups, partials_shape
+
 TARGET_PROGRAMS = 528  # ~4 programs per SM on an H100 (132 SMs)
-
-
-def _dot(x, y):
-    prec = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
-    return jnp.dot(x, y, preferred_element_type=jnp.float32, precision=prec)
 
 
 def _kernel(layer_ref, valid_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref, *, block: int,
@@ -82,19 +78,11 @@ def decode_attention_partials(q, k, v, valid, layer, *, block: int = 64, num_spl
     if capacity % block:
         raise ValueError(f"cache capacity={capacity} must be a multiple of block={block}")
     splits, per = plan(b, hkv, capacity, block, num_splits)
-    gp = max(16, 1 << (g - 1).bit_length())  # Triton dots need >= 16 rows
-    qp = jnp.pad(q, ((0, 0), (0, 0), (0, gp - g), (0, 0)))
+    qp, gp = pad_groups(q)
     kernel = functools.partial(_kernel, block=block, blocks_per_split=per)
-    params = None
-    if not interpret:
-        from jax.experimental.pallas import triton as plt
-
-        params = plt.CompilerParams(num_warps=num_warps, num_stages=num_stages)
-    out_shape = (jax.ShapeDtypeStruct((b, hkv, splits, gp, d), jnp.float32),
-                 jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32),
-                 jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32))
-    acc, m, l = pl.pallas_call(kernel, out_shape=out_shape, grid=(b, hkv, splits), interpret=interpret,
-                               compiler_params=params, name="dense_decode_attention")(
+    acc, m, l = pl.pallas_call(kernel, out_shape=partials_shape(b, hkv, splits, gp, d), grid=(b, hkv, splits),
+                               interpret=interpret, compiler_params=compiler_params(interpret, num_warps, num_stages),
+                               name="dense_decode_attention")(
         jnp.reshape(layer, (1,)).astype(jnp.int32), valid.astype(jnp.int32), qp, k, v)
     return acc[:, :, :, :g], m[:, :, :, :g], l[:, :, :, :g]
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-NEG_INF = -1e30
+from .common import NEG_INF, compiler_params, dot as _dot, pad_groups, partials_shape
 
 
 def _pow2_parts(n: int, smallest: int = 16) -> list[tuple[int, int]]:
@@ -54,12 +54,6 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
     if r < x.shape[-1]:
         parts.append(jnp.zeros_like(x[..., r:]))
     return jnp.concatenate(parts, axis=-1)
-
-
-def _dot(x, y):
-    """fp32 inputs: full fp32 products (no TF32), so fp32 results are checkable tightly."""
-    prec = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
-    return jnp.dot(x, y, preferred_element_type=jnp.float32, precision=prec)
 
 
 def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq_ref, *rest,
@@ -183,8 +177,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     if jnp.dtype(a.dtype).itemsize >= 4 and d >= 128:
         block_tokens = min(block_tokens, 32)  # fp32 tiles of 64 x 128 overflow an H100's shared memory
     block_tokens, per_split, splits, k_pad = plan(k, chunk_size, block_tokens, num_splits)
-    gp = max(16, 1 << (g - 1).bit_length())  # Triton dots need >= 16 rows
-    qp = jnp.pad(q, ((0, 0), (0, 0), (0, gp - g), (0, 0)))
+    qp, gp = pad_groups(q)
     chunks_p = jnp.pad(chunks, ((0, 0), (0, 0), (0, k_pad - k)))  # padded slots read chunk 0, masked
     w_rot = _rotate_half(w, rotary_dim)  # rot(A W) = A rot(W): the kernel never permutes keys
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
@@ -192,14 +185,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
                                blocks_per_split=per_split, rank_parts=tuple(parts), groups_padded=gp,
                                reuse=reuse)
-    params = None
-    if not interpret:
-        from jax.experimental.pallas import triton as plt
-
-        params = plt.CompilerParams(num_warps=num_warps, num_stages=num_stages)
-    out_shape = (jax.ShapeDtypeStruct((b, hkv, splits, gp, d), jnp.float32),
-                 jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32),
-                 jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32))
+    params = compiler_params(interpret, num_warps, num_stages)
+    out_shape = partials_shape(b, hkv, splits, gp, d)
     args = [layer, qp, a, w, w_rot, chunks_p, values, inv_freq]
     if reuse:
         hits = jnp.pad(hit_slots(chunks, previous), ((0, 0), (0, 0), (0, k_pad - k)), constant_values=-1)

@@ -1,0 +1,38 @@
+"""Pieces both Pallas kernels share: fp32-accumulated dots, query-group padding, Triton compiler
+parameters and the shape of flash-decoding partials."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e30  # finite, so a fully masked row gives zeros rather than NaN
+
+
+def dot(x, y):
+    """fp32 accumulation; fp32 inputs get full fp32 products (no TF32), so fp32 results check tightly."""
+    prec = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
+    return jnp.dot(x, y, preferred_element_type=jnp.float32, precision=prec)
+
+
+def pad_groups(q: jax.Array) -> tuple[jax.Array, int]:
+    """q [B, Hkv, G, D] -> (q padded to Gp >= 16 rows, Gp): Triton dots need at least 16 rows."""
+    g = q.shape[2]
+    gp = max(16, 1 << (g - 1).bit_length())
+    return jnp.pad(q, ((0, 0), (0, 0), (0, gp - g), (0, 0))), gp
+
+
+def compiler_params(interpret: bool, num_warps: int, num_stages: int):
+    """The Triton lowering's parameters (which also makes Pallas pick Triton, not Mosaic GPU)."""
+    if interpret:
+        return None
+    from jax.experimental.pallas import triton as plt
+
+    return plt.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+
+
+def partials_shape(b: int, hkv: int, splits: int, gp: int, d: int) -> tuple:
+    """(acc [B, Hkv, S, Gp, D], m [B, Hkv, S, Gp], l [B, Hkv, S, Gp]), all fp32."""
+    return (jax.ShapeDtypeStruct((b, hkv, splits, gp, d), jnp.float32),
+            jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32),
+            jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32))
