@@ -85,6 +85,7 @@ eval)  # join the GGUF; RULER-style accuracy; rank / chunk-size sweeps; SmolLM2 
   cat /root/m/smol.part00 .carry/b/smol.part01 > $GGUF
   (cd /root/m && sed "s#  .*#  $GGUF#" "$OLDPWD/.carry/b/md5" | md5sum -c -) || exit 1
   timeout 300 python3 -m shadowkv_jax eval ruler --lengths 4096 7680 --samples 20 --batch-size 20 \
+      --haystack ${HAYSTACK:-noise} --tasks ${TASKS:-niah_single niah_multikey niah_multivalue niah_multiquery vt cwe fwe} \
       --json "$OUT/ruler_h100.json" 2>&1 | grep -v -i "warn" | tail -22
   [ -n "${SWEEPS:-}" ] && timeout 220 python3 benchmarks/eval_sweeps.py --length 4096 --samples 8 --tasks niah_single \
       niah_multikey niah_multivalue --ranks 8 16 32 48 96 192 --chunk-sizes 4 8 16 32 --batch-size 24 \
