@@ -76,6 +76,9 @@ tput)  # stash GGUF half A; compiled kernel tests; planned temp memory of the fu
   ;;
 tput2)  # GLM-4-9B shape at both contexts; Llama-3.1-8B decode, kernels vs jnp; the weights' share (no GGUF needed)
   (cd benchmarks && timeout 90 python3 bench_linear.py --batch 1 4 --json "$OUT/linear_h100.json" 2>&1 | tail -8)
+  # XLA's dynamic-slice fusion lets cuBLAS read a layer's weights in place inside the layer scan
+  (cd benchmarks && XLA_FLAGS=--xla_gpu_enable_dynamic_slice_fusion=true timeout 90 python3 bench_linear.py \
+      --batch 1 4 --json "$OUT/linear_dsf_h100.json" 2>&1 | tail -8)
   BTAIL=7 bench --model glm-4-9b --context 65536 122880 --method full shadowkv --batch auto --steps 32 \
       --json "$OUT/tput_glm.json"
   timeout 120 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2 \
