@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import sys
 
-import jax
+from shadowkv_jax import throughput
 
 
 def run_meta(**extra) -> dict:
     """Device, platform, JAX version, date and the command line, plus any extra fields."""
-    dev = jax.devices()[0]
-    return {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
-            "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv), **extra}
+    return throughput.run_meta(command=" ".join(sys.argv), **extra)
 
 
 def save_json(path: str | None, obj) -> None:

@@ -54,17 +54,12 @@ SHAPES = {
         num_attention_heads=32, num_key_value_heads=2, head_dim=128, attention_bias=True,
         rms_norm_eps=1.5625e-7, max_position_embeddings=1048576,
         rope_parameters={"rope_type": "default", "rope_theta": 5e6, "partial_rotary_factor": 0.5})),
-    # small models of both families for CPU tests
-    "tiny": (LlamaForCausalLM, dict(
-        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
-        rope_parameters=_llama3_rope(500000.0), max_position_embeddings=131072)),
-    "tiny-glm": (GlmForCausalLM, dict(
-        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, attention_bias=True,
-        rms_norm_eps=1.5625e-7, max_position_embeddings=1048576,
-        rope_parameters={"rope_type": "default", "rope_theta": 5e6, "partial_rotary_factor": 0.5})),
 }
+# small models of both families for CPU tests: the real configs with small sizes
+_SMALL = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=16)
+for _small, _real in (("tiny", "llama-3.1-8b"), ("tiny-glm", "glm-4-9b")):
+    SHAPES[_small] = (SHAPES[_real][0], {**SHAPES[_real][1], **_SMALL})
 SMALL_SHAPES = ("tiny", "tiny-glm")
 
 

@@ -69,7 +69,9 @@ class RowPrefill:
 
     def __init__(self, config: ModelConfig):
         self.config = config
-        self._exe = None
+        # uncompiled: the jitted functions themselves (jit caches them across calls and instances)
+        self._exe = (embed_tokens, partial(_prefill_layer, config=config), partial(_last_logits, config=config),
+                     _set_lengths)
 
     def compile(self, params, cache, tokens, lengths) -> "RowPrefill":
         cfg = self.config
@@ -87,8 +89,6 @@ class RowPrefill:
         b, t = tokens.shape
         if cache.capacity < t:
             raise ValueError(f"cache capacity={cache.capacity} must be >= the padded prompt length {t}")
-        if self._exe is None:
-            self.compile(params, cache, tokens, lengths)
         emb, layer_fn, head, set_lengths = self._exe
         row = jnp.int32(row)
         x = emb(params, tokens)

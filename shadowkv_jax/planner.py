@@ -18,6 +18,7 @@ import numpy as np
 
 from .cache import KVCache
 from .config import ModelConfig
+from .model.attention import flash_supported
 from .model.llama import MLP_TOKEN_CHUNK, abstract_params
 from .shadowkv.config import ShadowKVConfig
 from .shadowkv.memory import state_bytes
@@ -90,10 +91,8 @@ def weight_bytes(config: ModelConfig) -> int:
 
 
 def flash_prefill(config: ModelConfig, platform: str | None = None) -> bool:
-    """Whether prefill attention runs as cuDNN flash attention (model/attention.py: flash_available)."""
-    platform = platform or jax.default_backend()
-    return platform == "gpu" and config.dtype in ("bfloat16", "float16") and config.head_dim % 8 == 0 \
-        and config.head_dim <= 128
+    """Whether prefill attention runs as cuDNN flash attention (the model's own predicate)."""
+    return flash_supported(config.jnp_dtype, config.head_dim, platform)
 
 
 def prefill_activation_bytes(config: ModelConfig, batch: int, context: int, flash: bool | None = None) -> int:

@@ -38,12 +38,17 @@ from .sampling import Greedy
 from .shadowkv.config import ShadowKVConfig
 from .shadowkv.decode import ShadowKVDecode, resolve_implementation, select_chunks
 from .shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
-from .shadowkv.state import ShadowKVState, host_sharding
+from .shadowkv.state import ShadowKVState, empty_state, host_sharding
 from .shapes import NAMED_SHAPES
 
 RANDOM_WEIGHTS_NOTE = ("random bf16 weights of the real architecture: decode speed does not depend on weight "
                        "values (hit rates and accuracy do; measure those with real weights)")
 CACHE_BUCKET = 128
+
+
+def new_tokens(steps: int) -> int:
+    """Generated-token room a run needs: the first token, a warm-up run and the timed run."""
+    return 2 * steps + 2
 
 
 def bench_model(name_or_path: str, seed: int = 0) -> tuple[Model, str]:
@@ -124,6 +129,7 @@ def roofline_s(bytes_: dict, rates: dict) -> float:
 
 
 def run_meta(**extra) -> dict:
+    """Device, platform, JAX version and date, plus any extra fields (every benchmark records these)."""
     import datetime
 
     dev = jax.devices()[0]
@@ -158,9 +164,9 @@ class SelectOnly:
 # --- building a batch from one prefilled prompt --------------------------------------------------------
 
 @partial(jax.jit, donate_argnums=0)
-def _put_row(x: jax.Array, row: jax.Array, layer, b) -> jax.Array:
-    """x[layer, b] := row, in place (x donated)."""
-    return jax.lax.dynamic_update_slice(x, row[None, None], (layer, b) + (0,) * (x.ndim - 2))
+def _write_block(x: jax.Array, block: jax.Array, *start) -> jax.Array:
+    """x[start...] := block (same rank as x), in place: a top-level update of a donated buffer."""
+    return jax.lax.dynamic_update_slice(x, block, start + (0,) * (x.ndim - len(start)))
 
 
 def _copy_row0(cache: KVCache, *, batch: int) -> KVCache:
@@ -168,20 +174,14 @@ def _copy_row0(cache: KVCache, *, batch: int) -> KVCache:
     same buffer inside one computation makes XLA copy the whole cache, hence separate calls.)"""
     k, v = cache.k, cache.v
     for layer in range(k.shape[0]):
-        k0, v0 = k[layer, 0], v[layer, 0]  # separate small arrays
+        k0, v0 = k[layer:layer + 1, :1], v[layer:layer + 1, :1]  # separate small arrays
         for b in range(1, batch):
-            k = _put_row(k, k0, layer, b)
-            v = _put_row(v, v0, layer, b)
+            k = _write_block(k, k0, layer, b)
+            v = _write_block(v, v0, layer, b)
     return dataclasses.replace(cache, k=k, v=v, lengths=jnp.broadcast_to(cache.lengths[:1], cache.lengths.shape))
 
 
 _BATCH_AXIS0 = ("prompt_lengths", "lengths", "num_chunks", "local_lengths")
-
-
-@partial(jax.jit, donate_argnums=0)
-def _put_batch_row(x: jax.Array, src: jax.Array, b) -> jax.Array:
-    """x[:, b] := src[:, 0] for a [L, B, ...] field, in place (x donated)."""
-    return jax.lax.dynamic_update_slice(x, src, (0, b) + (0,) * (x.ndim - 2))
 
 
 def _tile_device_fields(one: ShadowKVState, *, batch: int) -> ShadowKVState:
@@ -197,7 +197,7 @@ def _tile_device_fields(one: ShadowKVState, *, batch: int) -> ShadowKVState:
             continue
         out = jax.jit(partial(jnp.zeros, (x.shape[0], batch) + x.shape[2:], x.dtype))()
         for b in range(batch):
-            out = _put_batch_row(out, x, jnp.int32(b))
+            out = _write_block(out, x, 0, b)
         fields[f.name] = out
     return dataclasses.replace(one, **fields)
 
@@ -243,14 +243,6 @@ def _device_memory() -> dict:
     return {k: stats.get(k) for k in ("bytes_in_use", "peak_bytes_in_use", "bytes_limit")}
 
 
-def _abstract(x):
-    """Shapes, dtypes and memory kinds of a pytree, for compiling before anything is allocated."""
-    def one(a):
-        sharding = getattr(a, "sharding", None)
-        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
-    return jax.tree.map(one, x)
-
-
 def _compile_decode(model: Model, carry, batch: int, consts, attention, steps: int, unroll: int):
     """AOT-compile a `steps`-step decode loop from abstract arguments (so autotuning runs while the
     cache is not yet allocated). Returns (executable, seconds)."""
@@ -282,7 +274,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
     cfg = model.config
     platform = jax.devices()[0].platform
     rng = np.random.default_rng(seed)
-    new = 2 * steps + 2  # warm-up + timed run + the first token
+    new = new_tokens(steps)
     ids = rng.integers(3, cfg.vocab_size, context, dtype=np.int32)
     row = {"context": context, "batch": batch, "steps": steps, "layer_unroll": unroll}
     lengths = jnp.asarray([context], jnp.int32)
@@ -318,16 +310,12 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         fill = shadowkv_prefill.lower(model.params, tokens, lengths, config=cfg, sk_config=sk,
                                       chunk_slots=slots).compile()
         row["compile_prefill_s"] = time.perf_counter() - t0
-        one_abs = jax.eval_shape(partial(shadowkv_prefill, config=cfg, sk_config=sk, chunk_slots=slots),
-                                 model.params, tokens, lengths)[1]
-        state_abs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[:1] + (batch,) + x.shape[2:], x.dtype)
-                                 if x.ndim > 1 else jax.ShapeDtypeStruct((batch,), x.dtype),
-                                 dataclasses.replace(one_abs, values=None, placement=placement,
-                                                     step_metrics=None))
-        state_abs = dataclasses.replace(state_abs, step_metrics=one_abs.step_metrics)
+        # the batch state's shapes from the one declaration the state is built from
+        state_abs = jax.eval_shape(partial(empty_state, cfg, sk, batch, slots, placement))
         values_sharding = host_sharding() if placement == "host" else jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        v = one_abs.values
-        values_abs = jax.ShapeDtypeStruct((v.shape[0], batch) + v.shape[2:], v.dtype, sharding=values_sharding)
+        v = state_abs.values
+        values_abs = jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=values_sharding)
+        state_abs = state_abs.without_values()
         attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=platform != "gpu")
         if breakdown:
             stand_ins["select_only"] = SelectOnly(sk)
@@ -369,7 +357,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
 
 def planned(config: ModelConfig, method, context: int, batch, steps: int, limits: Limits) -> Plan:
     """The plan of `batch` ("auto" = the largest that fits), refused with the numbers if it cannot fit."""
-    new = 2 * steps + 2
+    new = new_tokens(steps)
     if batch == "auto":
         return max_batch(config, method, context, limits, max_new_tokens=new)
     return require_fits(plan(config, method, int(batch), context, max_new_tokens=new), limits)
@@ -421,7 +409,7 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
 
 def bound_by(config, method, context, p: Plan, limits: Limits, steps: int) -> str:
     """Which memory stops the next batch size: "gpu" or "host"."""
-    nxt = plan(config, method, p.batch + 1, context, max_new_tokens=2 * steps + 2)
+    nxt = plan(config, method, p.batch + 1, context, max_new_tokens=new_tokens(steps))
     if nxt.gpu_total > limits.gpu_bytes * (1 - limits.margin):
         return "gpu"
     if nxt.host_total > limits.host_bytes * (1 - limits.margin):

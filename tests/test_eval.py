@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from script_loader import load_benchmark
 from shadowkv_jax.eval import longbench, ruler
 from shadowkv_jax.eval.scoring import (classification_score, code_edit_similarity, normalize_answer, qa_f1,
                                        rouge_l, ruler_string_match_all)
@@ -169,14 +170,7 @@ def test_sweep_rows_and_attention_error():
 
 
 def _eval_sweeps_module():
-    import importlib.util
-    import os
-
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "eval_sweeps.py")
-    spec = importlib.util.spec_from_file_location("eval_sweeps", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("eval_sweeps")
 
 
 def _sweep_row(**kw):

@@ -3,11 +3,10 @@ to the K/V that the script writes into the StaticCache (so its timings are of re
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 
 import pytest
+from script_loader import load_benchmark
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -18,11 +17,7 @@ CONTEXT, BATCH = 64, 2
 
 @pytest.fixture(scope="module")
 def tb():
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "torch_baseline.py")
-    spec = importlib.util.spec_from_file_location("torch_baseline", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("torch_baseline")
 
 
 def test_main_tiny_runs(tb, tmp_path, capsys):

@@ -42,10 +42,15 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array)
     return out.reshape(b, t, hq, d).astype(q.dtype)
 
 
-def flash_available(q: jax.Array) -> bool:
+def flash_supported(dtype, head_dim: int, platform: str | None = None) -> bool:
     """cuDNN's fused (flash) attention: GPU, bf16/fp16, head_dim a multiple of 8 up to 128."""
-    return (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
-            and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128)
+    platform = platform or jax.default_backend()
+    return (platform == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+            and head_dim % 8 == 0 and head_dim <= 128)
+
+
+def flash_available(q: jax.Array) -> bool:
+    return flash_supported(q.dtype, q.shape[-1])
 
 
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Array,
