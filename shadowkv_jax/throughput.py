@@ -149,7 +149,8 @@ class NoAttention:
 
 @dataclasses.dataclass(frozen=True)
 class SelectOnly:
-    """ShadowKV's chunk selection alone (its top-k ids feed the output so it is not removed)."""
+    """ShadowKV's chunk selection alone. Its ids are stored in the carry, as the real step stores them;
+    an output that only pretended to use them (ids * 0) let XLA delete the whole selection."""
 
     config: ShadowKVConfig
 
@@ -157,8 +158,7 @@ class SelectOnly:
         at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
         chunks = select_chunks(q[:, 0], at(carry.landmarks), at(carry.chunk_ids), carry.num_chunks,
                                self.config.selected_chunks)
-        out = jnp.zeros_like(q) + (jnp.sum(chunks) * 0).astype(q.dtype)
-        return out, carry
+        return jnp.zeros_like(q), dataclasses.replace(carry, prev_selection=carry.prev_selection.at[layer].set(chunks))
 
 
 # --- building a batch from one prefilled prompt --------------------------------------------------------

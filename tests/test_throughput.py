@@ -153,3 +153,23 @@ def test_bench_runs_a_glm_shaped_model():
                    progress=lambda *_: None)
     assert [r["method"] for r in out["rows"]] == ["full", "shadowkv"]
     assert all(r["tokens_per_s"] > 0 for r in out["rows"])
+
+
+def test_select_only_stand_in_keeps_the_selection():
+    """The selection-only stand-in must still compute the top-k (XLA deletes work whose result is unused)."""
+    from functools import partial
+
+    from shadowkv_jax.decoding import decode_loop
+    from shadowkv_jax.model.llama import abstract_params
+    from shadowkv_jax.shadowkv.state import empty_state
+
+    cfg = sk.ShadowKVConfig(**SKV, value_placement="device")
+    st = jax.eval_shape(partial(empty_state, CFG, cfg, 2, 40, "device"))
+
+    def optimized(attention):
+        return decode_loop.lower(abstract_params(CFG), st.without_values(), jax.ShapeDtypeStruct((2,), jnp.int32),
+                                 jax.random.key(0), jnp.zeros((0,), jnp.int32), st.values, config=CFG,
+                                 sampler=sk.Greedy(), num_steps=2, attention=attention).compile().as_text()
+
+    has_topk = lambda text: "topk" in text.lower() or "sort" in text.lower()
+    assert has_topk(optimized(tp.SelectOnly(cfg))) and not has_topk(optimized(tp.NoAttention()))
