@@ -13,13 +13,12 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from shadowkv_jax.cache import KVCache
+from shadowkv_jax.cache import KVCache, write_block
 from shadowkv_jax.decoding import _prefill_layer, decode_loop
 from shadowkv_jax.model.attention import DenseDecode
 from shadowkv_jax.model.llama import abstract_params
 from shadowkv_jax.sampling import Greedy
 from shadowkv_jax.shapes import NAMED_SHAPES
-from shadowkv_jax.throughput import _put_row
 
 
 def main() -> None:
@@ -37,9 +36,10 @@ def main() -> None:
     lens = jax.ShapeDtypeStruct((1,), jnp.int32)
     x = jax.ShapeDtypeStruct((1, args.context, cfg.hidden_size), cfg.jnp_dtype)
     i32 = jax.ShapeDtypeStruct((), jnp.int32)
-    exes = {"prefill_layer": _prefill_layer.lower(params, x, lens, cache, i32, i32, config=cfg),
-            "put_row": _put_row.lower(cache.k, jax.ShapeDtypeStruct(cache.k.shape[2:], cache.k.dtype), 1, 1)}
-    for impl in ("pallas", "xla"):
+    layer_kv = jax.ShapeDtypeStruct((1, 1, cfg.num_kv_heads, args.context, cfg.head_dim), cache.k.dtype)
+    exes = {"prefill_layer": _prefill_layer.lower(params, x, lens, i32, config=cfg),
+            "write_block": write_block.lower(cache.k, layer_kv, i32, i32)}
+    for impl in (("pallas", "xla") if jax.default_backend() == "gpu" else ("xla",)):
         exes[f"decode_{impl}"] = decode_loop.lower(params, cache, jax.ShapeDtypeStruct((args.batch,), jnp.int32),
                                                    jax.random.key(0), jnp.zeros((0,), jnp.int32), None, config=cfg,
                                                    sampler=Greedy(), num_steps=4, attention=DenseDecode(impl))

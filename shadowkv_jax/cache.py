@@ -23,9 +23,9 @@ class KVCache:
     lengths: jax.Array  # [B] int32, valid tokens per sequence
 
     @classmethod
-    def zeros(cls, config: ModelConfig, batch: int, capacity: int, dtype=None) -> "KVCache":
+    def zeros(cls, config: ModelConfig, batch: int, capacity: int, dtype=None, num_layers=None) -> "KVCache":
         dtype = dtype or config.jnp_dtype
-        shape = (config.num_layers, batch, config.num_kv_heads, capacity, config.head_dim)
+        shape = (num_layers or config.num_layers, batch, config.num_kv_heads, capacity, config.head_dim)
         return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
 
     @property
@@ -34,3 +34,10 @@ class KVCache:
 
     def nbytes(self) -> int:
         return sum(x.nbytes for x in jax.tree_util.tree_leaves(self))
+
+
+@partial(jax.jit, donate_argnums=0)
+def write_block(x: jax.Array, block: jax.Array, *start) -> jax.Array:
+    """x[start...] := block (same rank as x), in place: a jit whose only work is a dynamic_update_slice of
+    a donated buffer, which XLA does in place (fused with other work, XLA on GPU may copy x first)."""
+    return jax.lax.dynamic_update_slice(x, block, start + (0,) * (x.ndim - len(start)))

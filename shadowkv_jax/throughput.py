@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .api import Model, _round_up, load_model
-from .cache import KVCache
+from .cache import KVCache, write_block
 from .config import ModelConfig
 from .decoding import RowPrefill, decode_loop
 from .model.attention import DenseDecode
@@ -163,12 +163,6 @@ class SelectOnly:
 
 # --- building a batch from one prefilled prompt --------------------------------------------------------
 
-@partial(jax.jit, donate_argnums=0)
-def _write_block(x: jax.Array, block: jax.Array, *start) -> jax.Array:
-    """x[start...] := block (same rank as x), in place: a top-level update of a donated buffer."""
-    return jax.lax.dynamic_update_slice(x, block, start + (0,) * (x.ndim - len(start)))
-
-
 def _copy_row0(cache: KVCache, *, batch: int) -> KVCache:
     """Rows 1..B-1 of every layer := row 0, in place, one layer's row at a time. (Read and write of the
     same buffer inside one computation makes XLA copy the whole cache, hence separate calls.)"""
@@ -176,8 +170,8 @@ def _copy_row0(cache: KVCache, *, batch: int) -> KVCache:
     for layer in range(k.shape[0]):
         k0, v0 = k[layer:layer + 1, :1], v[layer:layer + 1, :1]  # separate small arrays
         for b in range(1, batch):
-            k = _write_block(k, k0, layer, b)
-            v = _write_block(v, v0, layer, b)
+            k = write_block(k, k0, layer, b)
+            v = write_block(v, v0, layer, b)
     return dataclasses.replace(cache, k=k, v=v, lengths=jnp.broadcast_to(cache.lengths[:1], cache.lengths.shape))
 
 
@@ -197,7 +191,7 @@ def _tile_device_fields(one: ShadowKVState, *, batch: int) -> ShadowKVState:
             continue
         out = jax.jit(partial(jnp.zeros, (x.shape[0], batch) + x.shape[2:], x.dtype))()
         for b in range(batch):
-            out = _write_block(out, x, 0, b)
+            out = write_block(out, x, 0, b)
         fields[f.name] = out
     return dataclasses.replace(one, **fields)
 
