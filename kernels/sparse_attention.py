@@ -175,7 +175,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
         raise ValueError(f"chunk_size={chunk_size} must be a power of two for the Pallas kernel")
     parts = _pow2_parts(rank)
     if jnp.dtype(a.dtype).itemsize >= 4 and d >= 128:
-        block_tokens = min(block_tokens, 32)  # fp32 tiles of 64 x 128 overflow an H100's shared memory
+        # fp32 tiles of 32 x 128 with rank 160 and the reuse cache overflow an H100's shared memory (244 KB)
+        block_tokens = min(block_tokens, 16)
     block_tokens, per_split, splits, k_pad = plan(k, chunk_size, block_tokens, num_splits)
     qp, gp = pad_groups(q)
     chunks_p = jnp.pad(chunks, ((0, 0), (0, 0), (0, k_pad - k)))  # padded slots read chunk 0, masked

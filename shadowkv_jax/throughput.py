@@ -276,8 +276,8 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
     if method == "full":
         capacity = _round_up(context + new, CACHE_BUCKET)
         tokens = jnp.asarray(ids)[None]
-        make_cache = jax.jit(partial(KVCache.zeros, cfg, batch, capacity))
-        cache_abs = jax.eval_shape(make_cache)
+        make_cache = partial(KVCache.allocate, cfg, batch, capacity)
+        cache_abs = jax.eval_shape(partial(KVCache.zeros, cfg, batch, capacity))
         attention = DenseDecode(full_attention, interpret=platform != "gpu")
         t0 = time.perf_counter()
         fill = RowPrefill(cfg).compile(model.params, cache_abs, tokens, lengths)
