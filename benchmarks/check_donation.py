@@ -32,14 +32,20 @@ def main() -> None:
     ways = {"one jit returning K and V (KVCache.zeros)": lambda: jax.jit(partial(KVCache.zeros, cfg, 1, capacity))(),
             "one computation per array (KVCache.allocate)": lambda: KVCache.allocate(cfg, 1, capacity)}
     block = jnp.ones((1, 1, cfg.num_kv_heads, 128, cfg.head_dim), cfg.jnp_dtype)
+    abstract = jax.eval_shape(partial(KVCache.zeros, cfg, 1, capacity))
+    i32 = jax.ShapeDtypeStruct((), jnp.int32)
+    writers = {"jit": write_block,
+               "compiled ahead from shapes": write_block.lower(abstract.k, block, i32, i32).compile()}
     for name, make in ways.items():
-        cache = jax.block_until_ready(make())
-        shared = cache.k.unsafe_buffer_pointer() == cache.v.unsafe_buffer_pointer()
-        before_ptr, before_peak = cache.k.unsafe_buffer_pointer(), _peak()
-        k = jax.block_until_ready(write_block(cache.k, block, jnp.int32(1), jnp.int32(0)))
-        print(f"{name}: K and V share a buffer: {shared}; write in place: {k.unsafe_buffer_pointer() == before_ptr}; "
-              f"peak rose {(_peak() - before_peak) / 2**30:.2f} GiB (one array {cache.v.nbytes / 2**30:.2f} GiB)")
-        del cache, k
+        for how, write in writers.items():
+            cache = jax.block_until_ready(make())
+            shared = cache.k.unsafe_buffer_pointer() == cache.v.unsafe_buffer_pointer()
+            before_ptr, before_peak = cache.k.unsafe_buffer_pointer(), _peak()
+            k = jax.block_until_ready(write(cache.k, block, jnp.int32(1), jnp.int32(0)))
+            print(f"{name}, write {how}: K and V share a buffer: {shared}; in place: "
+                  f"{k.unsafe_buffer_pointer() == before_ptr}; peak rose {(_peak() - before_peak) / 2**30:.2f} GiB "
+                  f"(one array {cache.v.nbytes / 2**30:.2f} GiB)")
+            del cache, k
 
 
 if __name__ == "__main__":

@@ -87,13 +87,12 @@ class RowPrefill:
         b, t = tokens.shape
         x = jax.ShapeDtypeStruct((b, t, cfg.hidden_size), cfg.jnp_dtype)
         i32 = jax.ShapeDtypeStruct((), jnp.int32)
-        kv = jax.ShapeDtypeStruct((1, b, cfg.num_kv_heads, t, cfg.head_dim), cache.k.dtype)
         self._exe = (embed_tokens.lower(params, tokens).compile(),
                      _prefill_layer.lower(params, x, lengths, i32, config=cfg).compile(),
                      _last_logits.lower(params, x, lengths, config=cfg).compile(),
                      _set_lengths.lower(cache.lengths, lengths, i32).compile(),
-                     write_block.lower(cache.k, kv, i32, i32).compile(),
-                     write_block.lower(cache.v, kv, i32, i32).compile())
+                     # not compiled ahead: called through jit, the donated write is in place on GPU
+                     write_block, write_block)
         return self
 
     def __call__(self, params, cache: KVCache, tokens, lengths, row):
