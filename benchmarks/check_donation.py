@@ -1,51 +1,68 @@
-"""Is a cache write in place? For each way of allocating the full-attention cache, write one block into
-K with `write_block` (donated) and report whether the result reuses K's buffer and how much the peak
-device memory rose.
+"""Is a cache write in place? Allocate one full-attention K array of the bench's shape, write blocks of
+several sizes into it with `write_block` (donated), and report whether each result reuses the buffer.
 
-    python benchmarks/check_donation.py --gib 2
+    python benchmarks/check_donation.py --batch 3 --capacity 122944 --block-slots 128 8192 122880
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 
 from shadowkv_jax.cache import KVCache, write_block
-from shadowkv_jax.shapes import LLAMA_3_1_8B
+from shadowkv_jax.decoding import RowPrefill
+from shadowkv_jax.shapes import NAMED_SHAPES
+from shadowkv_jax.throughput import bench_model
 
 
-def _peak() -> int:
-    return (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0)
+def _in_use() -> int:
+    return (jax.devices()[0].memory_stats() or {}).get("bytes_in_use", 0)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--gib", type=float, default=2.0, help="size of one cache array")
+    p.add_argument("--model", default="llama-3.1-8b")
+    p.add_argument("--batch", type=int, default=3)
+    p.add_argument("--capacity", type=int, default=122944)
+    p.add_argument("--block-slots", type=int, nargs="+", default=[128, 8192, 122880])
+    p.add_argument("--flow-context", type=int, default=0,
+                   help="first run the bench's row prefill (random weights) at this context and batch")
     args = p.parse_args()
-    cfg = dataclasses.replace(LLAMA_3_1_8B, num_layers=4)
-    per_slot = cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 2
-    capacity = int(args.gib * 2**30 / per_slot) // 128 * 128
-    ways = {"one jit returning K and V (KVCache.zeros)": lambda: jax.jit(partial(KVCache.zeros, cfg, 1, capacity))(),
-            "one computation per array (KVCache.allocate)": lambda: KVCache.allocate(cfg, 1, capacity)}
-    block = jnp.ones((1, 1, cfg.num_kv_heads, 128, cfg.head_dim), cfg.jnp_dtype)
-    abstract = jax.eval_shape(partial(KVCache.zeros, cfg, 1, capacity))
-    i32 = jax.ShapeDtypeStruct((), jnp.int32)
-    writers = {"jit": write_block,
-               "compiled ahead from shapes": write_block.lower(abstract.k, block, i32, i32).compile()}
-    for name, make in ways.items():
-        for how, write in writers.items():
-            cache = jax.block_until_ready(make())
-            shared = cache.k.unsafe_buffer_pointer() == cache.v.unsafe_buffer_pointer()
-            before_ptr, before_peak = cache.k.unsafe_buffer_pointer(), _peak()
-            k = jax.block_until_ready(write(cache.k, block, jnp.int32(1), jnp.int32(0)))
-            print(f"{name}, write {how}: K and V share a buffer: {shared}; in place: "
-                  f"{k.unsafe_buffer_pointer() == before_ptr}; peak rose {(_peak() - before_peak) / 2**30:.2f} GiB "
-                  f"(one array {cache.v.nbytes / 2**30:.2f} GiB)")
-            del cache, k
+    cfg = NAMED_SHAPES[args.model]
+    if args.flow_context:
+        model, _ = bench_model(args.model)
+        cap = args.flow_context + 128
+        cache = KVCache.allocate(cfg, args.batch, cap)
+        tokens = jnp.zeros((1, args.flow_context), jnp.int32) + 7
+        lengths = jnp.asarray([args.flow_context], jnp.int32)
+        for compiled in (True, False):
+            fill = RowPrefill(cfg)
+            if compiled:
+                fill = fill.compile(model.params, jax.eval_shape(partial(KVCache.zeros, cfg, args.batch, cap)),
+                                    tokens, lengths)
+            ptr, used = (cache.k.unsafe_buffer_pointer(), cache.v.unsafe_buffer_pointer()), _in_use()
+            _, cache = fill(model.params, cache, tokens, lengths, args.batch - 1)
+            jax.block_until_ready(cache)
+            print(f"row prefill ({'compiled ahead' if compiled else 'jit'}), {args.flow_context} tokens: K, V in place "
+                  f"{(cache.k.unsafe_buffer_pointer(), cache.v.unsafe_buffer_pointer()) == ptr}; memory in use "
+                  f"{(_in_use() - used) / 2**30:+.2f} GiB")
+        del model, cache
+    shape = (cfg.num_layers, args.batch, cfg.num_kv_heads, args.capacity, cfg.head_dim)
+    k = jax.block_until_ready(jax.jit(partial(jnp.zeros, shape, cfg.jnp_dtype))())
+    print(f"K {shape}: {k.nbytes / 2**30:.2f} GiB")
+    for slots in args.block_slots:
+        block = jnp.ones((1, 1, cfg.num_kv_heads, slots, cfg.head_dim), cfg.jnp_dtype)
+        ptr, used = k.unsafe_buffer_pointer(), _in_use()
+        try:
+            k = jax.block_until_ready(write_block(k, block, jnp.int32(1), jnp.int32(args.batch - 1)))
+        except Exception as e:  # noqa: BLE001 - report and stop
+            print(f"block of {slots} slots: failed: {str(e)[:160]}")
+            break
+        print(f"block of {slots} slots: in place {k.unsafe_buffer_pointer() == ptr}; "
+              f"memory in use {(_in_use() - used) / 2**30:+.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,8 @@ tput)  # stash GGUF half A; compiled kernel tests; planned temp memory of the fu
       --json "$OUT/tput_llama_64k_full.json"
   ;;
 tput3)  # the full-attention rows again (the row prefill no longer copies the cache) and ShadowKV at 65,536
-  timeout 60 python3 benchmarks/check_donation.py --gib 20 2>&1 | grep share
+  timeout 120 python3 benchmarks/check_donation.py --flow-context 8192 2>&1 | grep -i "place\|fail\|GiB"
+  [ -n "${ONLY_CHECK:-}" ] && exit 0
   [ -n "${MEM:-}" ] && timeout 90 python3 benchmarks/compile_memory.py --context 122880 --batch 3 2>&1 | grep GiB
   [ -n "${KTESTS:-}" ] && SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=line \
       tests/test_kernels.py > "$OUT/kernel_tests_h100.txt" 2>&1; tail -3 "$OUT/kernel_tests_h100.txt"
@@ -85,6 +86,11 @@ tput3)  # the full-attention rows again (the row prefill no longer copies the ca
       --json "$OUT/tput_llama_64k_full.json"
   [ -z "${NO_SK:-}" ] && BENCH_TIMEOUT=230 BTAIL=4 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
       --breakdown --json "$OUT/tput_llama_64k_shadowkv.json"
+  ;;
+glmsk)  # GLM-4-9B shape, ShadowKV at both contexts
+  timeout 120 python3 benchmarks/check_donation.py --flow-context 8192 2>&1 | grep -i "place\|fail\|GiB"
+  BENCH_TIMEOUT=400 BTAIL=6 bench --model glm-4-9b --context 65536 122880 --method shadowkv --batch auto --steps 32 \
+      --breakdown --json "$OUT/tput_glm_shadowkv.json"
   ;;
 tput2)  # GLM-4-9B shape at both contexts; Llama-3.1-8B decode, kernels vs jnp; the weights' share (no GGUF needed)
   (cd benchmarks && timeout 90 python3 bench_linear.py --batch 1 4 --json "$OUT/linear_h100.json" 2>&1 | tail -8)
