@@ -88,7 +88,8 @@ tput3)  # the full-attention rows again (the row prefill no longer copies the ca
       --breakdown --json "$OUT/tput_llama_64k_shadowkv.json"
   ;;
 glmsk)  # GLM-4-9B shape, ShadowKV at both contexts
-  timeout 120 python3 benchmarks/check_donation.py --flow-context 8192 2>&1 | grep -i "place\|fail\|GiB"
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.97 XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB=110 timeout 150 python3 \
+      benchmarks/check_donation.py --flow-context 122880 --batch 3 --block-slots 122880 2>&1 | grep -i "place\|fail\|GiB"
   BENCH_TIMEOUT=400 BTAIL=6 bench --model glm-4-9b --context 65536 122880 --method shadowkv --batch auto --steps 32 \
       --breakdown --json "$OUT/tput_glm_shadowkv.json"
   ;;

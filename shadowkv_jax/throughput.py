@@ -90,6 +90,15 @@ def measure_bandwidths(gib: float | None = None, repeats: int = 10) -> dict:
     return out
 
 
+def after_probe(limits: Limits, rates: dict) -> Limits:
+    """The limits less the probe's buffers: XLA's allocators keep freed regions reserved, so the probe's
+    4 GiB stay counted against each memory it used (a GLM-4-9B batch planned to the last GiB of pinned
+    host memory failed without this)."""
+    probe = rates["probe_bytes"]
+    host = probe if rates.get("h2d_bytes_per_s") else 0
+    return dataclasses.replace(limits, gpu_bytes=limits.gpu_bytes - probe, host_bytes=limits.host_bytes - host)
+
+
 def step_bytes(config: ModelConfig, method, batch: int, context: int, capacity: int,
                hit_rate: float | None = None, placement: str = "host") -> dict:
     """Bytes one decode step must move: HBM (weights, caches or shadow state) and PCIe (values)."""

@@ -173,3 +173,11 @@ def test_select_only_stand_in_keeps_the_selection():
 
     has_topk = lambda text: "topk" in text.lower() or "sort" in text.lower()
     assert has_topk(optimized(tp.SelectOnly(cfg))) and not has_topk(optimized(tp.NoAttention()))
+
+
+def test_limits_after_the_probe_leave_out_its_buffers():
+    limits = Limits(gpu_bytes=80 << 30, host_bytes=110 << 30, margin=0.03)
+    gpu_only = tp.after_probe(limits, {"probe_bytes": 4 << 30, "h2d_bytes_per_s": None})
+    assert (gpu_only.gpu_bytes, gpu_only.host_bytes) == (76 << 30, 110 << 30)
+    both = tp.after_probe(limits, {"probe_bytes": 4 << 30, "h2d_bytes_per_s": 5e10})
+    assert (both.gpu_bytes, both.host_bytes, both.margin) == (76 << 30, 106 << 30, 0.03)
