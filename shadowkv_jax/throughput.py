@@ -177,7 +177,8 @@ def _copy_row0(cache: KVCache, *, batch: int) -> KVCache:
     same buffer inside one computation makes XLA copy the whole cache, hence separate calls.)"""
     k, v = cache.k, cache.v
     for layer in range(k.shape[0]):
-        k0, v0 = k[layer:layer + 1, :1], v[layer:layer + 1, :1]  # separate small arrays
+        # separate small arrays, read to the end before k and v are donated
+        k0, v0 = jax.block_until_ready((k[layer:layer + 1, :1], v[layer:layer + 1, :1]))
         for b in range(1, batch):
             k = write_block(k, k0, layer, b)
             v = write_block(v, v0, layer, b)
@@ -293,11 +294,15 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         row["compile_prefill_s"] = time.perf_counter() - t0
         loops = {name: _compile_decode(model, cache_abs, batch, None, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
-        cache = make_cache()
+        # ready before anything donates it: a donated buffer still being written or read is not reused
+        cache = jax.block_until_ready(make_cache())
+        where = cache.k.unsafe_buffer_pointer() if platform == "gpu" else None
         t0 = time.perf_counter()
         logits, cache = fill(model.params, cache, tokens, lengths, 0)
         jax.block_until_ready(cache)
         row["prefill_s"] = time.perf_counter() - t0
+        if where is not None:
+            row["prefill_in_place"] = cache.k.unsafe_buffer_pointer() == where
         cache = jax.block_until_ready(_copy_row0(cache, batch=batch)) if batch > 1 else cache
         carry, consts = cache, None
         row.update(method="full", implementation=attention.resolved(cfg.head_dim, capacity), capacity=capacity)
