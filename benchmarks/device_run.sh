@@ -90,6 +90,19 @@ tput3)  # the full-attention rows again (the row prefill no longer copies the ca
   [ -z "${NO_SK:-}" ] && BENCH_TIMEOUT=230 BTAIL=4 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
       --breakdown --json "$OUT/tput_llama_64k_shadowkv.json"
   ;;
+sel)  # compiled kernel tests (top-k kernel included); selection XLA vs Pallas; 8B decode agreement; Llama
+       # ShadowKV at 122,880 with the faster top-k
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=line tests/test_kernels.py \
+      > "$OUT/kernel_tests_h100.txt" 2>&1; tail -2 "$OUT/kernel_tests_h100.txt"
+  (cd benchmarks && timeout 60 python3 bench_select.py --batch 14 --context 122880 --json "$OUT/select_h100.json" \
+      2>&1 | tail -5)
+  TOPK=$(python3 -c "import json; m=json.load(open('$OUT/select_h100.json'))['ms_per_layer']; \
+print('pallas' if m['select_pallas'] < m['select_xla'] else 'xla')" 2>/dev/null || echo xla)
+  timeout 130 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2 \
+      --json "$OUT/decode_llama8b.json" 2>&1 | tail -2
+  BENCH_TIMEOUT=230 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --top-k $TOPK --breakdown --json "$OUT/tput_llama_122k_shadowkv.json"
+  ;;
 glmsk)  # GLM-4-9B shape, ShadowKV at both contexts
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.97 XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB=110 timeout 150 python3 \
       benchmarks/check_donation.py --flow-context 122880 --batch 3 --block-slots 122880 2>&1 | grep -i "place\|fail\|GiB"

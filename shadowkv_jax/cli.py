@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="gram (default here: ~9x faster prefill at long context, same subspace) or svd")
     bk.add_argument("--implementation", choices=["auto", "reference", "pallas"], default="auto")
     bk.add_argument("--no-value-reuse", action="store_true", help="fetch every selected value from the host")
+    bk.add_argument("--top-k", choices=["xla", "pallas"], help="chunk selection's top-k (default: the config's)")
     bn.add_argument("--full-implementation", choices=["auto", "xla", "pallas"], default="auto",
                     help="full-attention decode: the Pallas flash-decoding kernel (auto on GPU) or XLA einsums")
     bn.add_argument("--unroll-layers", type=int, default=1, help="unroll the decode step's scan over layers")
@@ -189,7 +190,8 @@ def _bench(args) -> int:
     print(f"model: {args.model} ({note})")
     overrides = {k: v for k, v in dict(rank=args.rank, chunk_size=args.chunk_size, sparse_budget=args.sparse_budget,
                                        factorization=args.factorization, implementation=args.implementation,
-                                       value_reuse=not args.no_value_reuse).items() if v is not None}
+                                       value_reuse=not args.no_value_reuse, top_k=args.top_k).items()
+                 if v is not None}
     methods = ["full" if m == "full" else tp.shadowkv_factory(model.config, **overrides) for m in args.method]
     limits = tp.default_limits(args.gpu_memory_gb, args.host_memory_gb, args.margin)
     rates = tp.measure_bandwidths()

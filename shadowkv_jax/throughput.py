@@ -162,11 +162,12 @@ class SelectOnly:
     an output that only pretended to use them (ids * 0) let XLA delete the whole selection."""
 
     config: ShadowKVConfig
+    interpret: bool = False
 
     def __call__(self, q, k, v, k_pre, *, carry, layer, positions, lengths, consts=None):
         at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
         chunks = select_chunks(q[:, 0], at(carry.landmarks), at(carry.chunk_ids), carry.num_chunks,
-                               self.config.selected_chunks)
+                               self.config.selected_chunks, self.config.top_k, self.interpret)
         return jnp.zeros_like(q), dataclasses.replace(carry, prev_selection=carry.prev_selection.at[layer].set(chunks))
 
 
@@ -326,7 +327,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         state_abs = state_abs.without_values()
         attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=platform != "gpu")
         if breakdown:
-            stand_ins["select_only"] = SelectOnly(sk)
+            stand_ins["select_only"] = SelectOnly(sk, interpret=platform != "gpu")
         loops = {name: _compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         t0 = time.perf_counter()

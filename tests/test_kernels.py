@@ -13,6 +13,7 @@ import pytest
 
 from shadowkv_jax.kernels.sparse_attention import (combine, rope_inv_freq_full, sparse_attention_partials,
                                                    sparse_attention_partials_reference)
+from shadowkv_jax.kernels.top_k import top_k_indices, top_k_indices_reference
 
 COMPILED = os.environ.get("SHADOWKV_KERNELS_COMPILED") == "1"
 INTERPRET = not COMPILED
@@ -183,3 +184,26 @@ def test_decode_attention_matches_reference(g, d, cap, valid, block, splits):
                                                    interpret=INTERPRET))
     want = decode_attention_reference(q, k, v, lens, layer)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("rows,n,k,tile", [
+    (3, 100, 7, 4096),      # one tile, row shorter than the block
+    (10, 1000, 240, 256),   # several tiles, the last one ragged; the decode step's k
+    (2, 300, 50, 64),
+    (4, 37, 37, 16),        # k = n: every element
+    (2, 15315, 240, 4096),  # Llama-3.1-8B at 122,880 tokens: selectable chunks per KV head
+])
+def test_top_k_kernel_picks_the_same_set(rows, n, k, tile):
+    """Same set as lax.top_k, ties at the threshold to the lower index, negative scores ranked."""
+    rng = np.random.default_rng(n)
+    x = rng.random((rows, n)).astype(np.float32) * 1e-3  # softmax-like probabilities
+    x[:, ::7] = -1.0  # padding chunks (below any probability), tied with one another
+    x[:, 3:9] = np.sort(x[0])[-k // 2] if n > 9 else 0.5  # ties straddling the threshold
+    x[1, :] = np.float32(2e-4)  # a row of nothing but ties
+    got = top_k_indices(jnp.asarray(x), k, tile=tile, interpret=INTERPRET)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(top_k_indices_reference(jnp.asarray(x), k)))
+
+
+def test_top_k_kernel_refuses_k_beyond_the_row():
+    with pytest.raises(ValueError, match="k=9 must be in"):
+        top_k_indices(jnp.zeros((2, 8)), 9, interpret=True)

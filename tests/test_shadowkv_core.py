@@ -233,19 +233,21 @@ def test_more_than_max_new_tokens_is_an_error(smollm2):
 
 
 def test_pallas_decode_matches_reference(smollm2, english_ids):
-    """The decode step with the fused kernel (interpreted on CPU) equals the jnp path; ragged batch."""
+    """The decode step with the fused kernel, and with the top-k kernel too (interpreted on CPU), equals
+    the jnp path; ragged batch."""
     base = sk.ShadowKVConfig(rank=48, chunk_size=8, sparse_budget=96, outlier_chunks=2, max_new_tokens=8,
                              value_placement="device")
     prompts = [english_ids[:300], english_ids[50:427]]
     out = {}
-    for impl in ("reference", "pallas"):
-        cfg = dataclasses.replace(base, implementation=impl)
-        out[impl] = sk.generate(smollm2, prompts, method=cfg, max_new_tokens=6, return_logits=True)
-        assert all(r.stats["implementation"] == impl for r in out[impl])
-    for ref, ker in zip(out["reference"], out["pallas"]):
-        assert ref.token_ids == ker.token_ids
-        err = np.abs(ref.stats["logits"] - ker.stats["logits"]).max()
-        assert err < 2e-3, err
+    for impl, top_k in (("reference", "xla"), ("pallas", "xla"), ("pallas", "pallas")):
+        cfg = dataclasses.replace(base, implementation=impl, top_k=top_k)
+        out[impl, top_k] = sk.generate(smollm2, prompts, method=cfg, max_new_tokens=6, return_logits=True)
+        assert all(r.stats["implementation"] == impl for r in out[impl, top_k])
+    for kernels in (("pallas", "xla"), ("pallas", "pallas")):  # the fused kernel, then also the top-k kernel
+        for ref, ker in zip(out["reference", "xla"], out[kernels]):
+            assert ref.token_ids == ker.token_ids
+            err = np.abs(ref.stats["logits"] - ker.stats["logits"]).max()
+            assert err < 2e-3, (kernels, err)
 
 
 def test_explicit_pallas_never_falls_back(smollm2):

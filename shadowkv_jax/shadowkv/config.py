@@ -14,6 +14,7 @@ from ..config import ModelConfig
 
 FACTORIZATIONS = ("svd", "gram")
 PLACEMENTS = ("auto", "host", "device")
+TOP_K = ("xla", "pallas")
 IMPLEMENTATIONS = ("auto", "reference", "pallas")
 
 # The reference's defaults, for a 128K context and Llama-3.1-8B (Hkv * D = 1024).
@@ -39,6 +40,7 @@ class ShadowKVConfig:
     max_new_tokens: int = 1024  # capacity of the generated-token K/V buffers
     implementation: str = "auto"  # decode attention: "reference" (jnp), "pallas", "auto"
     value_reuse: bool = True  # keep last step's selected values on the device; fetch only the misses
+    top_k: str = "xla"  # chunk selection's top-k: "xla" (lax.top_k, sorts) or "pallas" (kernels/top_k.py)
 
     def __post_init__(self):
         for name in ("rank", "chunk_size", "sparse_budget", "local_chunks", "max_new_tokens"):
@@ -54,7 +56,7 @@ class ShadowKVConfig:
                 f"sparse_budget={self.sparse_budget} must be a multiple of chunk_size={self.chunk_size} "
                 f"(e.g. {self.sparse_budget - self.sparse_budget % self.chunk_size or self.chunk_size})")
         for name, allowed in (("factorization", FACTORIZATIONS), ("value_placement", PLACEMENTS),
-                              ("implementation", IMPLEMENTATIONS)):
+                              ("implementation", IMPLEMENTATIONS), ("top_k", TOP_K)):
             if getattr(self, name) not in allowed:
                 raise ShadowKVConfigError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
 

@@ -27,8 +27,11 @@ from .values import gather_values
 
 
 def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array,
-                  k: int) -> jax.Array:
-    """q [B, Hq, D], landmarks [B, Hkv, n_sel, D], chunk_ids [B, Hkv, n_sel] -> chunk ids [B, Hkv, k]."""
+                  k: int, top_k: str = "xla", interpret: bool = False) -> jax.Array:
+    """q [B, Hq, D], landmarks [B, Hkv, n_sel, D], chunk_ids [B, Hkv, n_sel] -> chunk ids [B, Hkv, k].
+
+    top_k "xla": `lax.top_k` (winners by score); "pallas": the same set from kernels/top_k.py (in
+    increasing chunk order; the step does not depend on the order)."""
     b, hq, d = q.shape
     hkv = landmarks.shape[1]
     qg = q.reshape(b, hkv, hq // hkv, d)
@@ -37,7 +40,12 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
     s = jnp.where(valid[:, :, None], s, NEG_INF)
     score = jnp.max(jax.nn.softmax(s, axis=-1), axis=2)  # [B, Hkv, n_sel]
     score = jnp.where(valid, score, -1.0)  # below any probability: padding never wins
-    _, top = jax.lax.top_k(score, k)
+    if top_k == "pallas":
+        from ..kernels.top_k import top_k_indices
+
+        top = top_k_indices(score, k, interpret=interpret)
+    else:
+        _, top = jax.lax.top_k(score, k)
     return jnp.take_along_axis(chunk_ids, top, axis=-1)
 
 
@@ -134,7 +142,7 @@ class ShadowKVDecode:
 
         with jax.named_scope("select"):
             chunks = select_chunks(q[:, 0], at(st.landmarks), at(st.chunk_ids), st.num_chunks,
-                                   cfg.selected_chunks)
+                                   cfg.selected_chunks, cfg.top_k, self.interpret)
             prev = at(st.prev_selection)
         loc_valid = (jnp.arange(cfg.local_capacity)[None, :] < st.local_lengths[:, None])[:, None]
         gen_valid = (jnp.arange(cfg.max_new_tokens)[None, :] <= gen_idx[:, None])[:, None]

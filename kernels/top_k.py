@@ -1,0 +1,100 @@
+"""Top-k of each row without sorting: the chunk selection of a ShadowKV decode step.
+
+XLA's `lax.top_k` for k = 240 of 15,315 landmark scores sorts every row (bitonic, several passes over
+memory per layer). Only the set of winners matters to the step, not their order, so this kernel finds
+the k-th largest value of a row by building it bit by bit (31 counting passes over the row, held in
+one program's tiles), then gives every element its output slot: elements above the threshold, and
+as many ties at it as still fit, lowest index first (what `lax.top_k` keeps). A scatter in XLA
+places the indices. The result is the same set of indices as `lax.top_k`, in increasing index order.
+
+Floats are compared through their "sortable" int32 images (sign-magnitude to two's complement), so
+negative scores (e.g. -1 for padding chunks) rank correctly.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from .common import compiler_params
+
+INT_MIN = -(2 ** 31)
+
+
+def _sortable(x: jax.Array) -> jax.Array:
+    """fp32 -> int32 with the same order (for non-NaN values)."""
+    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+    return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+
+
+def _kernel(x_ref, slot_ref, *, k: int, n: int, tile: int):
+    # x_ref [1, N_pad] f32: one row, padded past n; slot_ref [1, N_pad] int32: each element's output slot, or k
+    n_tiles = x_ref.shape[1] // tile
+    lane = jax.lax.broadcasted_iota(jnp.int32, (tile,), 0)
+
+    def keys(i):
+        key = _sortable(x_ref[0, pl.ds(i * tile, tile)].astype(jnp.float32))
+        return jnp.where(i * tile + lane < n, key, INT_MIN)  # padding never outranks a real element
+
+    def count_at_least(c):
+        return jax.lax.fori_loop(0, n_tiles, lambda i, acc: acc + jnp.sum((keys(i) >= c).astype(jnp.int32)),
+                                 jnp.int32(0))
+
+    # the k-th largest key: its sign first, then bits 30..0, each kept if >= k keys reach the candidate
+    prefix = jnp.where(count_at_least(jnp.int32(0)) >= k, jnp.int32(0), jnp.int32(INT_MIN))
+
+    def add_bit(j, p):
+        cand = p | jnp.left_shift(jnp.int32(1), 30 - j)
+        return jnp.where(count_at_least(cand) >= k, cand, p)
+
+    t = jax.lax.fori_loop(0, 31, add_bit, prefix)
+    above = jax.lax.fori_loop(0, n_tiles, lambda i, acc: acc + jnp.sum((keys(i) > t).astype(jnp.int32)),
+                              jnp.int32(0))
+    ties_wanted = k - above
+
+    def place(i, carry):
+        taken, ties = carry  # slots used and ties taken so far
+        key = keys(i)
+        tie = (key == t) & (i * tile + lane < n)
+        tie_rank = ties + jnp.cumsum(tie.astype(jnp.int32))  # 1-based among all ties so far
+        take = (key > t) | (tie & (tie_rank <= ties_wanted))
+        slot = taken + jnp.cumsum(take.astype(jnp.int32)) - 1
+        slot_ref[0, pl.ds(i * tile, tile)] = jnp.where(take, slot, k)
+        return taken + jnp.sum(take.astype(jnp.int32)), ties + jnp.sum(tie.astype(jnp.int32))
+
+    jax.lax.fori_loop(0, n_tiles, place, (jnp.int32(0), jnp.int32(0)))
+
+
+@functools.partial(jax.jit, static_argnames=("k", "tile", "num_warps", "interpret"))
+def top_k_indices(x: jax.Array, k: int, *, tile: int = 4096, num_warps: int = 8,
+                  interpret: bool = False) -> jax.Array:
+    """x [..., N] -> indices [..., k] of the k largest of each row (the set `lax.top_k` picks, ties to the
+    lower index), in increasing index order."""
+    *lead, n = x.shape
+    if not 0 < k <= n:
+        raise ValueError(f"k={k} must be in [1, {n}] (the row length)")
+    rows = x.reshape(-1, n)
+    r = rows.shape[0]
+    n_pad = max(16, 1 << (n - 1).bit_length())  # Triton blocks are powers of two
+    tile = min(tile, n_pad)
+    rows = jnp.pad(rows.astype(jnp.float32), ((0, 0), (0, n_pad - n)))
+    slots = pl.pallas_call(
+        functools.partial(_kernel, k=k, n=n, tile=tile),
+        out_shape=jax.ShapeDtypeStruct((r, n_pad), jnp.int32),
+        grid=(r,),
+        in_specs=[pl.BlockSpec((1, n_pad), lambda i: (i, 0))],
+        out_specs=pl.BlockSpec((1, n_pad), lambda i: (i, 0)),
+        interpret=interpret, compiler_params=compiler_params(interpret, num_warps, 1),
+        name="shadowkv_top_k")(rows)
+    # every row has exactly k slots taken; slot k collects the rest and is dropped
+    out = jnp.zeros((r, k + 1), jnp.int32).at[jnp.arange(r)[:, None], slots].set(
+        jnp.broadcast_to(jnp.arange(n_pad, dtype=jnp.int32), (r, n_pad)))
+    return out[:, :k].reshape(*lead, k)
+
+
+def top_k_indices_reference(x: jax.Array, k: int) -> jax.Array:
+    """The same set from `lax.top_k`, in increasing index order."""
+    return jnp.sort(jax.lax.top_k(x, k)[1], axis=-1)
