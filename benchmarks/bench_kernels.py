@@ -40,6 +40,18 @@ def median_time(fn, args_list, repeats):
     return statistics.median(ts)
 
 
+def in_loop(n, splits, block, warps, inv, layer):
+    """n kernel calls in one jit, cycling through the stacked selections; each call's output feeds a running
+    sum, so none is dropped and they run one after another, as layers do."""
+    def run(q, a, w, sels, v):
+        def body(i, acc):
+            out = sparse_attention_partials(q, a, w, sels[i % sels.shape[0]], v, inv, layer, chunk_size=C,
+                                            block_tokens=block, num_splits=splits, num_warps=warps)
+            return acc + out[0][0, 0, 0, 0, 0]
+        return jax.lax.fori_loop(0, n, body, jnp.float32(0))
+    return jax.jit(run)
+
+
 def measure_bandwidths():
     dev = jax.devices()[0]
     x = jnp.ones((1 << 28,), jnp.float32)  # 1 GiB
@@ -61,6 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--block-tokens", type=int, nargs="+", default=[32])
     p.add_argument("--warps", type=int, nargs="+", default=[8])
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--in-loop", type=int, default=32,
+                   help="also time this many calls inside one compiled loop (as in a decode step's layer scan), "
+                        "which removes the per-call dispatch; 0 skips it")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     dev = jax.devices()[0]
@@ -105,6 +120,11 @@ def main(argv=None) -> int:
                                    "block_tokens": block, "warps": warps, "ms": 1e3 * t,
                                    "roofline_ms": 1e3 * roof, "pct_of_roofline": 100 * roof / t,
                                    "bytes": nbytes, "max_abs_err_vs_reference": err}
+                            if args.in_loop:
+                                looped = in_loop(args.in_loop, splits, block, warps, inv, layer)
+                                t_loop = median_time(looped, [(q, a, w, jnp.stack(selections), vals)],
+                                                     max(3, args.repeats // 4)) / args.in_loop
+                                row.update(ms_in_loop=1e3 * t_loop, pct_of_roofline_in_loop=100 * roof / t_loop)
                             rows.append(row)
                             print(json.dumps(row), flush=True)
                 if placement == "device":
@@ -120,14 +140,16 @@ def main(argv=None) -> int:
     save_json(args.json, {"meta": meta, "rows": rows})
     print(f"\n{meta['device']}, jax {meta['jax']}, {meta['date']}: HBM {hbm_bw / 1e12:.2f} TB/s, "
           f"host->device {pcie_bw / 1e9:.1f} GB/s (measured)")
-    print("| context | batch | values | impl | splits/block/warps | ms | roofline ms | % of roofline | max err |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| context | batch | values | impl | splits/block/warps | ms | roofline ms | % of roofline | max err "
+          "| ms in loop | % in loop |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         impl = r.get("impl", "pallas")
         cfg = f"{r['splits']}/{r['block_tokens']}/{r['warps']}" if impl == "pallas" else "-"
         err = f"{r['max_abs_err_vs_reference']:.1e}" if "max_abs_err_vs_reference" in r else "-"
         print(f"| {r['context']} | {r['batch']} | {r['placement']} | {impl} | {cfg} | {r['ms']:.3f} | "
-              f"{r['roofline_ms']:.3f} | {r['pct_of_roofline']:.0f}% | {err} |")
+              f"{r['roofline_ms']:.3f} | {r['pct_of_roofline']:.0f}% | {err} | "
+              + (f"{r['ms_in_loop']:.3f} | {r['pct_of_roofline_in_loop']:.0f}% |" if "ms_in_loop" in r else "- | - |"))
     return 0
 
 

@@ -69,6 +69,9 @@ def main(argv=None) -> int:
         row["ms_per_layer"][f"select_{t}"] = _median_ms(lambda: select[t](q, landmarks, chunk_ids, num_chunks),
                                                         args.repeats)
         row["ms_per_layer"][f"top_k_{t}"] = _median_ms(lambda: top_k[t](scores), args.repeats)
+    for tile, warps in ((4096, 8), (16384, 8), (16384, 16)):  # the kernel's tiling (default: 16384, 8)
+        fn = jax.jit(partial(top_k_indices, k=k, tile=tile, num_warps=warps, interpret=interpret))
+        row["ms_per_layer"][f"top_k_pallas_tile{tile}_warps{warps}"] = _median_ms(lambda: fn(scores), args.repeats)
     print(json.dumps(row))
     print("| part | xla ms/layer | pallas ms/layer | xla ms/step | pallas ms/step |\n|---|---|---|---|---|")
     for part in ("select", "top_k"):

@@ -103,6 +103,16 @@ print('pallas' if m['select_pallas'] < m['select_xla'] else 'xla')" 2>/dev/null 
   BENCH_TIMEOUT=230 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --top-k $TOPK --breakdown --json "$OUT/tput_llama_122k_shadowkv.json"
   ;;
+sel2)  # top-k kernel held in registers; fused kernel in a compiled loop at 128K; Llama ShadowKV at 122,880
+  SHADOWKV_KERNELS_COMPILED=1 timeout 60 python3 -m pytest -q -p no:cacheprovider --tb=line tests/test_kernels.py \
+      -k top_k 2>&1 | tail -1
+  (cd benchmarks && timeout 60 python3 bench_select.py --batch 13 --context 122880 --json "$OUT/select_h100.json" \
+      2>&1 | tail -5)
+  timeout 120 python3 benchmarks/bench_kernels.py --contexts 131072 --batches 8 16 --repeats 10 --in-loop 32 \
+      --json "$OUT/kernels_h100.json" 2>&1 | tail -9
+  BENCH_TIMEOUT=230 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --top-k pallas --breakdown --json "$OUT/tput_llama_122k_shadowkv.json"
+  ;;
 glmsk)  # GLM-4-9B shape, ShadowKV at both contexts
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.97 XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB=110 timeout 150 python3 \
       benchmarks/check_donation.py --flow-context 122880 --batch 3 --block-slots 122880 2>&1 | grep -i "place\|fail\|GiB"

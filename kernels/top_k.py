@@ -3,7 +3,7 @@
 XLA's `lax.top_k` for k = 240 of 15,315 landmark scores sorts every row (bitonic, several passes over
 memory per layer). Only the set of winners matters to the step, not their order, so this kernel finds
 the k-th largest value of a row by building it bit by bit (31 counting passes over the row, held in
-one program's tiles), then gives every element its output slot: elements above the threshold, and
+one program's registers up to 16,384 elements, in tiles beyond), then gives every element its output slot: elements above the threshold, and
 as many ties at it as still fit, lowest index first (what `lax.top_k` keeps). A scatter in XLA
 places the indices. The result is the same set of indices as `lax.top_k`, in increasing index order.
 
@@ -39,9 +39,15 @@ def _kernel(x_ref, slot_ref, *, k: int, n: int, tile: int):
         key = _sortable(x_ref[0, pl.ds(i * tile, tile)].astype(jnp.float32))
         return jnp.where(i * tile + lane < n, key, INT_MIN)  # padding never outranks a real element
 
+    if n_tiles == 1:  # the whole row stays in registers: each counting pass is a reduction, no reload
+        row = keys(0)
+        count = lambda pred: jnp.sum(pred(row).astype(jnp.int32))
+    else:
+        count = lambda pred: jax.lax.fori_loop(
+            0, n_tiles, lambda i, acc: acc + jnp.sum(pred(keys(i)).astype(jnp.int32)), jnp.int32(0))
+
     def count_at_least(c):
-        return jax.lax.fori_loop(0, n_tiles, lambda i, acc: acc + jnp.sum((keys(i) >= c).astype(jnp.int32)),
-                                 jnp.int32(0))
+        return count(lambda key: key >= c)
 
     # the k-th largest key: its sign first, then bits 30..0, each kept if >= k keys reach the candidate
     prefix = jnp.where(count_at_least(jnp.int32(0)) >= k, jnp.int32(0), jnp.int32(INT_MIN))
@@ -51,8 +57,7 @@ def _kernel(x_ref, slot_ref, *, k: int, n: int, tile: int):
         return jnp.where(count_at_least(cand) >= k, cand, p)
 
     t = jax.lax.fori_loop(0, 31, add_bit, prefix)
-    above = jax.lax.fori_loop(0, n_tiles, lambda i, acc: acc + jnp.sum((keys(i) > t).astype(jnp.int32)),
-                              jnp.int32(0))
+    above = count(lambda key: key > t)
     ties_wanted = k - above
 
     def place(i, carry):
@@ -69,7 +74,7 @@ def _kernel(x_ref, slot_ref, *, k: int, n: int, tile: int):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "tile", "num_warps", "interpret"))
-def top_k_indices(x: jax.Array, k: int, *, tile: int = 4096, num_warps: int = 8,
+def top_k_indices(x: jax.Array, k: int, *, tile: int = 16384, num_warps: int = 8,
                   interpret: bool = False) -> jax.Array:
     """x [..., N] -> indices [..., k] of the k largest of each row (the set `lax.top_k` picks, ties to the
     lower index), in increasing index order."""

@@ -191,7 +191,8 @@ def test_decode_attention_matches_reference(g, d, cap, valid, block, splits):
     (10, 1000, 240, 256),   # several tiles, the last one ragged; the decode step's k
     (2, 300, 50, 64),
     (4, 37, 37, 16),        # k = n: every element
-    (2, 15315, 240, 4096),  # Llama-3.1-8B at 122,880 tokens: selectable chunks per KV head
+    (2, 15315, 240, 4096),  # Llama-3.1-8B at 122,880 tokens: selectable chunks per KV head, in tiles
+    (2, 15315, 240, 16384),  # the same held in registers (the default)
 ])
 def test_top_k_kernel_picks_the_same_set(rows, n, k, tile):
     """Same set as lax.top_k, ties at the threshold to the lower index, negative scores ranked."""
