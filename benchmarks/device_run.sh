@@ -113,6 +113,12 @@ sel2)  # top-k kernel held in registers; fused kernel in a compiled loop at 128K
   BENCH_TIMEOUT=230 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --top-k pallas --breakdown --json "$OUT/tput_llama_122k_shadowkv.json"
   ;;
+last)  # 8B decode agreement with exact fp32 products in the jnp path; Llama ShadowKV at 65,536 with the top-k kernel
+  JAX_DEFAULT_MATMUL_PRECISION=highest timeout 130 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b \
+      --context 32768 --batch 2 --steps 16 --json "$OUT/decode_llama8b_highest.json" 2>&1 | tail -2
+  BENCH_TIMEOUT=230 BTAIL=4 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --top-k pallas --breakdown --json "$OUT/tput_llama_64k_shadowkv.json"
+  ;;
 glmsk)  # GLM-4-9B shape, ShadowKV at both contexts
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.97 XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB=110 timeout 150 python3 \
       benchmarks/check_donation.py --flow-context 122880 --batch 3 --block-slots 122880 2>&1 | grep -i "place\|fail\|GiB"

@@ -302,6 +302,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         logits, cache = fill(model.params, cache, tokens, lengths, 0)
         jax.block_until_ready(cache)
         row["prefill_s"] = time.perf_counter() - t0
+        row["memory_after_prefill"] = _device_memory()
         if where is not None:
             row["prefill_in_place"] = cache.k.unsafe_buffer_pointer() == where
         cache = jax.block_until_ready(_copy_row0(cache, batch=batch)) if batch > 1 else cache
@@ -334,6 +335,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         logits, one = fill(model.params, tokens, lengths)
         jax.block_until_ready(one)
         row["prefill_s"] = time.perf_counter() - t0
+        row["memory_after_prefill"] = _device_memory()  # its peak: weights + one prompt's prefill
         t0 = time.perf_counter()
         state = replicate_state(one, batch, placement)
         row["build_batch_s"] = time.perf_counter() - t0
