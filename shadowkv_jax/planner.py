@@ -125,11 +125,14 @@ def decode_activation_bytes(config: ModelConfig, batch: int, attended_tokens: in
 
 
 def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: int = 1024,
-         prefill_batch: int = 1, workspace_fraction: float = 0.05) -> Plan:
+         prefill_batch: int = 1, workspace_fraction: float = 0.05, replicated: bool = False) -> Plan:
     """Bytes of decoding `batch` prompts of `context` tokens with "full" or a ShadowKVConfig.
 
     Prompts are prefilled `prefill_batch` at a time into the batch's cache or state, so the
     activation term is the larger of one such prefill and one decode step of the whole batch.
+    `replicated` (ShadowKV, as the throughput bench builds a batch): one prompt's state is prefilled
+    before the batch state exists, then copied into every row, so the prefill no longer coexists with
+    the batch state; the copy's source (that prompt's state, values still on the device) does.
     """
     weights = weight_bytes(config)
     gpu = {"weights": weights}
@@ -151,9 +154,12 @@ def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: 
         prefilled = state_bytes(config, cfg, context, min(prefill_batch, batch), "device")["device"]
     else:
         raise ValueError(f"method={method!r} must be 'full' or a ShadowKVConfig")
-    gpu["activations"] = max(prefill_activation_bytes(config, min(prefill_batch, batch), context)
-                             + (prefilled if name == "shadowkv" else 0),
-                             decode_activation_bytes(config, batch, attended))
+    prefill = prefill_activation_bytes(config, min(prefill_batch, batch), context)
+    decode = decode_activation_bytes(config, batch, attended)
+    if name == "shadowkv" and replicated:
+        gpu["activations"] = max(prefill + prefilled - gpu["shadow_state"], prefilled, decode)
+    else:
+        gpu["activations"] = max(prefill + (prefilled if name == "shadowkv" else 0), decode)
     gpu["workspace"] = int(workspace_fraction * sum(gpu.values()))
     return Plan(name, batch, context, gpu, host)
 
@@ -166,15 +172,15 @@ def require_fits(p: Plan, limits: Limits) -> Plan:
 
 
 def max_batch(config: ModelConfig, method, context: int, limits: Limits, max_new_tokens: int = 1024,
-              upper: int = 4096) -> Plan:
+              upper: int = 4096, **plan_args) -> Plan:
     """The plan of the largest batch that fits (bytes grow with the batch, so bisect)."""
-    first = plan(config, method, 1, context, max_new_tokens)
+    first = plan(config, method, 1, context, max_new_tokens, **plan_args)
     require_fits(first, limits)
     lo, hi = 1, upper
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if plan(config, method, mid, context, max_new_tokens).check(limits) is None:
+        if plan(config, method, mid, context, max_new_tokens, **plan_args).check(limits) is None:
             lo = mid
         else:
             hi = mid - 1
-    return plan(config, method, lo, context, max_new_tokens)
+    return plan(config, method, lo, context, max_new_tokens, **plan_args)

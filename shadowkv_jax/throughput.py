@@ -370,8 +370,8 @@ def planned(config: ModelConfig, method, context: int, batch, steps: int, limits
     """The plan of `batch` ("auto" = the largest that fits), refused with the numbers if it cannot fit."""
     new = new_tokens(steps)
     if batch == "auto":
-        return max_batch(config, method, context, limits, max_new_tokens=new)
-    return require_fits(plan(config, method, int(batch), context, max_new_tokens=new), limits)
+        return max_batch(config, method, context, limits, max_new_tokens=new, replicated=True)
+    return require_fits(plan(config, method, int(batch), context, max_new_tokens=new, replicated=True), limits)
 
 
 def default_limits(gpu_gib: float | None = None, host_gib: float | None = None, margin: float = 0.10) -> Limits:
@@ -420,7 +420,7 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
 
 def bound_by(config, method, context, p: Plan, limits: Limits, steps: int) -> str:
     """Which memory stops the next batch size: "gpu" or "host"."""
-    nxt = plan(config, method, p.batch + 1, context, max_new_tokens=new_tokens(steps))
+    nxt = plan(config, method, p.batch + 1, context, max_new_tokens=new_tokens(steps), replicated=True)
     if nxt.gpu_total > limits.gpu_bytes * (1 - limits.margin):
         return "gpu"
     if nxt.host_total > limits.host_bytes * (1 - limits.margin):

@@ -59,3 +59,24 @@ def test_host_limit_follows_the_xla_variable(monkeypatch):
     assert Limits.host_default(80 * GiB).host_bytes == 110 * GiB
     monkeypatch.delenv("XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB")
     assert Limits.host_default(80 * GiB).host_bytes == 64 * GiB
+
+
+def test_replicated_batch_holds_the_copy_source_not_the_prefill():
+    """The bench's flow: one prompt's state (values on the device) is prefilled before the batch state
+    exists, then copied into each row; the prefill no longer adds to the batch state."""
+    from shadowkv_jax.planner import decode_activation_bytes, prefill_activation_bytes
+
+    context, new = 4096, 64
+    cfg = dataclasses.replace(SKV, max_new_tokens=new)
+    one_row = state_bytes(CFG, cfg, context, batch=1, placement="device")["device"]
+    prefill = prefill_activation_bytes(CFG, 1, context)
+    attended = cfg.local_capacity + (cfg.outlier_chunks + cfg.selected_chunks) * cfg.chunk_size + new
+    for batch in (1, 40):
+        decode = decode_activation_bytes(CFG, batch, attended)
+        general = plan(CFG, SKV, batch, context, new)
+        bench = plan(CFG, SKV, batch, context, new, replicated=True)
+        assert general.gpu["activations"] == max(prefill + one_row, decode)
+        assert bench.gpu["activations"] == max(prefill + one_row - bench.gpu["shadow_state"], one_row, decode)
+    assert plan(CFG, SKV, 40, context, new, replicated=True).gpu_total < plan(CFG, SKV, 40, context, new).gpu_total
+    # full attention prefills into the cache in both flows
+    assert plan(CFG, "full", 4, context, new, replicated=True).gpu == plan(CFG, "full", 4, context, new).gpu
