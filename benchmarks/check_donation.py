@@ -1,7 +1,11 @@
 """Is a cache write in place? Allocate one full-attention K array of the bench's shape, write blocks of
-several sizes into it with `write_block` (donated), and report whether each result reuses the buffer.
+several sizes into it with `write_block` (donated), and report whether each result reuses the buffer;
+with --flow-context, first run the bench's row prefill into a cache and report the same for K and V.
 
-    python benchmarks/check_donation.py --batch 3 --capacity 122944 --block-slots 128 8192 122880
+    python benchmarks/check_donation.py --flow-context 122880 --batch 3 --block-slots 122880
+
+Written while an out-of-memory error at 122,880 x 3 looked like a copied cache; every write was in place
+(BENCHMARKS.md), and the cause was the GPU allocator's regions (run throughput with preallocation on).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def main() -> None:
     if args.flow_context:
         model, _ = bench_model(args.model)
         cap = args.flow_context + 128
-        cache = KVCache.allocate(cfg, args.batch, cap)
+        cache = jax.jit(partial(KVCache.zeros, cfg, args.batch, cap))()
         tokens = jnp.zeros((1, args.flow_context), jnp.int32) + 7
         lengths = jnp.asarray([args.flow_context], jnp.int32)
         for compiled in (True, False):

