@@ -14,7 +14,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from functools import partial
 
 import jax
@@ -25,17 +24,11 @@ from common import run_meta, save_json
 from shadowkv_jax.kernels.top_k import top_k_indices
 from shadowkv_jax.shadowkv.decode import select_chunks
 from shadowkv_jax.shapes import NAMED_SHAPES
-from shadowkv_jax.throughput import shadowkv_factory
+from shadowkv_jax.throughput import shadowkv_factory, wall_times
 
 
 def _median_ms(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(wall_times(fn, repeats))
 
 
 def main(argv=None) -> int:

@@ -60,7 +60,8 @@ def bench_model(name_or_path: str, seed: int = 0) -> tuple[Model, str]:
     return load_model(name_or_path), "real weights"
 
 
-def _times(fn, repeats: int) -> list[float]:
+def wall_times(fn, repeats: int) -> list[float]:
+    """Seconds of `repeats` calls of fn, each waited for, after one untimed call."""
     jax.block_until_ready(fn())
     out = []
     for _ in range(repeats):
@@ -78,13 +79,13 @@ def measure_bandwidths(gib: float | None = None, repeats: int = 10) -> dict:
     gib = gib or (4.0 if dev.platform == "gpu" else 0.25)
     x = jnp.ones((int(gib * (1 << 30)) // 2,), jnp.bfloat16)
     total = jax.jit(lambda v: jnp.sum(v, dtype=jnp.float32))
-    hbm = _times(lambda: total(x), repeats)
+    hbm = wall_times(lambda: total(x), repeats)
     out = {"hbm_read_bytes_per_s": x.nbytes / min(hbm), "hbm_read_median_bytes_per_s": x.nbytes / statistics.median(hbm),
            "h2d_bytes_per_s": None, "probe_bytes": x.nbytes}
     if dev.platform == "gpu":
         xh = jax.device_put(x, host_sharding(dev))
         on_device = jax.sharding.SingleDeviceSharding(dev)
-        h2d = _times(lambda: jax.device_put(xh, on_device), repeats)
+        h2d = wall_times(lambda: jax.device_put(xh, on_device), repeats)
         out["h2d_bytes_per_s"] = x.nbytes / min(h2d)
         out["h2d_median_bytes_per_s"] = x.nbytes / statistics.median(h2d)
     return out
