@@ -181,3 +181,21 @@ def test_limits_after_the_probe_leave_out_its_buffers():
     assert (gpu_only.gpu_bytes, gpu_only.host_bytes) == (76 << 30, 110 << 30)
     both = tp.after_probe(limits, {"probe_bytes": 4 << 30, "h2d_bytes_per_s": 5e10})
     assert (both.gpu_bytes, both.host_bytes, both.margin) == (76 << 30, 106 << 30, 0.03)
+
+
+def test_bench_select_script_checks_both_top_k_paths(tmp_path):
+    """benchmarks/bench_select.py (run on the GPU) on a small shape: same set from both paths, JSON written."""
+    import sys
+
+    from script_loader import BENCHMARKS, load_benchmark
+
+    sys.path.insert(0, BENCHMARKS)  # the scripts import their `common` module
+    try:
+        script = load_benchmark("bench_select")
+        out = tmp_path / "select.json"
+        assert script.main(["--batch", "1", "--context", "16384", "--repeats", "1", "--json", str(out)]) == 0
+    finally:
+        sys.path.remove(BENCHMARKS)
+    row = json.loads(out.read_text())
+    assert row["same_set"] is True and row["k"] == 32
+    assert {"select_xla", "select_pallas", "top_k_xla", "top_k_pallas"} <= set(row["ms_per_layer"])
