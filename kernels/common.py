@@ -3,6 +3,8 @@ parameters and the shape of flash-decoding partials."""
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -13,6 +15,13 @@ def dot(x, y):
     """fp32 accumulation; fp32 inputs get full fp32 products (no TF32), so fp32 results check tightly."""
     prec = jax.lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
     return jnp.dot(x, y, preferred_element_type=jnp.float32, precision=prec)
+
+
+def scaled_query_groups(q: jax.Array, kv_heads: int) -> jax.Array:
+    """q [B, Hq, D] -> q / sqrt(D) as [B, Hkv, G, D] in q's dtype (scaled in fp32): the decode kernels'
+    query layout, one row of G query heads per KV head."""
+    b, hq, d = q.shape
+    return (q.astype(jnp.float32) / math.sqrt(d)).astype(q.dtype).reshape(b, kv_heads, hq // kv_heads, d)
 
 
 def pad_groups(q: jax.Array) -> tuple[jax.Array, int]:

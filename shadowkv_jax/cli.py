@@ -196,7 +196,6 @@ def _bench(args) -> int:
     methods = ["full" if m == "full" else tp.shadowkv_factory(model.config, **overrides) for m in args.method]
     limits = tp.default_limits(args.gpu_memory_gb, args.host_memory_gb, args.margin)
     rates = tp.measure_bandwidths()
-    limits = tp.after_probe(limits, rates)
     h2d = rates["h2d_bytes_per_s"]
     print(f"measured: HBM read {rates['hbm_read_bytes_per_s'] / 1e12:.2f} TB/s, host->device "
           f"{'n/a' if h2d is None else f'{h2d / 1e9:.1f} GB/s'}")

@@ -70,16 +70,16 @@ class RowPrefill:
     a dynamic_update_slice of the donated cache array, which XLA does in place (checked on an H100 at
     122,880 tokens x batch 3 by benchmarks/check_donation.py). (Carried through a scan over layers,
     the cache was copied: XLA planned a 25.2 GiB temporary for that executable on the H100.) A large
-    batch of long prompts is
-    thus prefilled a few rows at a time with the activations of those rows only. `compile` builds
-    every executable from shapes, before the cache exists (XLA's autotuner needs room for scratch).
+    batch of long prompts is thus prefilled a few rows at a time with the activations of those rows
+    only. `compile` builds the layer executables from shapes, before the cache exists (XLA's
+    autotuner needs room for scratch); the writes need no autotuning and go through jit.
     """
 
     def __init__(self, config: ModelConfig):
         self.config = config
         # uncompiled: the jitted functions themselves (jit caches them across calls and instances)
         self._exe = (embed_tokens, partial(_prefill_layer, config=config), partial(_last_logits, config=config),
-                     _set_lengths, write_block, write_block)
+                     _set_lengths)
 
     def compile(self, params, cache, tokens, lengths) -> "RowPrefill":
         cfg = self.config
@@ -89,8 +89,7 @@ class RowPrefill:
         self._exe = (embed_tokens.lower(params, tokens).compile(),
                      _prefill_layer.lower(params, x, lengths, i32, config=cfg).compile(),
                      _last_logits.lower(params, x, lengths, config=cfg).compile(),
-                     _set_lengths.lower(cache.lengths, lengths, i32).compile(),
-                     write_block, write_block)
+                     _set_lengths.lower(cache.lengths, lengths, i32).compile())
         return self
 
     def __call__(self, params, cache: KVCache, tokens, lengths, row):
@@ -98,15 +97,15 @@ class RowPrefill:
         b, t = tokens.shape
         if cache.capacity < t:
             raise ValueError(f"cache capacity={cache.capacity} must be >= the padded prompt length {t}")
-        emb, layer_fn, head, set_lengths, write_k, write_v = self._exe
+        emb, layer_fn, head, set_lengths = self._exe
         row = jnp.int32(row)
         x = emb(params, tokens)
         k, v, all_lengths = cache.k, cache.v, cache.lengths
         del cache  # k and v are donated below
         for layer in range(self.config.num_layers):
             x, k_new, v_new = layer_fn(params, x, lengths, jnp.int32(layer))
-            k = write_k(k, k_new, jnp.int32(layer), row)
-            v = write_v(v, v_new, jnp.int32(layer), row)
+            k = write_block(k, k_new, jnp.int32(layer), row)
+            v = write_block(v, v_new, jnp.int32(layer), row)
         return head(params, x, lengths), KVCache(k, v, set_lengths(all_lengths, lengths.astype(jnp.int32), row))
 
 

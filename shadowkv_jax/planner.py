@@ -137,6 +137,7 @@ def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: 
     weights = weight_bytes(config)
     gpu = {"weights": weights}
     host = {}
+    prefilled = 0  # a ShadowKV prefill's own state, below
     if method == "full":
         cache = jax.eval_shape(lambda: KVCache.zeros(config, batch, context + max_new_tokens))
         gpu["kv_cache"] = _nbytes(cache)
@@ -159,7 +160,7 @@ def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: 
     if name == "shadowkv" and replicated:
         gpu["activations"] = max(prefill + prefilled - gpu["shadow_state"], prefilled, decode)
     else:
-        gpu["activations"] = max(prefill + (prefilled if name == "shadowkv" else 0), decode)
+        gpu["activations"] = max(prefill + prefilled, decode)
     gpu["workspace"] = int(workspace_fraction * sum(gpu.values()))
     return Plan(name, batch, context, gpu, host)
 

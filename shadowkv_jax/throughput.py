@@ -95,7 +95,7 @@ def after_probe(limits: Limits, rates: dict) -> Limits:
     """The limits less the probe's buffers: XLA's allocators keep freed regions reserved, so the probe's
     4 GiB stay counted against each memory it used (a GLM-4-9B batch planned to the last GiB of pinned
     host memory failed without this)."""
-    probe = rates["probe_bytes"]
+    probe = rates.get("probe_bytes", 0)  # rates given by hand carry no probe
     host = probe if rates.get("h2d_bytes_per_s") else 0
     return dataclasses.replace(limits, gpu_bytes=limits.gpu_bytes - probe, host_bytes=limits.host_bytes - host)
 
@@ -177,8 +177,8 @@ class SelectOnly:
 # --- building a batch from one prefilled prompt --------------------------------------------------------
 
 def _copy_row0(cache: KVCache, *, batch: int) -> KVCache:
-    """Rows 1..B-1 of every layer := row 0, in place, one layer's row at a time. (Read and write of the
-    same buffer inside one computation makes XLA copy the whole cache, hence separate calls.)"""
+    """Rows 1..B-1 of every layer := row 0, in place, one layer's row at a time: row 0's slices are
+    separate small arrays, and each write is `write_block` (a donated update and nothing else)."""
     k, v = cache.k, cache.v
     for layer in range(k.shape[0]):
         k0, v0 = k[layer:layer + 1, :1], v[layer:layer + 1, :1]  # separate small arrays
@@ -280,6 +280,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
     of operands, which would not fit next to a full-size cache."""
     cfg = model.config
     platform = jax.devices()[0].platform
+    interpret = platform != "gpu"  # kernels run interpreted off the GPU
     rng = np.random.default_rng(seed)
     new = new_tokens(steps)
     ids = rng.integers(3, cfg.vocab_size, context, dtype=np.int32)
@@ -291,7 +292,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         tokens = jnp.asarray(ids)[None]
         make_cache = jax.jit(partial(KVCache.zeros, cfg, batch, capacity))
         cache_abs = jax.eval_shape(make_cache)
-        attention = DenseDecode(full_attention, interpret=platform != "gpu")
+        attention = DenseDecode(full_attention, interpret=interpret)
         t0 = time.perf_counter()
         fill = RowPrefill(cfg).compile(model.params, cache_abs, tokens, lengths)
         row["compile_prefill_s"] = time.perf_counter() - t0
@@ -327,9 +328,9 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         v = state_abs.values
         values_abs = jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=values_sharding)
         state_abs = state_abs.without_values()
-        attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=platform != "gpu")
+        attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=interpret)
         if breakdown:
-            stand_ins["select_only"] = SelectOnly(sk, impl, interpret=platform != "gpu")
+            stand_ins["select_only"] = SelectOnly(sk, impl, interpret=interpret)
         loops = {name: _compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         t0 = time.perf_counter()
@@ -345,7 +346,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         del state
         capacity = new
         row.update(method="shadowkv", implementation=impl, placement=placement,
-                   top_k=resolved_top_k(sk.top_k, impl, platform != "gpu"),
+                   top_k=resolved_top_k(sk.top_k, impl, interpret),
                    config=dataclasses.asdict(sk))
         method = sk
     first = jnp.broadcast_to(jnp.argmax(logits[0]).astype(jnp.int32), (batch,))
@@ -399,6 +400,7 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
     (callables context -> ShadowKVConfig). `on_row(rows)` runs after each row (e.g. to save partial
     results). Returns {"rates", "rows"}."""
     rates = rates or measure_bandwidths()
+    limits = after_probe(limits, rates)  # a probe in this process keeps its buffers reserved
     rows = []
     for context in contexts:
         for method in methods:

@@ -153,11 +153,11 @@ class DenseDecode:
         cv = carry.v.at[layer, rows, :, lengths].set(v[:, 0].astype(carry.v.dtype))
         carry = dataclasses.replace(carry, k=ck, v=cv)
         if self.resolved(q.shape[-1], ck.shape[3]) == "pallas":
+            from ..kernels.common import scaled_query_groups
             from ..kernels.decode_attention import combine_splits, decode_attention_partials
 
             hq, d = q.shape[2], q.shape[3]
-            hkv = ck.shape[2]
-            qs = (q[:, 0].astype(jnp.float32) / math.sqrt(d)).astype(q.dtype).reshape(b, hkv, hq // hkv, d)
+            qs = scaled_query_groups(q[:, 0], ck.shape[2])
             partials = decode_attention_partials(qs, ck, cv, lengths + 1, layer, block=DECODE_KERNEL_BLOCK,
                                                  interpret=self.interpret)
             out = combine_splits(partials).reshape(b, hq, d).astype(q.dtype)

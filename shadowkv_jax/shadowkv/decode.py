@@ -184,13 +184,14 @@ class ShadowKVDecode:
     def _kernel_attention(self, q, st, values, layer, chunks, prev, exact):
         """Fused kernel over the selected chunks, then one softmax with the exact segments.
         Returns (attention output, this step's value cache or None)."""
+        from ..kernels.common import scaled_query_groups
         from ..kernels.sparse_attention import (combine, rope_inv_freq_full,
                                                 sparse_attention_partials)
         from ..model.layers import rope_inv_freq
 
         b, hq, d = q.shape
         hkv = self.model.num_kv_heads
-        qs = (q.astype(jnp.float32) / math.sqrt(d)).astype(q.dtype).reshape(b, hkv, hq // hkv, d)
+        qs = scaled_query_groups(q, hkv)
         inv = jnp.asarray(rope_inv_freq_full(rope_inv_freq(self.model), d))
         w_layer = jax.lax.dynamic_index_in_dim(st.w, layer, 0, keepdims=False)
         reuse = {}
