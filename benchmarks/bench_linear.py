@@ -3,7 +3,8 @@
     python benchmarks/bench_linear.py --batch 1 4 --steps 32
 
 Variants, each a jit-compiled `lax.scan` of `steps` decode steps with attention replaced by nothing:
-  scan      the model as it runs (stacked weights, `lax.scan` over layers);
+  scan      stacked weights, `lax.scan` over layers, XLA's default GEMM choice (Triton fusions);
+  scan_cublas  the same compiled with the decode loop's options (cuBLAS GEMMs): the model as it runs;
   unrolled  the same with the layer scan fully unrolled;
   list      per-layer weight arrays (no stacked [L, ...] arrays, so no per-layer slice of them), the
             same norms and matmuls in a Python loop over layers.
@@ -13,6 +14,7 @@ Roofline: the bytes of all weights read once per step / the measured HBM read ra
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -20,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from common import run_meta, save_json
+from shadowkv_jax.decoding import DECODE_COMPILER_OPTIONS
 from shadowkv_jax.model.layers import rms_norm
 from shadowkv_jax.model.llama import embed, init_params, lm_head, run_layers
 from shadowkv_jax.shapes import LLAMA_3_1_8B
@@ -42,6 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--tiny", action="store_true", help="a small model (CPU smoke run)")
     p.add_argument("--json", default=None)
+    p.add_argument("--hlo", default=None, help="write each variant's optimised HLO (last batch) under this folder")
     args = p.parse_args(argv)
     cfg = LLAMA_3_1_8B
     if args.tiny:
@@ -55,14 +59,14 @@ def main(argv=None) -> int:
     for b in args.batch:
         tok = jnp.zeros((b,), jnp.int32)
 
-        def stepper(unroll):
+        def stepper(unroll, options=None):
             def run(params, tok):
                 def body(t, _):
                     x, _ = run_layers(params, cfg, NoAttention(), embed(params, t[:, None]),
                                       jnp.zeros((b, 1), jnp.int32), jnp.ones((b,), jnp.int32), None, unroll=unroll)
                     return jnp.argmax(lm_head(params, cfg, x[:, 0]), -1).astype(jnp.int32), None
                 return jax.lax.scan(body, tok, None, length=args.steps)[0]
-            return jax.jit(run)
+            return jax.jit(run, compiler_options=options)
 
         def by_list(params, layers, tok):
             def body(t, _):
@@ -76,8 +80,15 @@ def main(argv=None) -> int:
                 return jnp.argmax(lm_head(params, cfg, x[:, 0]), -1).astype(jnp.int32), None
             return jax.lax.scan(body, tok, None, length=args.steps)[0]
 
-        t = {"scan": _time(stepper(1), params, tok), "unrolled": _time(stepper(True), params, tok),
-             "list": _time(jax.jit(by_list), params, layers, tok)}
+        fns = {"scan": (stepper(1), (params, tok)), "unrolled": (stepper(True), (params, tok)),
+               "scan_cublas": (stepper(1, DECODE_COMPILER_OPTIONS), (params, tok)),
+               "list": (jax.jit(by_list), (params, layers, tok))}
+        t = {name: _time(fn, *a) for name, (fn, a) in fns.items()}
+        if args.hlo:
+            os.makedirs(args.hlo, exist_ok=True)
+            for name, (fn, a) in fns.items():
+                with open(os.path.join(args.hlo, f"linear_{name}_b{b}.hlo.txt"), "w") as f:
+                    f.write(fn.lower(*a).compile().as_text())
         roof = weight_bytes / rates["hbm_read_bytes_per_s"]
         for name, sec in t.items():
             rows.append({"batch": b, "variant": name, "step_ms": 1e3 * sec / args.steps, "roofline_ms": 1e3 * roof})

@@ -33,11 +33,17 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--placement", default="host", choices=["host", "device"])
+    p.add_argument("--dtype", default=None, choices=["bfloat16", "float32"],
+                   help="named shapes only: parameter and compute dtype (default bf16); float32 separates "
+                        "bf16 rounding from a kernel error")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.model in NAMED_SHAPES:
         shape = NAMED_SHAPES[args.model]
-        model = sk.Model(shape, init_params(shape, jax.random.key(0)), None, f"{args.model} (random bf16)")
+        if args.dtype:
+            shape = shape.replace(dtype=args.dtype)
+        model = sk.Model(shape, init_params(shape, jax.random.key(0)), None,
+                         f"{args.model} (random {shape.dtype})")
     else:
         model = sk.load_model(None if args.model == "smollm2" else args.model)
     rng = np.random.default_rng(0)
@@ -59,7 +65,8 @@ def main(argv=None) -> int:
         return n + 1  # logits row i predicts token i; rows 0..n were computed from equal inputs
     step = {impl: 1e3 * out[impl][0].stats["decode_s"] / (args.steps - 1) for impl in out}
     scale = max(float(np.abs(r.stats["logits"]).max()) for r in ref)
-    row = {**run_meta(), "model": model.source.rsplit("/", 1)[-1], "context": args.context, "batch": args.batch,
+    row = {**run_meta(), "model": model.source.rsplit("/", 1)[-1], "dtype": model.config.dtype,
+           "context": args.context, "batch": args.batch,
            "placement": args.placement, "config": dataclasses.asdict(base), "logit_scale": scale,
            "ms_per_step": step, "variants": {}}
     for name in ("pallas", "pallas_top_k"):  # each against the jnp path

@@ -134,6 +134,57 @@ tput2)  # GLM-4-9B shape at both contexts; Llama-3.1-8B decode, kernels vs jnp; 
   timeout 120 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2 \
       --json "$OUT/decode_llama8b.json" 2>&1 | tail -1
   ;;
+diag)  # stash GGUF half A; where the weights' and selection's extra time goes: the weights alone with and
+       # without XLA's dynamic-slice fusion; the large slices and copies in the compiled decode loops
+  cp .carry/a/smol.part00 /root/m/
+  DSF=--xla_gpu_enable_dynamic_slice_fusion=true
+  (cd benchmarks && timeout 150 python3 bench_linear.py --batch 3 13 --json "$OUT/linear_h100.json" 2>&1 | tail -7)
+  (cd benchmarks && XLA_FLAGS=$DSF timeout 150 python3 bench_linear.py --batch 3 13 --json "$OUT/linear_dsf_h100.json" \
+      2>&1 | tail -7)
+  for mb in "full 3" "shadowkv 13"; do set -- $mb
+    (cd benchmarks && timeout 100 python3 hlo_traffic.py --method $1 --batch $2 --json "$OUT/hlo_$1.json" 2>&1 \
+        | grep -v -i "warn" | head -14)
+    (cd benchmarks && XLA_FLAGS=$DSF timeout 100 python3 hlo_traffic.py --method $1 --batch $2 \
+        --json "$OUT/hlo_$1_dsf.json" 2>&1 | grep "^total")
+  done
+  ;;
+agree)  # join the GGUF; SmolLM2 decode, kernels (top-k kernel included) vs jnp; the 8B shape in fp32
+  cat /root/m/smol.part00 .carry/b/smol.part01 > $GGUF
+  (cd /root/m && sed "s#  .*#  $GGUF#" "$OLDPWD/.carry/b/md5" | md5sum -c -) || exit 1
+  timeout 100 python3 benchmarks/bench_shadowkv_decode.py --model smollm2 --context 4096 --batch 4 \
+      --json "$OUT/decode_smollm2.json" 2>&1 | tail -2
+  timeout 240 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --dtype float32 --context 32768 \
+      --batch 2 --steps 16 --json "$OUT/decode_llama8b_fp32.json" 2>&1 | tail -2
+  [ -n "${FULL:-}" ] && BENCH_TIMEOUT=150 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full \
+      --batch auto --steps 32 --breakdown --json "$OUT/tput_llama_122k_full.json"
+  ;;
+lin)  # the weights alone at batch 13 under XLA flag sets (HLO of each variant kept); the slices left in the
+      # ShadowKV loop under them; the 8B-shape decode agreement in fp32
+  for flags in "" "--xla_gpu_enable_triton_gemm=false" \
+      "--xla_gpu_enable_triton_gemm=false --xla_gpu_enable_dynamic_slice_fusion=true"; do
+    echo "XLA_FLAGS=$flags"; tag=$(echo "$flags" | tr -dc 'a-z' | tail -c 20)
+    (cd benchmarks && XLA_FLAGS="$flags" timeout 100 python3 bench_linear.py --batch 13 --steps 16 \
+        --json "$OUT/linear_${tag:-default}.json" --hlo /root/hlo_${tag:-default} 2>&1 | tail -3)
+    [ -n "$flags" ] && (cd benchmarks && XLA_FLAGS="$flags" timeout 100 python3 hlo_traffic.py --method shadowkv \
+        --batch 13 --json "$OUT/hlo_shadowkv_$tag.json" 2>&1 | grep "dynamic-slice\|^total")
+  done
+  tar czf "$OUT/linear_hlo.tgz" -C /root $(cd /root && ls -d hlo_*)
+  timeout 200 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --dtype float32 --context 16384 \
+      --batch 2 --steps 16 --json "$OUT/decode_llama8b_fp32.json" 2>&1 | tail -2
+  ;;
+cublas1)  # decode compiled with cuBLAS GEMMs (DECODE_COMPILER_OPTIONS): the weights alone; 8B-shape agreement in
+          # fp32 with exact products (kernel error vs TF32 in the jnp path); full attention at 122,880
+  (cd benchmarks && timeout 150 python3 bench_linear.py --batch 3 13 --steps 16 --json "$OUT/linear_h100.json" 2>&1 \
+      | tail -9)
+  JAX_DEFAULT_MATMUL_PRECISION=highest timeout 150 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b \
+      --dtype float32 --context 16384 --batch 2 --steps 16 --json "$OUT/decode_llama8b_fp32_highest.json" 2>&1 | tail -2
+  BENCH_TIMEOUT=200 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --breakdown --json "$OUT/tput_llama_122k_full.json"
+  ;;
+cublas2)  # ShadowKV at 122,880 with cuBLAS decode GEMMs
+  BENCH_TIMEOUT=330 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --breakdown --json "$OUT/tput_llama_122k_shadowkv.json"
+  ;;
 eval)  # join the GGUF; RULER-style accuracy; rank / chunk-size sweeps; SmolLM2 decode, kernels vs jnp
   cat /root/m/smol.part00 .carry/b/smol.part01 > $GGUF
   (cd /root/m && sed "s#  .*#  $GGUF#" "$OLDPWD/.carry/b/md5" | md5sum -c -) || exit 1

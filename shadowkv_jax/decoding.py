@@ -128,7 +128,16 @@ def _step(params, config, attention, carry, tokens, consts=None, unroll: int = 1
     return logits, dataclasses.replace(carry, lengths=lengths + 1)
 
 
-@partial(jax.jit, static_argnames=("config", "attention"), donate_argnames=("carry",))
+# A decode step multiplies [B, E] activations by weights sliced from the stacked [L, ...] arrays inside
+# the layer scan. XLA's Triton GEMM fuses that slice into a kernel that read Llama-3.1-8B's weights at
+# ~40% of HBM bandwidth on an H100 (13.5 ms/step at batch 13), while cuBLAS reads the slice in place
+# at the roofline (5.5 ms; benchmarks/bench_linear.py, BENCHMARKS.md). Decode executables use cuBLAS;
+# prefill's large GEMMs keep XLA's own choice. The option is ignored off the GPU.
+DECODE_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
+
+
+@partial(jax.jit, static_argnames=("config", "attention"), donate_argnames=("carry",),
+         compiler_options=DECODE_COMPILER_OPTIONS)
 def decode_step(params, carry, tokens: jax.Array, consts=None, *, config: ModelConfig,
                 attention=DenseDecode()):
     """The streaming step: feed tokens [B] (written at slot lengths[b]) -> (logits [B, V], carry).
@@ -140,7 +149,7 @@ def decode_step(params, carry, tokens: jax.Array, consts=None, *, config: ModelC
 
 @partial(jax.jit, static_argnames=("config", "sampler", "num_steps", "attention", "return_logits",
                                    "layer_unroll"),
-         donate_argnames=("carry",))
+         donate_argnames=("carry",), compiler_options=DECODE_COMPILER_OPTIONS)
 def decode_loop(params, carry, first_tokens: jax.Array, key: jax.Array, eos_ids: jax.Array,
                 consts=None, *, config: ModelConfig, sampler, num_steps: int, attention=DenseDecode(),
                 return_logits: bool = False, layer_unroll: int = 1):

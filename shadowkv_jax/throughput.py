@@ -245,6 +245,16 @@ def replicate_state(one: ShadowKVState, batch: int, placement: str) -> ShadowKVS
 
 # --- one run ----------------------------------------------------------------------------------------------
 
+def abstract_decode_state(cfg: ModelConfig, sk: ShadowKVConfig, batch: int, slots: int, placement: str):
+    """(state without values, values) as shapes with shardings: what a ShadowKV decode loop is compiled
+    from, taken from the one declaration the state is built from."""
+    state_abs = jax.eval_shape(partial(empty_state, cfg, sk, batch, slots, placement))
+    dev = jax.devices()[0]
+    sharding = host_sharding(dev) if placement == "host" else jax.sharding.SingleDeviceSharding(dev)
+    v = state_abs.values
+    return state_abs.without_values(), jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding)
+
+
 def _device_memory() -> dict:
     stats = jax.devices()[0].memory_stats() or {}
     return {k: stats.get(k) for k in ("bytes_in_use", "peak_bytes_in_use", "bytes_limit")}
@@ -322,12 +332,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         fill = shadowkv_prefill.lower(model.params, tokens, lengths, config=cfg, sk_config=sk,
                                       chunk_slots=slots).compile()
         row["compile_prefill_s"] = time.perf_counter() - t0
-        # the batch state's shapes from the one declaration the state is built from
-        state_abs = jax.eval_shape(partial(empty_state, cfg, sk, batch, slots, placement))
-        values_sharding = host_sharding() if placement == "host" else jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        v = state_abs.values
-        values_abs = jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=values_sharding)
-        state_abs = state_abs.without_values()
+        state_abs, values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)
         attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=interpret)
         if breakdown:
             stand_ins["select_only"] = SelectOnly(sk, impl, interpret=interpret)
