@@ -5,6 +5,8 @@
 #   stage2: join the GGUF, demo, dense bench, NIAH (values in pinned_host), test suite on the GPU box
 #   tests, kernels, kernels2, decode: earlier kernel work (see BENCHMARKS.md)
 #   tput: kernels compiled, throughput at Llama-3.1-8B shapes; tput2: GLM-4-9B shape; eval: accuracy on SmolLM2
+#   diag, lin: where the weights' time went (bench_linear, hlo_traffic); agree: SmolLM2 kernels vs jnp;
+#   cublas1-3: the Llama rows with cuBLAS decode GEMMs
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -184,6 +186,16 @@ cublas1)  # decode compiled with cuBLAS GEMMs (DECODE_COMPILER_OPTIONS): the wei
 cublas2)  # ShadowKV at 122,880 with cuBLAS decode GEMMs
   BENCH_TIMEOUT=330 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --breakdown --json "$OUT/tput_llama_122k_shadowkv.json"
+  ;;
+cublas3)  # 8B-shape agreement in fp32 with exact products (shorter than cublas1's, which ran out of time); both
+          # methods at 65,536 with cuBLAS decode GEMMs
+  JAX_DEFAULT_MATMUL_PRECISION=highest timeout 170 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b \
+      --dtype float32 --context 8192 --batch 2 --steps 8 --json "$OUT/decode_llama8b_fp32_highest.json" 2>&1 \
+      | grep "^|"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+      --breakdown --json "$OUT/tput_llama_64k_full.json"
+  BENCH_TIMEOUT=260 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --breakdown --json "$OUT/tput_llama_64k_shadowkv.json"
   ;;
 eval)  # join the GGUF; RULER-style accuracy; rank / chunk-size sweeps; SmolLM2 decode, kernels vs jnp
   cat /root/m/smol.part00 .carry/b/smol.part01 > $GGUF

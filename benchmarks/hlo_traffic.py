@@ -64,25 +64,29 @@ def parse(text: str) -> dict:
     return comps
 
 
-def fused_kind(comps: dict, name: str, seen=0) -> str:
-    """What a fused computation does at its root, looking through bitcasts/reshapes."""
+def fused_root(comps: dict, name: str) -> tuple[str, str]:
+    """(opcode, rest of line) of what a fused computation does at its root, looking through bitcasts."""
     body = {n: (op, rest) for n, _, op, rest, _ in comps.get(name, [])}
     root = next((i for i in comps.get(name, []) if i[4]), None)
     if root is None:
-        return "?"
+        return "?", ""
     op, rest = root[2], root[3]
-    while op in ("bitcast", "reshape") and seen < 8:
+    for _ in range(8):
+        if op not in ("bitcast", "reshape"):
+            break
         arg = re.match(r"%?([\w.\-]+)", rest).group(1)
         if arg not in body:
             break
         op, rest = body[arg]
-        seen += 1
-    return op
+    return op, rest
 
 
 def movements(text: str, min_bytes: int) -> list[dict]:
     comps = parse(text)
-    fused = {n for n in comps if n.startswith(("fused_", "wrapped_", "horizontally_fused"))}
+    # bodies of fusions (including cuBLAS "dynamic-slice-fusion"s, whose slices are address arithmetic, and
+    # Triton fusions) are part of their fusion instruction, which is judged by its root
+    fused = {c for instrs in comps.values() for _, _, op, rest, _ in instrs if op == "fusion"
+             for c in re.findall(r"calls=%?([\w.\-]+)", rest)}
     users = defaultdict(list)
     for comp, instrs in comps.items():
         for name, _, op, rest, _ in instrs:
@@ -95,14 +99,14 @@ def movements(text: str, min_bytes: int) -> list[dict]:
         if comp in fused:
             continue
         for name, shape, op, rest, _ in instrs:
-            kind = op
+            kind, inner = op, ""
             if op == "fusion":
                 called = re.search(r"calls=%?([\w.\-]+)", rest)
-                kind = fused_kind(comps, called.group(1)) if called else "?"
+                kind, inner = fused_root(comps, called.group(1)) if called else ("?", "")
             nbytes = shape_bytes(shape)
             if kind not in MOVES or nbytes < min_bytes:
                 continue
-            src = re.search(r'op_name="([^"]+)"', rest)
+            src = re.search(r'op_name="([^"]+)"', rest) or re.search(r'op_name="([^"]+)"', inner)
             rows.append({"computation": comp, "kind": kind, "shape": shape.split("{")[0], "mib": nbytes / 2**20,
                          "source": src.group(1)[-90:] if src else "", "users": sorted(set(users[(comp, name)]))})
     return rows

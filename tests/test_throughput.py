@@ -199,3 +199,70 @@ def test_bench_select_script_checks_both_top_k_paths(tmp_path):
     row = json.loads(out.read_text())
     assert row["same_set"] is True and row["k"] == 32
     assert {"select_xla", "select_pallas", "top_k_xla", "top_k_pallas"} <= set(row["ms_per_layer"])
+
+
+_HLO = """HloModule m
+
+%fused_slice (p0: bf16[32,1024,1024], p1: s32[]) -> bf16[1024,1024] {
+  %p0 = bf16[32,1024,1024]{2,1,0} parameter(0)
+  %p1 = s32[] parameter(1)
+  %c = s32[] constant(0)
+  %ds = bf16[1,1024,1024]{2,1,0} dynamic-slice(%p0, %p1, %c, %c), dynamic_slice_sizes={1,1024,1024}, metadata={op_name="jit(f)/while/body/select/dynamic_slice"}
+  ROOT %b = bf16[1024,1024]{1,0} bitcast(%ds)
+}
+
+%dynamic-slice-fusion (p0.1: bf16[32,1024,1024], p1.1: s32[], p2: bf16[4,1024]) -> bf16[4,1024] {
+  %p0.1 = bf16[32,1024,1024]{2,1,0} parameter(0)
+  %p1.1 = s32[] parameter(1)
+  %p2 = bf16[4,1024]{1,0} parameter(2)
+  %c.1 = s32[] constant(0)
+  %ds.1 = bf16[1,1024,1024]{2,1,0} dynamic-slice(%p0.1, %p1.1, %c.1, %c.1), dynamic_slice_sizes={1,1024,1024}
+  %b.1 = bf16[1024,1024]{1,0} bitcast(%ds.1)
+  ROOT %g = bf16[4,1024]{1,0} custom-call(%p2, %b.1), custom_call_target="__cublas$gemm"
+}
+
+%body (t: (s32[], bf16[32,1024,1024], bf16[4,1024])) -> (s32[], bf16[32,1024,1024], bf16[4,1024]) {
+  %t = (s32[], bf16[32,1024,1024]{2,1,0}, bf16[4,1024]{1,0}) parameter(0)
+  %i = s32[] get-tuple-element(%t), index=0
+  %w = bf16[32,1024,1024]{2,1,0} get-tuple-element(%t), index=1
+  %x = bf16[4,1024]{1,0} get-tuple-element(%t), index=2
+  %sl = bf16[1024,1024]{1,0} fusion(%w, %i), kind=kLoop, calls=%fused_slice
+  %y = bf16[4,1024]{1,0} custom-call(%x, %sl), custom_call_target="__cublas$gemm"
+  %z = bf16[4,1024]{1,0} fusion(%w, %i, %y), kind=kCustom, calls=%dynamic-slice-fusion
+  ROOT %r = (s32[], bf16[32,1024,1024]{2,1,0}, bf16[4,1024]{1,0}) tuple(%i, %w, %z)
+}
+"""
+
+
+def test_hlo_traffic_finds_materialised_slices_only():
+    """A slice fused on its own (a copy the GEMM then reads) is listed with its consumer; the same slice
+    inside a cuBLAS dynamic-slice fusion (address arithmetic, no copy) is not."""
+    from script_loader import BENCHMARKS, load_benchmark
+    import sys
+
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        script = load_benchmark("hlo_traffic")
+    finally:
+        sys.path.remove(BENCHMARKS)
+    rows = script.movements(_HLO, min_bytes=1 << 20)
+    assert [(r["computation"], r["kind"], r["shape"], r["mib"]) for r in rows] == [
+        ("body", "dynamic-slice", "bf16[1024,1024]", 2.0)]
+    assert rows[0]["users"] == ["__cublas$gemm"] and rows[0]["source"].endswith("select/dynamic_slice")
+    assert script.movements(_HLO, min_bytes=4 << 20) == []
+
+
+def test_hlo_traffic_script_runs_on_a_small_model(tmp_path):
+    from script_loader import BENCHMARKS, load_benchmark
+    import sys
+
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        script = load_benchmark("hlo_traffic")
+        out = tmp_path / "hlo.json"
+        assert script.main(["--tiny", "--context", "1024", "--batch", "2", "--method", "shadowkv", "--min-mib", "0",
+                            "--json", str(out)]) == 0
+    finally:
+        sys.path.remove(BENCHMARKS)
+    row = json.loads(out.read_text())
+    assert row["args"]["method"] == "shadowkv" and isinstance(row["rows"], list)
