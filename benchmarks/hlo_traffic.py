@@ -3,10 +3,12 @@
     python benchmarks/hlo_traffic.py --model llama-3.1-8b --context 122880 --batch 13 --method shadowkv
 
 Compiles the bench's decode loop from shapes only (nothing is allocated) and reads the optimised HLO.
-A layer's slice of a stacked [L, ...] array (weights, landmarks, caches) that feeds a library call
-(cuBLAS) or a custom kernel is materialised as a separate copy first: the bytes are written and read
-again on top of the read the consumer needs. Lists every slice/copy producing at least --min-mib,
-with its source (the op name JAX recorded) and what consumes it, and the sum per loop body.
+A layer's slice of a stacked [L, ...] array (weights, landmarks, caches) that feeds a custom kernel, or
+an op XLA cannot fuse it into, is materialised as a separate copy first: the bytes are written and read
+again on top of the read the consumer needs. (cuBLAS GEMMs read such slices in place through XLA's
+dynamic-slice fusions; those are not copies and are not listed.) Lists every slice/copy producing at
+least --min-mib, with its source (the op name JAX recorded) and what consumes it, and the sum per
+computation.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from common import save_json
+from shadowkv_jax.api import _round_up
+from shadowkv_jax.cache import KVCache
 from shadowkv_jax.decoding import decode_loop
 from shadowkv_jax.model.attention import DenseDecode
 from shadowkv_jax.model.llama import abstract_params
@@ -29,7 +33,7 @@ from shadowkv_jax.shadowkv.config import ShadowKVConfig
 from shadowkv_jax.shadowkv.decode import ShadowKVDecode, resolve_implementation
 from shadowkv_jax.shadowkv.prefill import chunk_slots_for
 from shadowkv_jax.shapes import NAMED_SHAPES
-from shadowkv_jax.cache import KVCache
+from shadowkv_jax.generation import CACHE_BUCKET
 from shadowkv_jax.throughput import abstract_decode_state, new_tokens
 
 MOVES = {"dynamic-slice", "slice", "copy", "transpose", "concatenate"}
@@ -119,7 +123,7 @@ def compile_loop(cfg, method: str, context: int, batch: int, steps: int):
     interpret = platform != "gpu"
     new = new_tokens(steps)
     if method == "full":
-        cap = -(-(context + new) // 128) * 128
+        cap = _round_up(context + new, CACHE_BUCKET)  # as the bench sizes the cache
         carry, consts = jax.eval_shape(lambda: KVCache.zeros(cfg, batch, cap)), None
         attention = DenseDecode("auto", interpret=interpret)
     else:
