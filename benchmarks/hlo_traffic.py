@@ -26,6 +26,7 @@ from common import save_json
 from shadowkv_jax.api import _round_up
 from shadowkv_jax.cache import KVCache
 from shadowkv_jax.decoding import decode_loop
+from shadowkv_jax.generation import CACHE_BUCKET
 from shadowkv_jax.model.attention import DenseDecode
 from shadowkv_jax.model.llama import abstract_params
 from shadowkv_jax.sampling import Greedy
@@ -33,7 +34,6 @@ from shadowkv_jax.shadowkv.config import ShadowKVConfig
 from shadowkv_jax.shadowkv.decode import ShadowKVDecode, resolve_implementation
 from shadowkv_jax.shadowkv.prefill import chunk_slots_for
 from shadowkv_jax.shapes import NAMED_SHAPES
-from shadowkv_jax.generation import CACHE_BUCKET
 from shadowkv_jax.throughput import abstract_decode_state, new_tokens
 
 MOVES = {"dynamic-slice", "slice", "copy", "transpose", "concatenate"}
