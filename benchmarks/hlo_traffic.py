@@ -20,21 +20,18 @@ import sys
 from collections import defaultdict
 
 import jax
-import jax.numpy as jnp
 
 from common import save_json
-from shadowkv_jax.api import _round_up
+from shadowkv_jax.api import Model, _round_up
 from shadowkv_jax.cache import KVCache
-from shadowkv_jax.decoding import decode_loop
 from shadowkv_jax.generation import CACHE_BUCKET
 from shadowkv_jax.model.attention import DenseDecode
 from shadowkv_jax.model.llama import abstract_params
-from shadowkv_jax.sampling import Greedy
 from shadowkv_jax.shadowkv.config import ShadowKVConfig
 from shadowkv_jax.shadowkv.decode import ShadowKVDecode, resolve_implementation
 from shadowkv_jax.shadowkv.prefill import chunk_slots_for
 from shadowkv_jax.shapes import NAMED_SHAPES
-from shadowkv_jax.throughput import abstract_decode_state, new_tokens
+from shadowkv_jax.throughput import abstract_decode_state, compile_decode, new_tokens
 
 MOVES = {"dynamic-slice", "slice", "copy", "transpose", "concatenate"}
 DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "f32": 4, "s32": 4, "u32": 4,
@@ -118,7 +115,6 @@ def movements(text: str, min_bytes: int) -> list[dict]:
 
 def compile_loop(cfg, method: str, context: int, batch: int, steps: int):
     params = abstract_params(cfg)
-    first = jax.ShapeDtypeStruct((batch,), jnp.int32)
     platform = jax.devices()[0].platform
     interpret = platform != "gpu"
     new = new_tokens(steps)
@@ -131,9 +127,7 @@ def compile_loop(cfg, method: str, context: int, batch: int, steps: int):
         placement = sk.resolved_placement(platform)
         carry, consts = abstract_decode_state(cfg, sk, batch, chunk_slots_for(sk, [context]), placement)
         attention = ShadowKVDecode(sk, cfg, placement, resolve_implementation(cfg, sk, platform), interpret=interpret)
-    low = decode_loop.lower(params, carry, first, jax.random.key(0), jnp.zeros((0,), jnp.int32), consts,
-                            config=cfg, sampler=Greedy(), num_steps=steps, attention=attention)
-    return low.compile()
+    return compile_decode(Model(cfg, params, None, "shapes only"), carry, batch, consts, attention, steps, unroll=1)[0]
 
 
 def main(argv=None) -> int:

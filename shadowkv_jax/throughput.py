@@ -260,7 +260,7 @@ def _device_memory() -> dict:
     return {k: stats.get(k) for k in ("bytes_in_use", "peak_bytes_in_use", "bytes_limit")}
 
 
-def _compile_decode(model: Model, carry, batch: int, consts, attention, steps: int, unroll: int):
+def compile_decode(model: Model, carry, batch: int, consts, attention, steps: int, unroll: int):
     """AOT-compile a `steps`-step decode loop from abstract arguments (so autotuning runs while the
     cache is not yet allocated). Returns (executable, seconds)."""
     t0 = time.perf_counter()
@@ -306,7 +306,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         t0 = time.perf_counter()
         fill = RowPrefill(cfg).compile(model.params, cache_abs, tokens, lengths)
         row["compile_prefill_s"] = time.perf_counter() - t0
-        loops = {name: _compile_decode(model, cache_abs, batch, None, a, steps, unroll)
+        loops = {name: compile_decode(model, cache_abs, batch, None, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         cache = make_cache()
         where = cache.k.unsafe_buffer_pointer() if platform == "gpu" else None
@@ -336,7 +336,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=interpret)
         if breakdown:
             stand_ins["select_only"] = SelectOnly(sk, impl, interpret=interpret)
-        loops = {name: _compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
+        loops = {name: compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         t0 = time.perf_counter()
         logits, one = fill(model.params, tokens, lengths)
@@ -520,6 +520,5 @@ def shadowkv_factory(config: ModelConfig, **overrides):
     return lambda context: ShadowKVConfig.for_model(config, context, **overrides)
 
 
-__all__ = ["bench", "bench_model", "default_limits", "markdown", "measure_bandwidths", "plot", "planned",
-           "prefill_shares",
-           "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "step_bytes"]
+__all__ = ["abstract_decode_state", "bench", "bench_model", "compile_decode", "default_limits", "markdown",
+           "measure_bandwidths", "plot", "planned", "prefill_shares", "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "step_bytes"]

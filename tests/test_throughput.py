@@ -185,17 +185,11 @@ def test_limits_after_the_probe_leave_out_its_buffers():
 
 def test_bench_select_script_checks_both_top_k_paths(tmp_path):
     """benchmarks/bench_select.py (run on the GPU) on a small shape: same set from both paths, JSON written."""
-    import sys
+    from script_loader import load_benchmark
 
-    from script_loader import BENCHMARKS, load_benchmark
-
-    sys.path.insert(0, BENCHMARKS)  # the scripts import their `common` module
-    try:
-        script = load_benchmark("bench_select")
-        out = tmp_path / "select.json"
-        assert script.main(["--batch", "1", "--context", "16384", "--repeats", "1", "--json", str(out)]) == 0
-    finally:
-        sys.path.remove(BENCHMARKS)
+    out = tmp_path / "select.json"
+    assert load_benchmark("bench_select").main(["--batch", "1", "--context", "16384", "--repeats", "1",
+                                                "--json", str(out)]) == 0
     row = json.loads(out.read_text())
     assert row["same_set"] is True and row["k"] == 32
     assert {"select_xla", "select_pallas", "top_k_xla", "top_k_pallas"} <= set(row["ms_per_layer"])
@@ -237,14 +231,9 @@ _HLO = """HloModule m
 def test_hlo_traffic_finds_materialised_slices_only():
     """A slice fused on its own (a copy the GEMM then reads) is listed with its consumer; the same slice
     inside a cuBLAS dynamic-slice fusion (address arithmetic, no copy) is not."""
-    from script_loader import BENCHMARKS, load_benchmark
-    import sys
+    from script_loader import load_benchmark
 
-    sys.path.insert(0, BENCHMARKS)
-    try:
-        script = load_benchmark("hlo_traffic")
-    finally:
-        sys.path.remove(BENCHMARKS)
+    script = load_benchmark("hlo_traffic")
     rows = script.movements(_HLO, min_bytes=1 << 20)
     assert [(r["computation"], r["kind"], r["shape"], r["mib"]) for r in rows] == [
         ("body", "dynamic-slice", "bf16[1024,1024]", 2.0)]
@@ -253,16 +242,10 @@ def test_hlo_traffic_finds_materialised_slices_only():
 
 
 def test_hlo_traffic_script_runs_on_a_small_model(tmp_path):
-    from script_loader import BENCHMARKS, load_benchmark
-    import sys
+    from script_loader import load_benchmark
 
-    sys.path.insert(0, BENCHMARKS)
-    try:
-        script = load_benchmark("hlo_traffic")
-        out = tmp_path / "hlo.json"
-        assert script.main(["--tiny", "--context", "1024", "--batch", "2", "--method", "shadowkv", "--min-mib", "0",
-                            "--json", str(out)]) == 0
-    finally:
-        sys.path.remove(BENCHMARKS)
+    out = tmp_path / "hlo.json"
+    assert load_benchmark("hlo_traffic").main(["--tiny", "--context", "1024", "--batch", "2", "--method", "shadowkv",
+                                               "--min-mib", "0", "--json", str(out)]) == 0
     row = json.loads(out.read_text())
     assert row["args"]["method"] == "shadowkv" and isinstance(row["rows"], list)
