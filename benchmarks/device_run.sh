@@ -6,7 +6,7 @@
 #   tests, kernels, kernels2, decode: earlier kernel work (see BENCHMARKS.md)
 #   tput: kernels compiled, throughput at Llama-3.1-8B shapes; tput2: GLM-4-9B shape; eval: accuracy on SmolLM2
 #   diag, lin: where the weights' time went (bench_linear, hlo_traffic); agree: SmolLM2 kernels vs jnp;
-#   cublas1-3: the Llama rows with cuBLAS decode GEMMs
+#   cublas1-3: the Llama rows with cuBLAS decode GEMMs; overlap: the value fetch beside the GEMMs on a second stream
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -210,5 +210,25 @@ eval)  # join the GGUF; RULER-style accuracy; rank / chunk-size sweeps; SmolLM2 
       --json "$OUT/decode_smollm2.json" 2>&1 | tail -1
   timeout 130 python3 benchmarks/torch_baseline.py --shape llama-3.1-8b --context 32768 --batch 4 --steps 32 \
       --warmup 4 --compile both --json "$OUT/torch_llama_32k_b4.json" 2>&1 | tail -5
+  ;;
+overlap)  # can the value fetch (PCIe) overlap the weights' GEMMs (HBM) on a second stream?
+  o() { timeout ${OVL_TIMEOUT:-150} python3 benchmarks/bench_overlap.py ${OARGS:-} "$@" 2>&1 \
+      | grep -v -i "deprecat\|^W1\|stack_frame\|^{\|^[a-z_]* [0-9.]* ms$" | tail -6; }
+  o --no-inner-jit --json "$OUT/overlap_scan_h100.json"
+  o --no-inner-jit --python-loop --json "$OUT/overlap_unrolled_h100.json"
+  ;;
+prof)  # kernel time per step by scope (jax.profiler) at 122,880 tokens, each method at its largest batch
+  BENCH_TIMEOUT=280 BTAIL=16 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 16 \
+      --profile --json "$OUT/prof_llama_122k_shadowkv.json"
+  BENCH_TIMEOUT=150 BTAIL=16 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 16 \
+      --profile --json "$OUT/prof_llama_122k_full.json"
+  ;;
+prof2)  # after aligning the landmark axis: ShadowKV with the layer scan as is and unrolled by 8; full unrolled
+  BENCH_TIMEOUT=200 BTAIL=16 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --profile --json "$OUT/prof_llama_122k_shadowkv_aligned.json"
+  BENCH_TIMEOUT=220 BTAIL=16 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --unroll-layers 8 --profile --json "$OUT/prof_llama_122k_shadowkv_aligned_u8.json"
+  BENCH_TIMEOUT=150 BTAIL=16 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --unroll-layers 8 --profile --json "$OUT/prof_llama_122k_full_u8.json"
   ;;
 esac

@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="full-attention decode: the Pallas flash-decoding kernel (auto on GPU) or XLA einsums")
     bn.add_argument("--unroll-layers", type=int, default=1, help="unroll the decode step's scan over layers")
     bn.add_argument("--json", default=None, help="write rates, rows and speedups here")
+    bn.add_argument("--profile", action="store_true",
+                    help="run the decode loop once more under jax.profiler: GPU kernel ms per step by named scope")
     bn.add_argument("--plot", default=None, help="write the throughput / breakdown figure here (PNG)")
 
     c = sub.add_parser("convert", help="save a model as an orbax checkpoint (skips dequantization later)")
@@ -208,7 +210,8 @@ def _bench(args) -> int:
                            "prefill": tp.prefill_shares(rows), "markdown": tp.markdown(rows)}, f, indent=1)
 
     out = tp.bench(model, args.context, methods, batches, args.steps, limits, breakdown=args.breakdown, rates=rates,
-                   on_row=save, unroll=args.unroll_layers, full_attention=args.full_implementation)
+                   on_row=save, unroll=args.unroll_layers, full_attention=args.full_implementation,
+                   profile=args.profile)
     out["speedups"] = tp.speedups(out["rows"])
     table = tp.markdown(out["rows"])
     if args.plot:

@@ -33,12 +33,13 @@ from .config import ModelConfig
 from .decoding import RowPrefill, decode_loop
 from .model.attention import DenseDecode
 from .model.llama import init_params
+from .profiling import profile_kernels
 from .planner import Limits, Plan, max_batch, plan, require_fits, weight_bytes
 from .sampling import Greedy
 from .shadowkv.config import ShadowKVConfig
 from .shadowkv.decode import ShadowKVDecode, resolve_implementation, resolved_top_k, select_chunks
 from .shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
-from .shadowkv.state import ShadowKVState, empty_state, host_sharding
+from .shadowkv.state import ShadowKVState, empty_state, host_sharding, selectable_slots
 from .shapes import NAMED_SHAPES
 
 RANDOM_WEIGHTS_NOTE = ("random bf16 weights of the real architecture: decode speed does not depend on weight "
@@ -113,7 +114,7 @@ def step_bytes(config: ModelConfig, method, batch: int, context: int, capacity: 
     else:
         cfg: ShadowKVConfig = method
         c, r, k = cfg.chunk_size, cfg.rank, cfg.selected_chunks
-        n_sel = cfg.num_chunks(context) - cfg.outlier_chunks
+        n_sel = selectable_slots(cfg, cfg.num_chunks(context))
         per_head = (n_sel * D * it + n_sel * 4  # landmarks + chunk ids (selection)
                     + k * c * r * it + 3 * r * D * it  # A rows; W read twice (and rot(W) written)
                     + 2 * (cfg.local_capacity + cfg.outlier_chunks * c + capacity) * D * it)  # exact K/V
@@ -283,7 +284,8 @@ def _timed(model: Model, loop, carry, first, consts) -> tuple[float, object, dic
 
 
 def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates: dict,
-            breakdown: bool = False, seed: int = 0, unroll: int = 1, full_attention: str = "auto") -> dict:
+            breakdown: bool = False, seed: int = 0, unroll: int = 1, full_attention: str = "auto",
+            profile: bool = False) -> dict:
     """Prefill one prompt, build a batch of `batch` rows, time decoding. Returns one result row.
 
     Every executable is compiled from abstract shapes first: XLA's autotuner allocates scratch copies
@@ -366,6 +368,11 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
     for name in stand_ins:
         t, carry, _ = _timed(model, loops[name][0], carry, first, consts)
         row[f"{name}_step_ms"] = 1e3 * t / steps
+    if profile:  # one more run of the decode loop under the profiler: kernel time per scope, per step
+        loop = loops["decode"][0]
+        eos, key = jnp.zeros((0,), jnp.int32), jax.random.key(0)
+        row["profile"], (_, carry, _) = profile_kernels(lambda: loop(model.params, carry, first, key, eos, consts),
+                                                        loop.as_text(), per=steps)
     b = step_bytes(cfg, method, batch, context, capacity, hit, placement)
     row["bytes_per_step"] = b
     row["roofline_step_ms"] = 1e3 * roofline_s(b, rates)
@@ -400,7 +407,7 @@ def default_limits(gpu_gib: float | None = None, host_gib: float | None = None, 
 
 def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, *, breakdown: bool = False,
           rates: dict | None = None, progress=print, on_row=None, unroll: int = 1,
-          full_attention: str = "auto") -> dict:
+          full_attention: str = "auto", profile: bool = False) -> dict:
     """Every (context, method, batch). `methods`: "full" and/or ShadowKVConfig factories
     (callables context -> ShadowKVConfig). `on_row(rows)` runs after each row (e.g. to save partial
     results). Returns {"rates", "rows"}."""
@@ -415,7 +422,7 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
                 progress(f"{'full' if m == 'full' else 'shadowkv'} context={context} batch={p.batch} "
                          f"(planned GPU {p.gpu_total / 2**30:.1f} GiB, host {p.host_total / 2**30:.1f} GiB)")
                 r = run_one(model, m, context, p.batch, steps, rates=rates, breakdown=breakdown, unroll=unroll,
-                            full_attention=full_attention)
+                            full_attention=full_attention, profile=profile)
                 r["plan"] = {"gpu": p.gpu, "host": p.host, "gpu_total": p.gpu_total, "host_total": p.host_total,
                              "requested_batch": batch, "limits": dataclasses.asdict(limits),
                              "bound_by": bound_by(model.config, m, context, p, limits, steps)}
@@ -424,7 +431,18 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
                     on_row(rows)
                 progress(f"  {r['tokens_per_s']:.1f} tokens/s, {r['step_ms']:.2f} ms/step "
                          f"(roofline {r['roofline_step_ms']:.2f} ms)")
+                if r.get("profile", {}).get("kernels"):
+                    progress(profile_table(r["profile"]))
     return {"rates": rates, "rows": rows}
+
+
+def profile_table(prof: dict) -> str:
+    """Kernel ms per step by scope, then the largest kernels."""
+    scopes = ", ".join(f"{k} {v:.2f}" for k, v in sorted(prof["by_scope_ms"].items(), key=lambda kv: -kv[1]))
+    lines = [f"  kernels {prof['total_ms']:.2f} ms/step: {scopes}"]
+    for k in prof["kernels"][:12]:
+        lines.append(f"    {k['ms']:7.3f} ms {k['launches']:5.0f}x  {k['scope']:<28} {k['hlo_op'][:40]}  {k['kernel'][:50]}")
+    return "\n".join(lines)
 
 
 def bound_by(config, method, context, p: Plan, limits: Limits, steps: int) -> str:

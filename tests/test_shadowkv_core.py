@@ -275,3 +275,19 @@ def test_explicit_pallas_never_falls_back(smollm2):
                             implementation="pallas")
     with pytest.raises(sk.GenerationError, match="implementation='pallas' cannot run this config: rank=40"):
         sk.generate(smollm2, [[7] * 300], method=cfg, max_new_tokens=4)
+
+
+def test_landmark_axis_is_aligned_and_alignment_slots_never_valid():
+    """The selectable-chunk axis is padded to a multiple of SELECT_ALIGN (XLA would otherwise copy every
+    layer's landmarks to pad the score GEMM); the padding slots carry id n_c, past every sequence."""
+    from shadowkv_jax.shadowkv.state import SELECT_ALIGN
+
+    model = tiny_model(4, 2)
+    ids = list(np.random.default_rng(1).integers(1, 128, 203))
+    cfg = sk.ShadowKVConfig(rank=16, chunk_size=8, sparse_budget=32, outlier_chunks=3, max_new_tokens=4)
+    st = sk.prefill_prompts(model, [ids], method=cfg).state
+    n_c = (203 - 4 * 8) // 8  # 21 chunks, 18 selectable
+    assert st.landmarks.shape[3] == st.chunk_ids.shape[3] == SELECT_ALIGN * 2
+    ids_ = np.asarray(st.chunk_ids)
+    assert (ids_[..., 18:] == n_c).all() and (ids_[..., :18] < n_c).all()
+    assert not np.asarray(st.landmarks[..., 18:, :]).any()

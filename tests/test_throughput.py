@@ -52,7 +52,7 @@ def test_bench_rows_on_cpu(tiny):
     rates = {"hbm_read_bytes_per_s": 1e10, "h2d_bytes_per_s": None}
     factory = tp.shadowkv_factory(CFG, **SKV)
     out = tp.bench(tiny, [640], ["full", factory], ["auto"], steps=3, limits=limits, rates=rates, breakdown=True,
-                   progress=lambda *_: None)
+                   progress=lambda *_: None, profile=True)
     full, shadow = out["rows"]
     assert (full["method"], shadow["method"]) == ("full", "shadowkv")
     assert full["batch"] == 2 and full["plan"]["bound_by"] == "gpu"
@@ -60,6 +60,7 @@ def test_bench_rows_on_cpu(tiny):
     for r in (full, shadow):
         assert r["tokens_per_s"] > 0 and r["roofline_step_ms"] > 0
         assert r["no_attention_step_ms"] > 0
+        assert r["profile"]["kernels"] == []  # no GPU kernels in a CPU trace
     assert shadow["placement"] == "device" and shadow["bytes_per_step"]["pcie"] == 0
     assert 0 <= shadow["hit_rate"] <= 1
     per_seq = lambda r: r["bytes_per_step"]["hbm"] / r["batch"]

@@ -19,7 +19,7 @@ from ..model.attention import causal_attention
 from ..model.llama import embed, lm_head, run_layers
 from .config import ShadowKVConfig
 from .factorize import factorize
-from .state import ShadowKVState, empty_state
+from .state import ShadowKVState, empty_state, selectable_slots
 
 COS_EPS = 1e-6  # guards the cosine of zero-norm keys / landmarks
 
@@ -67,6 +67,10 @@ def build_layer(cfg: ShadowKVConfig, k_pre, k, v, lengths, chunk_slots: int):
     # selectable chunks: the non-outliers, ascending (a stable sort puts outliers last)
     chunk_ids = jnp.argsort(is_outlier, axis=-1, stable=True)[..., : n_c - n_out].astype(jnp.int32)
     sel_landmarks = jnp.take_along_axis(landmarks, chunk_ids[..., None], axis=2)
+    # alignment slots (state.SELECT_ALIGN): id n_c is past every sequence's chunks, so never valid
+    align = selectable_slots(cfg, n_c) - (n_c - n_out)
+    chunk_ids = jnp.pad(chunk_ids, ((0, 0), (0, 0), (0, align)), constant_values=n_c)
+    sel_landmarks = jnp.pad(sel_landmarks, ((0, 0), (0, 0), (0, align), (0, 0)))
 
     # local window: tokens [num_chunks * c, length), at most n_loc * c + c - 1 of them
     starts = num_chunks * c

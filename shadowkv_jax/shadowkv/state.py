@@ -1,12 +1,14 @@
 """ShadowKVState: everything a ShadowKV decode needs, as one registered dataclass pytree.
 
 Shapes (L layers, B batch, Hkv KV heads, D head dim, r rank, c chunk size, n_c chunk slots,
-n_sel = n_c - n_out selectable chunks, k selected chunks, W_loc local slots, N_gen generated slots):
+n_sel = n_c - n_out selectable chunks rounded up to a multiple of SELECT_ALIGN, k selected chunks,
+W_loc local slots, N_gen generated slots):
 
     a             [L, B, n_c * c, r]       low-rank left factor, one row per chunked token
     w             [L, B, Hkv, r, D]        right factor viewed per head (basis shared by all heads)
     landmarks     [L, B, Hkv, n_sel, D]    mean post-RoPE key of each selectable chunk
-    chunk_ids     [L, B, Hkv, n_sel]       chunk index of each landmark (outliers removed)
+    chunk_ids     [L, B, Hkv, n_sel]       chunk index of each landmark (outliers removed; n_c in the
+                                           alignment slots, which are never valid and never selected)
     outlier_k/v   [L, B, Hkv, n_out * c, D] exact post-RoPE keys / values of the outlier chunks
     local_k/v     [L, B, Hkv, W_loc, D]    exact local window (last n_loc chunks + remainder)
     values        [L, B, Hkv, n_c, c, D]   values of every chunk, chunk-contiguous, at `placement`
@@ -31,6 +33,18 @@ import jax.numpy as jnp
 
 from ..config import ModelConfig
 from .config import ShadowKVConfig
+
+# The selection's score product q . landmarks has the selectable-chunk axis as its N dimension. XLA pads a
+# bf16 GEMM operand whose dimensions are not multiples of 8 (for the tensor cores) by copying it whole: at
+# 122,880 tokens x batch 13 that was a 408 MB copy of every layer's landmarks, 9 ms of a 69 ms step on an
+# H100 (profiled, BENCHMARKS.md). The state keeps the axis a multiple of 16 instead.
+SELECT_ALIGN = 16
+
+
+def selectable_slots(cfg: ShadowKVConfig, chunk_slots: int) -> int:
+    """n_sel: the landmark slots of a state with `chunk_slots` chunks (n_c - n_out, aligned)."""
+    n = chunk_slots - cfg.outlier_chunks
+    return -(-n // SELECT_ALIGN) * SELECT_ALIGN
 
 ARRAY_FIELDS = ("a", "w", "landmarks", "chunk_ids", "outlier_k", "outlier_v", "local_k", "local_v",
                 "values", "gen_k", "gen_v", "prompt_lengths", "lengths", "num_chunks", "local_lengths",
@@ -81,7 +95,7 @@ def state_shapes(model: ModelConfig, cfg: ShadowKVConfig, batch: int, chunk_slot
     L, B, H, D = model.num_layers, batch, model.num_kv_heads, model.head_dim
     c, r, n_c = cfg.chunk_size, cfg.rank, chunk_slots
     n_out, k = cfg.outlier_chunks, cfg.selected_chunks
-    n_sel = n_c - n_out
+    n_sel = selectable_slots(cfg, n_c)
     dt, i32 = model.jnp_dtype, jnp.int32
     return {
         "a": ((L, B, n_c * c, r), dt),

@@ -1,0 +1,86 @@
+"""Where a decode step's device time goes: kernel times from a `jax.profiler` trace, by named scope.
+
+`profile_kernels(fn, hlo_text)` runs fn once under the profiler, reads the trace back with
+`jax.profiler.ProfileData` (no TensorBoard needed) and sums the device's kernel time per kernel and
+per scope: each kernel event names the HLO instruction it ran, and the compiled HLO gives that
+instruction's `op_name`, which carries the `jax.named_scope`s of the model (qkv, attention, select,
+gather_reconstruct_attention, combine, mlp, ...). Off the GPU the trace has no device kernels and the
+result is empty (`kernels == []`).
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import tempfile
+from collections import defaultdict
+
+import jax
+
+# scopes a decode step is split into, most specific first (the first one found in an op_name wins)
+SCOPES = ("select", "gather_reconstruct_attention", "combine", "reconstruct", "fetch_values", "sparse_attention",
+          "qkv", "attention", "mlp")
+_INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name=\"([^\"]*)\"")
+
+
+def op_names(hlo_text: str) -> dict[str, str]:
+    """HLO instruction name -> the op_name JAX recorded for it (fusions: their own metadata)."""
+    out = {}
+    for line in hlo_text.splitlines():
+        m = _INSTR.match(line)
+        if m:
+            out.setdefault(m.group(1), m.group(2))
+    return out
+
+
+def scope_of(op_name: str, scopes=SCOPES) -> str:
+    parts = op_name.split("/")
+    for s in scopes:
+        if s in parts:
+            return s
+    return "other"
+
+
+def device_events(trace_dir: str) -> list[dict]:
+    """Kernel (and memcpy) events of every GPU plane: name, hlo_op, duration in ns."""
+    from jax.profiler import ProfileData
+
+    out = []
+    for path in glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True):
+        data = ProfileData.from_file(path)
+        for plane in data.planes:
+            if not plane.name.startswith("/device:GPU"):
+                continue
+            for line in plane.lines:
+                for ev in line.events:
+                    stats = dict(ev.stats)
+                    out.append({"name": ev.name, "hlo_op": str(stats.get("hlo_op", "")), "ns": ev.duration_ns,
+                                "line": line.name})
+    return out
+
+
+def summarize(events: list[dict], hlo_text: str, per: int = 1, top: int = 15) -> dict:
+    """Kernel time per scope and the `top` kernels, in ms per `per` (e.g. decode steps)."""
+    names = op_names(hlo_text)
+    by_scope, by_kernel, counts = defaultdict(float), defaultdict(float), defaultdict(int)
+    for ev in events:
+        if ev["line"].lower().startswith(("memcpy", "xla ops", "xla modules", "steps", "launch")):
+            continue  # derived lines repeat the kernels' time
+        ms = ev["ns"] / 1e6 / per
+        op = ev["hlo_op"] or ev["name"]
+        by_scope[scope_of(names.get(op, ""))] += ms
+        by_kernel[(op, ev["name"][:80])] += ms
+        counts[(op, ev["name"][:80])] += 1
+    kernels = [{"hlo_op": op, "kernel": k, "ms": ms, "launches": counts[(op, k)] / per,
+                "scope": scope_of(names.get(op, ""))}
+               for (op, k), ms in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:top]]
+    return {"total_ms": sum(by_scope.values()), "by_scope_ms": dict(by_scope), "kernels": kernels,
+            "lines": sorted({ev["line"] for ev in events})}
+
+
+def profile_kernels(fn, hlo_text: str, per: int = 1, trace_dir: str | None = None):
+    """Run fn() once under the profiler, block on its result; returns (summary, fn's result)."""
+    trace_dir = trace_dir or tempfile.mkdtemp(prefix="shadowkv_trace_")
+    with jax.profiler.trace(trace_dir):
+        out = jax.block_until_ready(fn())
+    return summarize(device_events(trace_dir), hlo_text, per), out

@@ -1,0 +1,47 @@
+"""Kernel time by named scope from a profiler trace (the parsing; GPU traces are read the same way)."""
+
+import jax
+import jax.numpy as jnp
+
+from shadowkv_jax import profiling
+
+_HLO = """
+ENTRY %main (p: bf16[8]) -> bf16[8] {
+  %fusion.3 = bf16[13,8,4,15311]{3,2,1,0} fusion(%a), kind=kCustom, metadata={op_name="jit(decode_loop)/while/body/DecoderLayer/attention/select/bhgd,bhnd->bhgn/dot_general"}
+  %custom-call.7 = (f32[13,8,1,16,128]{4,3,2,1,0}) custom-call(%b), custom_call_target="__gpu$xla.gpu.triton", metadata={op_name="jit(decode_loop)/while/body/DecoderLayer/attention/gather_reconstruct_attention/pallas_call"}
+  ROOT %gemm.1 = bf16[13,4096]{1,0} custom-call(%c), custom_call_target="__cublas$gemm", metadata={op_name="jit(decode_loop)/while/body/DecoderLayer/mlp/dot_general"}
+}
+"""
+
+
+def _ev(name, hlo_op, ns, line="Stream #13"):
+    return {"name": name, "hlo_op": hlo_op, "ns": ns, "line": line}
+
+
+def test_summarize_sums_kernel_time_per_scope_and_per_step():
+    events = [_ev("triton_fusion_select", "fusion.3", 2_000_000), _ev("triton_fusion_select", "fusion.3", 2_000_000),
+              _ev("shadowkv_gather_reconstruct_attention", "custom-call.7", 6_000_000),
+              _ev("sm90_xmma_gemm", "gemm.1", 1_000_000),
+              _ev("unmapped_kernel", "", 1_000_000),
+              _ev("fusion.3", "fusion.3", 9_000_000, line="XLA Ops")]  # a derived line: not counted again
+    out = profiling.summarize(events, _HLO, per=2)
+    assert out["by_scope_ms"] == {"select": 2.0, "gather_reconstruct_attention": 3.0, "mlp": 0.5, "other": 0.5}
+    assert out["total_ms"] == 6.0
+    top = out["kernels"][0]
+    assert (top["hlo_op"], top["ms"], top["launches"], top["scope"]) == ("custom-call.7", 3.0, 0.5,
+                                                                        "gather_reconstruct_attention")
+
+
+def test_scope_prefers_the_most_specific_named_scope():
+    assert profiling.scope_of("a/DecoderLayer/attention/select/x") == "select"
+    assert profiling.scope_of("a/DecoderLayer/attention/x") == "attention"
+    assert profiling.scope_of("a/lm_head/x") == "other"
+    assert profiling.op_names(_HLO)["gemm.1"].endswith("mlp/dot_general")
+
+
+def test_profile_kernels_runs_and_returns_the_result():
+    f = jax.jit(lambda x: jnp.sin(x) * 2)
+    x = jnp.ones((64,))
+    summary, out = profiling.profile_kernels(lambda: f(x), f.lower(x).compile().as_text())
+    assert float(out[0]) == float(jnp.sin(1.0) * 2)
+    assert summary["total_ms"] >= 0 and isinstance(summary["kernels"], list)  # no GPU plane on CPU: empty
