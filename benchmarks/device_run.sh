@@ -231,4 +231,14 @@ prof2)  # after aligning the landmark axis: ShadowKV with the layer scan as is a
   BENCH_TIMEOUT=150 BTAIL=16 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
       --unroll-layers 8 --profile --json "$OUT/prof_llama_122k_full_u8.json"
   ;;
+sel3)  # landmark-score kernel: compiled kernel tests, 8B-shape agreement kernels vs jnp, ShadowKV and full at 122,880
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -8
+  timeout 120 python3 benchmarks/bench_shadowkv_decode.py --model llama-3.1-8b --context 32768 --batch 2 \
+      --json "$OUT/decode_llama8b_scores_kernel_h100.json" 2>&1 | tail -4
+  BENCH_TIMEOUT=200 BTAIL=12 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --profile --json "$OUT/prof_llama_122k_shadowkv_scores_kernel.json"
+  BENCH_TIMEOUT=120 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --profile --json "$OUT/prof_llama_122k_full_b3.json"
+  ;;
 esac

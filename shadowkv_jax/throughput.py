@@ -170,8 +170,10 @@ class SelectOnly:
     def __call__(self, q, k, v, k_pre, *, carry, layer, positions, lengths, consts=None):
         at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
         top_k = resolved_top_k(self.config.top_k, self.implementation, self.interpret)
-        chunks = select_chunks(q[:, 0], at(carry.landmarks), at(carry.chunk_ids), carry.num_chunks,
-                               self.config.selected_chunks, top_k, self.interpret)
+        in_place = self.implementation == "pallas"  # as ShadowKVDecode scores them
+        chunks = select_chunks(q[:, 0], carry.landmarks if in_place else at(carry.landmarks), at(carry.chunk_ids),
+                               carry.num_chunks, self.config.selected_chunks, top_k, self.interpret,
+                               layer=layer if in_place else None)
         return jnp.zeros_like(q), dataclasses.replace(carry, prev_selection=carry.prev_selection.at[layer].set(chunks))
 
 

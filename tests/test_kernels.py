@@ -208,3 +208,28 @@ def test_top_k_kernel_picks_the_same_set(rows, n, k, tile):
 def test_top_k_kernel_refuses_k_beyond_the_row():
     with pytest.raises(ValueError, match="k=9 must be in"):
         top_k_indices(jnp.zeros((2, 8)), 9, interpret=True)
+
+
+@pytest.mark.parametrize("b,hkv,g,d,n,block", [
+    (2, 2, 4, 128, 300, 128),  # N past a block edge
+    (1, 3, 1, 64, 128, 128),  # MQA-like group of 1, N exactly one block
+    (3, 1, 7, 64, 77, 32),  # odd group, N straddling three blocks
+])
+def test_landmark_scores_match_reference(b, hkv, g, d, n, block):
+    from shadowkv_jax.kernels.landmark_scores import landmark_scores, landmark_scores_reference
+
+    rng = np.random.default_rng(3)
+    q = jnp.asarray(rng.standard_normal((b, hkv, g, d)), jnp.bfloat16)
+    lm = jnp.asarray(rng.standard_normal((3, b, hkv, n, d)), jnp.bfloat16)
+    for layer in (0, 2):
+        got = landmark_scores(q, lm, jnp.int32(layer), scale=d ** -0.5, block=block, interpret=INTERPRET)
+        want = landmark_scores_reference(q, lm, jnp.int32(layer), scale=d ** -0.5)
+        assert got.shape == (b, hkv, g, n) and got.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-4)
+
+
+def test_landmark_scores_refuse_mismatched_shapes():
+    from shadowkv_jax.kernels.landmark_scores import landmark_scores
+
+    with pytest.raises(ValueError, match=r"landmarks shape \(2, 1, 2, 16, 64\) does not match"):
+        landmark_scores(jnp.zeros((1, 3, 4, 64)), jnp.zeros((2, 1, 2, 16, 64)), jnp.int32(0), interpret=True)

@@ -2,7 +2,8 @@
 
 1. append the new token's exact K/V to the generated segment;
 2. select: per query head, softmax over chunks of q . landmark / sqrt(D); per KV head, max over its
-   G query heads; top-k chunks (outliers are not selectable; padding chunks never win);
+   G query heads; top-k chunks (outliers are not selectable; padding chunks never win). The kernel
+   path computes the scores with kernels/landmark_scores.py and the top-k with kernels/top_k.py;
 3. rebuild the selected keys: A rows of the selected tokens times W_h, RoPE at the true positions;
 4. gather the selected values (device or pinned host memory); with value_reuse the chunks selected
    at the previous step too come from a device cache of last step's selection (the kernel reads
@@ -27,15 +28,22 @@ from .values import gather_values
 
 
 def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array,
-                  k: int, top_k: str = "xla", interpret: bool = False) -> jax.Array:
+                  k: int, top_k: str = "xla", interpret: bool = False, layer=None) -> jax.Array:
     """q [B, Hq, D], landmarks [B, Hkv, n_sel, D], chunk_ids [B, Hkv, n_sel] -> chunk ids [B, Hkv, k].
 
+    With `layer`, landmarks are the whole stacked [L, B, Hkv, n_sel, D] array and the scores come from
+    kernels/landmark_scores.py, which reads the layer's landmarks in place (XLA copies the slice first).
     top_k "xla": `lax.top_k` (winners by score); "pallas": the same set from kernels/top_k.py (in
     increasing chunk order; the step does not depend on the order)."""
     b, hq, d = q.shape
-    hkv = landmarks.shape[1]
+    hkv = landmarks.shape[-3]
     qg = q.reshape(b, hkv, hq // hkv, d)
-    s = jnp.einsum("bhgd,bhnd->bhgn", qg, landmarks, preferred_element_type=jnp.float32) / math.sqrt(d)
+    if layer is not None:
+        from ..kernels.landmark_scores import landmark_scores
+
+        s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret)
+    else:
+        s = jnp.einsum("bhgd,bhnd->bhgn", qg, landmarks, preferred_element_type=jnp.float32) / math.sqrt(d)
     valid = chunk_ids < num_chunks[:, None, None]  # [B, Hkv, n_sel]
     s = jnp.where(valid[:, :, None], s, NEG_INF)
     score = jnp.max(jax.nn.softmax(s, axis=-1), axis=2)  # [B, Hkv, n_sel]
@@ -149,9 +157,12 @@ class ShadowKVDecode:
         gen_v = st.gen_v.at[layer, rows, :, gen_idx].set(v[:, 0].astype(st.gen_v.dtype))
 
         with jax.named_scope("select"):
-            chunks = select_chunks(q[:, 0], at(st.landmarks), at(st.chunk_ids), st.num_chunks,
-                                   cfg.selected_chunks, resolved_top_k(cfg.top_k, self.implementation, self.interpret),
-                                   self.interpret)
+            # the kernel path scores the stacked landmarks in place; the jnp path takes the layer's slice
+            in_place = self.implementation == "pallas"
+            chunks = select_chunks(q[:, 0], st.landmarks if in_place else at(st.landmarks), at(st.chunk_ids),
+                                   st.num_chunks, cfg.selected_chunks,
+                                   resolved_top_k(cfg.top_k, self.implementation, self.interpret), self.interpret,
+                                   layer=layer if in_place else None)
             prev = at(st.prev_selection)
         loc_valid = (jnp.arange(cfg.local_capacity)[None, :] < st.local_lengths[:, None])[:, None]
         gen_valid = (jnp.arange(cfg.max_new_tokens)[None, :] <= gen_idx[:, None])[:, None]

@@ -1,0 +1,66 @@
+"""Landmark scores of the chunk selection, read in place from the stacked landmarks (Pallas, Triton).
+
+s[b, h, g, n] = scale * q[b, h, g] . landmarks[layer, b, h, n]   in fp32 (scale: 1/sqrt(D) in the selection,
+applied in fp32 so q is not rounded again in bf16).
+
+Why a kernel: inside the layer scan the layer's landmarks are a slice of the stacked [L, B, Hkv, n_sel, D]
+array, and XLA copied that slice (408 MB per layer at 122,880 tokens x batch 13, first as a pad for the
+tensor cores, then as a plain slice) before its batched GEMM: 9 ms of a 67 ms step on an H100. This
+kernel takes the whole array and the layer index and reads each landmark once. The G query heads of a
+group are few (1..8), so each score is a row-wise multiply-and-sum in fp32 on the CUDA cores; the kernel
+is bound by the landmark reads either way.
+
+Shapes: q [B, Hkv, G, D]; landmarks [L, B, Hkv, N, D]; layer int32 -> scores [B, Hkv, G, N] fp32.
+Limits of the Triton lowering: D a power of two.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from .common import compiler_params
+
+
+def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, groups: int, scale: float):
+    # layer_ref [1] int32; q_ref [B, Hkv, G, D]; lm_ref [L, B, Hkv, N, D]; s_ref [B, Hkv, G, N] f32
+    from jax.experimental.pallas import triton as plt
+
+    b, h, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+    d = lm_ref.shape[-1]
+    rows = j * block + jax.lax.broadcasted_iota(jnp.int32, (block,), 0)
+    valid = rows < n
+    col = jax.lax.broadcasted_iota(jnp.int32, (1, d), 1)
+    lm = plt.load(lm_ref.at[layer_ref[0], b, h, rows[:, None], col], mask=valid[:, None], other=0)
+    lm = lm.astype(jnp.float32)  # [T, D]
+    for g in range(groups):  # static: a handful of query heads per KV head
+        qg = q_ref[b, h, g, :].astype(jnp.float32) * scale  # [D]
+        plt.store(s_ref.at[b, h, g, rows], jnp.sum(lm * qg[None, :], axis=1), mask=valid)
+
+
+@functools.partial(jax.jit, static_argnames=("scale", "block", "num_warps", "interpret"))
+def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0, block: int = 128,
+                    num_warps: int = 8, interpret: bool = False) -> jax.Array:
+    """q [B, Hkv, G, D], landmarks [L, B, Hkv, N, D], layer -> scale * q . landmarks [B, Hkv, G, N] fp32."""
+    b, hkv, g, d = q.shape
+    if landmarks.ndim != 5 or landmarks.shape[1:3] != (b, hkv) or landmarks.shape[-1] != d:
+        raise ValueError(f"landmarks shape {landmarks.shape} does not match q {q.shape}: expected [L, {b}, {hkv}, N, {d}]")
+    if d & (d - 1):
+        raise ValueError(f"head_dim={d} must be a power of two for the Pallas kernel")
+    n = landmarks.shape[3]
+    layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
+    kernel = functools.partial(_kernel, n=n, block=block, groups=g, scale=float(scale))
+    return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((b, hkv, g, n), jnp.float32),
+                          grid=(b, hkv, pl.cdiv(n, block)), interpret=interpret,
+                          compiler_params=compiler_params(interpret, num_warps, 1),
+                          name="shadowkv_landmark_scores")(layer, q, landmarks)
+
+
+def landmark_scores_reference(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0) -> jax.Array:
+    """The same scores with jnp: exact fp32 products of the layer's landmarks."""
+    lm = jax.lax.dynamic_index_in_dim(landmarks, layer, 0, keepdims=False)
+    return scale * jnp.einsum("bhgd,bhnd->bhgn", q.astype(jnp.float32), lm.astype(jnp.float32),
+                              precision=jax.lax.Precision.HIGHEST)
