@@ -2,10 +2,13 @@
 
 `profile_kernels(fn, hlo_text)` runs fn once under the profiler, reads the trace back with
 `jax.profiler.ProfileData` (no TensorBoard needed) and sums the device's kernel time per kernel and
-per scope: each kernel event names the HLO instruction it ran, and the compiled HLO gives that
-instruction's `op_name`, which carries the `jax.named_scope`s of the model (qkv, attention, select,
-gather_reconstruct_attention, combine, mlp, ...). Off the GPU the trace has no device kernels and the
-result is empty (`kernels == []`).
+per scope. The compiled HLO gives each instruction's `op_name`, which carries the `jax.named_scope`s of
+the model (qkv, attention, select, gather_reconstruct_attention, combine, mlp, ...). A kernel event
+names its HLO instruction (`hlo_op`), except inside command buffers (CUDA graphs, which XLA uses for
+loop bodies), where it is the kernel's own name: XLA's fusion kernels are named after their
+instruction ("loop_pad_fusion_2" runs "loop_pad_fusion.2") and Pallas kernels after the pallas_call,
+which the custom call's line in the HLO mentions. cuBLAS kernels inside command buffers stay
+unattributed ("other"). Off the GPU the trace has no device kernels and the result is empty.
 """
 
 from __future__ import annotations
@@ -31,6 +34,20 @@ def op_names(hlo_text: str) -> dict[str, str]:
         if m:
             out.setdefault(m.group(1), m.group(2))
     return out
+
+
+def op_name_of(hlo_op: str, kernel: str, names: dict[str, str], hlo_text: str) -> str:
+    """The op_name behind a kernel event: by its HLO instruction, else by the kernel's name."""
+    for cand in (hlo_op, kernel, re.sub(r"_(\d+)$", r".\1", kernel)):
+        if cand in names:
+            return names[cand]
+    if kernel and not kernel.startswith(("nvjet", "sm90", "cutlass", "ampere", "memcpy")):
+        for line in hlo_text.splitlines():  # a Pallas kernel: the custom call that carries its name
+            if kernel in line and "custom-call" in line:
+                m = re.search(r'op_name="([^"]*)"', line)
+                if m:
+                    return m.group(1)
+    return ""
 
 
 def scope_of(op_name: str, scopes=SCOPES) -> str:
@@ -62,17 +79,18 @@ def device_events(trace_dir: str) -> list[dict]:
 def summarize(events: list[dict], hlo_text: str, per: int = 1, top: int = 15) -> dict:
     """Kernel time per scope and the `top` kernels, in ms per `per` (e.g. decode steps)."""
     names = op_names(hlo_text)
-    by_scope, by_kernel, counts = defaultdict(float), defaultdict(float), defaultdict(int)
+    by_scope, by_kernel, counts, scope = defaultdict(float), defaultdict(float), defaultdict(int), {}
     for ev in events:
         if ev["line"].lower().startswith(("memcpy", "xla ops", "xla modules", "steps", "launch")):
             continue  # derived lines repeat the kernels' time
         ms = ev["ns"] / 1e6 / per
-        op = ev["hlo_op"] or ev["name"]
-        by_scope[scope_of(names.get(op, ""))] += ms
-        by_kernel[(op, ev["name"][:80])] += ms
-        counts[(op, ev["name"][:80])] += 1
-    kernels = [{"hlo_op": op, "kernel": k, "ms": ms, "launches": counts[(op, k)] / per,
-                "scope": scope_of(names.get(op, ""))}
+        key = (ev["hlo_op"] or ev["name"], ev["name"][:80])
+        if key not in scope:
+            scope[key] = scope_of(op_name_of(ev["hlo_op"], ev["name"], names, hlo_text))
+        by_scope[scope[key]] += ms
+        by_kernel[key] += ms
+        counts[key] += 1
+    kernels = [{"hlo_op": op, "kernel": k, "ms": ms, "launches": counts[(op, k)] / per, "scope": scope[(op, k)]}
                for (op, k), ms in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:top]]
     return {"total_ms": sum(by_scope.values()), "by_scope_ms": dict(by_scope), "kernels": kernels,
             "lines": sorted({ev["line"] for ev in events})}

@@ -9,6 +9,8 @@ _HLO = """
 ENTRY %main (p: bf16[8]) -> bf16[8] {
   %fusion.3 = bf16[13,8,4,15311]{3,2,1,0} fusion(%a), kind=kCustom, metadata={op_name="jit(decode_loop)/while/body/DecoderLayer/attention/select/bhgd,bhnd->bhgn/dot_general"}
   %custom-call.7 = (f32[13,8,1,16,128]{4,3,2,1,0}) custom-call(%b), custom_call_target="__gpu$xla.gpu.triton", metadata={op_name="jit(decode_loop)/while/body/DecoderLayer/attention/gather_reconstruct_attention/pallas_call"}
+  %loop_dynamic_slice_fusion.2 = bf16[1,13,8,240,8,128]{5,4,3,2,1,0} fusion(%d), kind=kLoop, metadata={op_name="jit(decode_loop)/while/body/DecoderLayer/attention/jit(dynamic_index_in_dim)/dynamic_slice"}
+  %custom-call.9 = f32[13,8,4,15312]{3,2,1,0} custom-call(%e), custom_call_target="__gpu$xla.gpu.triton", backend_config={"name":"shadowkv_landmark_scores"}, metadata={op_name="jit(decode_loop)/while/body/DecoderLayer/attention/select/pallas_call"}
   ROOT %gemm.1 = bf16[13,4096]{1,0} custom-call(%c), custom_call_target="__cublas$gemm", metadata={op_name="jit(decode_loop)/while/body/DecoderLayer/mlp/dot_general"}
 }
 """
@@ -30,6 +32,16 @@ def test_summarize_sums_kernel_time_per_scope_and_per_step():
     top = out["kernels"][0]
     assert (top["hlo_op"], top["ms"], top["launches"], top["scope"]) == ("custom-call.7", 3.0, 0.5,
                                                                         "gather_reconstruct_attention")
+
+
+def test_kernels_inside_command_buffers_are_attributed_by_their_names():
+    """In a CUDA-graph loop body every event's hlo_op is the command buffer: fusion kernels are found by
+    their instruction's name, Pallas kernels by the custom call that names them, cuBLAS stays "other"."""
+    events = [_ev("loop_dynamic_slice_fusion_2", "command_buffer_13", 1_000_000),
+              _ev("shadowkv_landmark_scores", "command_buffer_13", 2_000_000),
+              _ev("nvjet_sm90_tst_192x16_64x8_4x1_v_bz_NNT", "command_buffer_13", 4_000_000)]
+    out = profiling.summarize(events, _HLO)
+    assert out["by_scope_ms"] == {"attention": 1.0, "select": 2.0, "other": 4.0}
 
 
 def test_scope_prefers_the_most_specific_named_scope():

@@ -206,6 +206,16 @@ _HLO = """HloModule m
   ROOT %b = bf16[1024,1024]{1,0} bitcast(%ds)
 }
 
+%fused_pad (p0.2: bf16[32,1024,1024], p1.2: s32[]) -> bf16[1024,1032] {
+  %p0.2 = bf16[32,1024,1024]{2,1,0} parameter(0)
+  %p1.2 = s32[] parameter(1)
+  %c.2 = s32[] constant(0)
+  %z.2 = bf16[] constant(0)
+  %ds.2 = bf16[1,1024,1024]{2,1,0} dynamic-slice(%p0.2, %p1.2, %c.2, %c.2), dynamic_slice_sizes={1,1024,1024}
+  %b.2 = bf16[1024,1024]{1,0} bitcast(%ds.2)
+  ROOT %pad = bf16[1024,1032]{1,0} pad(%b.2, %z.2), padding=0_0x0_8, metadata={op_name="jit(f)/while/body/select/dot_general"}
+}
+
 %dynamic-slice-fusion (p0.1: bf16[32,1024,1024], p1.1: s32[], p2: bf16[4,1024]) -> bf16[4,1024] {
   %p0.1 = bf16[32,1024,1024]{2,1,0} parameter(0)
   %p1.1 = s32[] parameter(1)
@@ -224,21 +234,25 @@ _HLO = """HloModule m
   %sl = bf16[1024,1024]{1,0} fusion(%w, %i), kind=kLoop, calls=%fused_slice
   %y = bf16[4,1024]{1,0} custom-call(%x, %sl), custom_call_target="__cublas$gemm"
   %z = bf16[4,1024]{1,0} fusion(%w, %i, %y), kind=kCustom, calls=%dynamic-slice-fusion
+  %pd = bf16[1024,1032]{1,0} fusion(%w, %i), kind=kLoop, calls=%fused_pad
+  %y2 = bf16[4,1032]{1,0} custom-call(%x, %pd), custom_call_target="__cublas$gemm"
   ROOT %r = (s32[], bf16[32,1024,1024]{2,1,0}, bf16[4,1024]{1,0}) tuple(%i, %w, %z)
 }
 """
 
 
 def test_hlo_traffic_finds_materialised_slices_only():
-    """A slice fused on its own (a copy the GEMM then reads) is listed with its consumer; the same slice
-    inside a cuBLAS dynamic-slice fusion (address arithmetic, no copy) is not."""
+    """A slice fused on its own (a copy the GEMM then reads) is listed with its consumer, and so is a
+    padded copy (XLA pads bf16 GEMM operands to multiples of 8); the same slice inside a cuBLAS
+    dynamic-slice fusion (address arithmetic, no copy) is not."""
     from script_loader import load_benchmark
 
     script = load_benchmark("hlo_traffic")
     rows = script.movements(_HLO, min_bytes=1 << 20)
     assert [(r["computation"], r["kind"], r["shape"], r["mib"]) for r in rows] == [
-        ("body", "dynamic-slice", "bf16[1024,1024]", 2.0)]
+        ("body", "dynamic-slice", "bf16[1024,1024]", 2.0), ("body", "pad", "bf16[1024,1032]", 2.015625)]
     assert rows[0]["users"] == ["__cublas$gemm"] and rows[0]["source"].endswith("select/dynamic_slice")
+    assert rows[1]["users"] == ["__cublas$gemm"] and rows[1]["source"].endswith("select/dot_general")
     assert script.movements(_HLO, min_bytes=4 << 20) == []
 
 
@@ -250,3 +264,18 @@ def test_hlo_traffic_script_runs_on_a_small_model(tmp_path):
                                                "--min-mib", "0", "--json", str(out)]) == 0
     row = json.loads(out.read_text())
     assert row["args"]["method"] == "shadowkv" and isinstance(row["rows"], list)
+
+
+def test_bench_overlap_script_runs_on_a_small_model(tmp_path):
+    """The stream-overlap probe (a GPU question) at toy sizes, kernel interpreted: every kind gives a time
+    or a recorded error, never a crash."""
+    from script_loader import load_benchmark
+
+    out = tmp_path / "overlap.json"
+    load_benchmark("bench_overlap").main(["--tiny", "--batch", "2", "--layers", "2", "--host-chunks", "16",
+                                          "--selected", "4", "--splits", "1", "--warps", "4", "--repeats", "1",
+                                          "--json", str(out)])
+    [row] = json.loads(out.read_text())["rows"]
+    for kind in ("attention", "weights", "serial", "streamed_gemms", "streamed"):
+        assert f"{kind}_ms" in row or f"{kind}_error" in row
+    assert row["serial_ms"] > 0
