@@ -19,7 +19,6 @@ import argparse
 import inspect
 import json
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -44,18 +43,9 @@ def on_gpu_stream(fn, stream: int, api=None, inner_jit: bool = True):
     return wrapped
 
 
-def timed(fn, args, repeats):
-    jax.block_until_ready(fn(*args))
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        out.append(time.perf_counter() - t0)
-    return min(out)
-
-
 def main(argv=None):
     from shadowkv_jax.kernels.sparse_attention import sparse_attention_partials
+    from shadowkv_jax.throughput import wall_times
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=7)
@@ -152,7 +142,7 @@ def main(argv=None):
                     if kind.startswith("streamed"):
                         text = fn.lower(*args).compile().as_text()
                         row[kind + "_async_calls"] = text.count("call-start")
-                    row[kind + "_ms"] = 1e3 * timed(fn, args, a.repeats)
+                    row[kind + "_ms"] = 1e3 * min(wall_times(lambda: fn(*args), a.repeats))
                     print(kind, f"{row[kind + '_ms']:.2f} ms", flush=True)
                 except Exception as e:  # report and go on: the flag is experimental
                     row[kind + "_error"] = f"{type(e).__name__}: {str(e)[:300]}"
