@@ -37,7 +37,7 @@ from .profiling import profile_kernels
 from .planner import Limits, Plan, max_batch, plan, require_fits, weight_bytes
 from .sampling import Greedy
 from .shadowkv.config import ShadowKVConfig
-from .shadowkv.decode import ShadowKVDecode, resolve_implementation, resolved_top_k, select_chunks
+from .shadowkv.decode import ShadowKVDecode, resolve_implementation, resolved_top_k, select_layer
 from .shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
 from .shadowkv.state import ShadowKVState, empty_state, host_sharding, selectable_slots
 from .shapes import NAMED_SHAPES
@@ -168,12 +168,7 @@ class SelectOnly:
     interpret: bool = False
 
     def __call__(self, q, k, v, k_pre, *, carry, layer, positions, lengths, consts=None):
-        at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
-        top_k = resolved_top_k(self.config.top_k, self.implementation, self.interpret)
-        in_place = self.implementation == "pallas"  # as ShadowKVDecode scores them
-        chunks = select_chunks(q[:, 0], carry.landmarks if in_place else at(carry.landmarks), at(carry.chunk_ids),
-                               carry.num_chunks, self.config.selected_chunks, top_k, self.interpret,
-                               layer=layer if in_place else None)
+        chunks = select_layer(q[:, 0], carry, layer, self.config, self.implementation, self.interpret)
         return jnp.zeros_like(q), dataclasses.replace(carry, prev_selection=carry.prev_selection.at[layer].set(chunks))
 
 
@@ -274,13 +269,17 @@ def compile_decode(model: Model, carry, batch: int, consts, attention, steps: in
     return loop, time.perf_counter() - t0
 
 
+def _run(model: Model, loop, carry, first, consts):
+    """One call of a compiled decode loop (no EOS, fixed key): (tokens, carry, extras)."""
+    return loop(model.params, carry, first, jax.random.key(0), jnp.zeros((0,), jnp.int32), consts)
+
+
 def _timed(model: Model, loop, carry, first, consts) -> tuple[float, object, dict]:
     """Run a compiled decode loop once (warm-up), then time a second run from where it stopped."""
-    eos, key = jnp.zeros((0,), jnp.int32), jax.random.key(0)
-    toks, carry, _ = loop(model.params, carry, first, key, eos, consts)
+    toks, carry, _ = _run(model, loop, carry, first, consts)
     jax.block_until_ready(toks)
     t0 = time.perf_counter()
-    toks, carry, extras = loop(model.params, carry, toks[:, -1], key, eos, consts)
+    toks, carry, extras = _run(model, loop, carry, toks[:, -1], consts)
     jax.block_until_ready(toks)
     return time.perf_counter() - t0, carry, extras
 
@@ -372,8 +371,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         row[f"{name}_step_ms"] = 1e3 * t / steps
     if profile:  # one more run of the decode loop under the profiler: kernel time per scope, per step
         loop = loops["decode"][0]
-        eos, key = jnp.zeros((0,), jnp.int32), jax.random.key(0)
-        row["profile"], (_, carry, _) = profile_kernels(lambda: loop(model.params, carry, first, key, eos, consts),
+        row["profile"], (_, carry, _) = profile_kernels(lambda: _run(model, loop, carry, first, consts),
                                                         loop.as_text(), per=steps)
     b = step_bytes(cfg, method, batch, context, capacity, hit, placement)
     row["bytes_per_step"] = b

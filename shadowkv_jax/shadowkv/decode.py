@@ -57,6 +57,17 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
     return jnp.take_along_axis(chunk_ids, top, axis=-1)
 
 
+def select_layer(q: jax.Array, st: ShadowKVState, layer, cfg: ShadowKVConfig, implementation: str,
+                 interpret: bool) -> jax.Array:
+    """This layer's chunk ids [B, Hkv, k] as the decode step selects them (q [B, Hq, D]): the kernel path
+    scores the stacked landmarks in place, the jnp path takes the layer's slice."""
+    at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
+    in_place = implementation == "pallas"
+    return select_chunks(q, st.landmarks if in_place else at(st.landmarks), at(st.chunk_ids), st.num_chunks,
+                         cfg.selected_chunks, resolved_top_k(cfg.top_k, implementation, interpret), interpret,
+                         layer=layer if in_place else None)
+
+
 def resolved_top_k(top_k: str, implementation: str, interpret: bool) -> str:
     """"auto" -> the kernel where the attention kernel runs compiled (2.3x faster than lax.top_k on an
     H100 at 122,880 tokens x batch 13), else XLA (interpreting the kernel on CPU is slow)."""
@@ -157,12 +168,7 @@ class ShadowKVDecode:
         gen_v = st.gen_v.at[layer, rows, :, gen_idx].set(v[:, 0].astype(st.gen_v.dtype))
 
         with jax.named_scope("select"):
-            # the kernel path scores the stacked landmarks in place; the jnp path takes the layer's slice
-            in_place = self.implementation == "pallas"
-            chunks = select_chunks(q[:, 0], st.landmarks if in_place else at(st.landmarks), at(st.chunk_ids),
-                                   st.num_chunks, cfg.selected_chunks,
-                                   resolved_top_k(cfg.top_k, self.implementation, self.interpret), self.interpret,
-                                   layer=layer if in_place else None)
+            chunks = select_layer(q[:, 0], st, layer, cfg, self.implementation, self.interpret)
             prev = at(st.prev_selection)
         loc_valid = (jnp.arange(cfg.local_capacity)[None, :] < st.local_lengths[:, None])[:, None]
         gen_valid = (jnp.arange(cfg.max_new_tokens)[None, :] <= gen_idx[:, None])[:, None]
