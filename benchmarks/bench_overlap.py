@@ -19,6 +19,7 @@ import argparse
 import inspect
 import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -148,7 +149,7 @@ def main(argv=None):
                     row[kind + "_error"] = f"{type(e).__name__}: {str(e)[:300]}"
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = {"inner_jit": not a.no_inner_jit, "python_loop": a.python_loop, "no_command_buffer": a.no_command_buffer, "device": dev.device_kind, "jax": jax.__version__, "batch": b, "layers": L, "selected": k,
+    out = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "inner_jit": not a.no_inner_jit, "python_loop": a.python_loop, "no_command_buffer": a.no_command_buffer, "device": dev.device_kind, "jax": jax.__version__, "batch": b, "layers": L, "selected": k,
            "pcie_bytes": pcie, "weight_bytes": wbytes, "rows": rows}
     if a.json:
         with open(a.json, "w") as f:

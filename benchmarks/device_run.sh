@@ -219,6 +219,26 @@ overlap)  # can the value fetch (PCIe) overlap the weights' GEMMs (HBM) on a sec
   o --no-inner-jit --json "$OUT/overlap_scan_h100.json"
   o --no-inner-jit --python-loop --json "$OUT/overlap_unrolled_h100.json"
   ;;
+conc)  # the same probe with the command buffers' graph nodes left concurrent where no data orders them
+  XLA_FLAGS=--xla_gpu_command_buffer_scheduling_mode=CONCURRENT timeout 200 python3 benchmarks/bench_overlap.py \
+      --kinds attention weights serial --splits 1 4 --warps 8 --json "$OUT/overlap_concurrent_h100.json" 2>&1 \
+      | grep -v -i "deprecat\|^W1\|stack_frame\|^{" | tail -8
+  timeout 120 python3 benchmarks/bench_overlap.py --kinds attention weights serial --splits 1 --warps 8 \
+      --json "$OUT/overlap_lhs_h100.json" 2>&1 | grep -v -i "deprecat\|^W1\|stack_frame\|^{" | tail -4
+  ;;
+pipe1)  # micro-batched decode: compiled check against the plain step (values in pinned host memory); ShadowKV at
+  # 122,880 with two interleaved micro-batches (decode options now leave command-buffer kernels concurrent)
+  timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_pipeline.py 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -8
+  BENCH_TIMEOUT=300 BTAIL=16 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --micro-batches 2 --profile --json "$OUT/prof_llama_122k_shadowkv_mb2.json"
+  ;;
+pipe2)  # the same options for full attention and for ShadowKV as one batch
+  BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122k_full_concurrent.json"
+  BENCH_TIMEOUT=250 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122k_shadowkv_concurrent.json"
+  ;;
 prof)  # kernel time per step by scope (jax.profiler) at 122,880 tokens, each method at its largest batch
   BENCH_TIMEOUT=280 BTAIL=16 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 16 \
       --profile --json "$OUT/prof_llama_122k_shadowkv.json"

@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="gram (default here: ~9x faster prefill at long context, same subspace) or svd")
     bk.add_argument("--implementation", choices=["auto", "reference", "pallas"], default="auto")
     bk.add_argument("--no-value-reuse", action="store_true", help="fetch every selected value from the host")
+    bk.add_argument("--micro-batches", type=int, choices=[1, 2], default=1,
+                    help="2: decode the batch as two halves whose layers interleave, so one half's value reads "
+                         "overlap the other's GEMMs (shadowkv/pipeline.py)")
     bk.add_argument("--top-k", choices=["auto", "xla", "pallas"],
                     help="chunk selection's top-k (default auto: the Pallas kernel on GPU)")
     bn.add_argument("--full-implementation", choices=["auto", "xla", "pallas"], default="auto",
@@ -211,7 +214,7 @@ def _bench(args) -> int:
 
     out = tp.bench(model, args.context, methods, batches, args.steps, limits, breakdown=args.breakdown, rates=rates,
                    on_row=save, unroll=args.unroll_layers, full_attention=args.full_implementation,
-                   profile=args.profile)
+                   profile=args.profile, micro_batches=args.micro_batches)
     out["speedups"] = tp.speedups(out["rows"])
     table = tp.markdown(out["rows"])
     if args.plot:

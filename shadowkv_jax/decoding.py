@@ -121,6 +121,8 @@ def prefill_rows(params, cache: KVCache, tokens, lengths, row, *, config: ModelC
 
 def _step(params, config, attention, carry, tokens, consts=None, unroll: int = 1):
     """One token per sequence through all layers. tokens [B] -> (logits [B, V], carry)."""
+    if hasattr(attention, "decode_step"):  # a back-end with its own layer schedule (shadowkv/pipeline.py)
+        return attention.decode_step(params, config, carry, tokens, consts)
     lengths = carry.lengths
     x, carry = run_layers(params, config, attention, embed(params, tokens[:, None]),
                           lengths[:, None], lengths, carry, consts, unroll=unroll)
@@ -132,8 +134,14 @@ def _step(params, config, attention, carry, tokens, consts=None, unroll: int = 1
 # the layer scan. XLA's Triton GEMM fuses that slice into a kernel that read Llama-3.1-8B's weights at
 # ~40% of HBM bandwidth on an H100 (13.5 ms/step at batch 13), while cuBLAS reads the slice in place
 # at the roofline (5.5 ms; benchmarks/bench_linear.py, BENCHMARKS.md). Decode executables use cuBLAS;
-# prefill's large GEMMs keep XLA's own choice. The option is ignored off the GPU.
-DECODE_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
+# prefill's large GEMMs keep XLA's own choice.
+# The layer scan's body runs as a command buffer (a CUDA graph). XLA's default schedule there orders every
+# kernel after the one before; CONCURRENT leaves kernels that no data orders free to run side by side, which
+# is what lets one micro-batch's value reads overlap another's GEMMs (shadowkv/pipeline.py): in
+# benchmarks/bench_overlap.py, 20.6 ms of kernel and 6.0 ms of GEMMs took 26.1 ms in one body by default and
+# 22.1 ms with CONCURRENT (H100). Both options are ignored off the GPU.
+DECODE_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False,
+                           "xla_gpu_command_buffer_scheduling_mode": "CONCURRENT"}
 
 
 @partial(jax.jit, static_argnames=("config", "attention"), donate_argnames=("carry",),

@@ -38,6 +38,7 @@ from .planner import Limits, Plan, max_batch, plan, require_fits, weight_bytes
 from .sampling import Greedy
 from .shadowkv.config import ShadowKVConfig
 from .shadowkv.decode import ShadowKVDecode, resolve_implementation, resolved_top_k, select_layer
+from .shadowkv.pipeline import MicroBatches, PipelinedShadowKV
 from .shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
 from .shadowkv.state import ShadowKVState, empty_state, host_sharding, selectable_slots
 from .shapes import NAMED_SHAPES
@@ -234,6 +235,7 @@ def _host_values(row: jax.Array, batch: int) -> jax.Array:
 def replicate_state(one: ShadowKVState, batch: int, placement: str) -> ShadowKVState:
     """A batch-`batch` state whose rows are copies of the batch-1 state `one` (values on device)."""
     st = _tile_device_fields(one, batch=batch)
+    st = dataclasses.replace(st, step_metrics=jax.tree.map(jnp.copy, one.step_metrics))  # its own (donated)
     if placement == "host":
         values = _host_values(one.values, batch)
     else:
@@ -284,10 +286,22 @@ def _timed(model: Model, loop, carry, first, consts) -> tuple[float, object, dic
     return time.perf_counter() - t0, carry, extras
 
 
+def micro_batch_sizes(batch: int, micro_batches: int) -> tuple[int, ...]:
+    """Rows per micro-batch: (batch,), or two near-equal halves (the larger first)."""
+    if micro_batches not in (1, 2):
+        raise ValueError(f"micro_batches={micro_batches} must be 1 or 2")
+    if micro_batches == 2 and batch < 2:
+        raise ValueError(f"micro_batches=2 needs a batch of at least 2, got batch={batch}")
+    return (batch,) if micro_batches == 1 else ((batch + 1) // 2, batch // 2)
+
+
 def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates: dict,
             breakdown: bool = False, seed: int = 0, unroll: int = 1, full_attention: str = "auto",
-            profile: bool = False) -> dict:
+            profile: bool = False, micro_batches: int = 1) -> dict:
     """Prefill one prompt, build a batch of `batch` rows, time decoding. Returns one result row.
+
+    ShadowKV with `micro_batches=2` decodes the batch as two states whose layers interleave
+    (shadowkv/pipeline.py); the step-time stand-ins (`breakdown`) then do not apply and are not run.
 
     Every executable is compiled from abstract shapes first: XLA's autotuner allocates scratch copies
     of operands, which would not fit next to a full-size cache."""
@@ -335,10 +349,16 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         fill = shadowkv_prefill.lower(model.params, tokens, lengths, config=cfg, sk_config=sk,
                                       chunk_slots=slots).compile()
         row["compile_prefill_s"] = time.perf_counter() - t0
-        state_abs, values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)
         attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=interpret)
-        if breakdown:
-            stand_ins["select_only"] = SelectOnly(sk, impl, interpret=interpret)
+        sizes = micro_batch_sizes(batch, micro_batches)
+        if len(sizes) == 1:
+            state_abs, values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)
+            if breakdown:
+                stand_ins["select_only"] = SelectOnly(sk, impl, interpret=interpret)
+        else:
+            parts = [abstract_decode_state(cfg, sk, n, slots, placement) for n in sizes]
+            state_abs, values_abs = MicroBatches(tuple(p[0] for p in parts)), tuple(p[1] for p in parts)
+            attention, stand_ins = PipelinedShadowKV(attention), {}
         loops = {name: compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         t0 = time.perf_counter()
@@ -347,11 +367,15 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         row["prefill_s"] = time.perf_counter() - t0
         row["memory_after_prefill"] = _device_memory()  # its peak: weights + one prompt's prefill
         t0 = time.perf_counter()
-        state = replicate_state(one, batch, placement)
+        states = [replicate_state(one, n, placement) for n in sizes]
         row["build_batch_s"] = time.perf_counter() - t0
         del one
-        carry, consts = state.without_values(), state.values
-        del state
+        if len(sizes) == 1:
+            carry, consts = states[0].without_values(), states[0].values
+        else:
+            carry, consts = MicroBatches(tuple(s.without_values() for s in states)), tuple(s.values for s in states)
+        del states
+        row["micro_batches"] = list(sizes)
         capacity = new
         row.update(method="shadowkv", implementation=impl, placement=placement,
                    top_k=resolved_top_k(sk.top_k, impl, interpret),
@@ -407,10 +431,10 @@ def default_limits(gpu_gib: float | None = None, host_gib: float | None = None, 
 
 def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, *, breakdown: bool = False,
           rates: dict | None = None, progress=print, on_row=None, unroll: int = 1,
-          full_attention: str = "auto", profile: bool = False) -> dict:
+          full_attention: str = "auto", profile: bool = False, micro_batches: int = 1) -> dict:
     """Every (context, method, batch). `methods`: "full" and/or ShadowKVConfig factories
     (callables context -> ShadowKVConfig). `on_row(rows)` runs after each row (e.g. to save partial
-    results). Returns {"rates", "rows"}."""
+    results). `micro_batches` applies to the ShadowKV rows. Returns {"rates", "rows"}."""
     rates = rates or measure_bandwidths()
     limits = after_probe(limits, rates)  # a probe in this process keeps its buffers reserved
     rows = []
@@ -422,7 +446,8 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
                 progress(f"{'full' if m == 'full' else 'shadowkv'} context={context} batch={p.batch} "
                          f"(planned GPU {p.gpu_total / 2**30:.1f} GiB, host {p.host_total / 2**30:.1f} GiB)")
                 r = run_one(model, m, context, p.batch, steps, rates=rates, breakdown=breakdown, unroll=unroll,
-                            full_attention=full_attention, profile=profile)
+                            full_attention=full_attention, profile=profile,
+                            micro_batches=1 if m == "full" else micro_batches)
                 r["plan"] = {"gpu": p.gpu, "host": p.host, "gpu_total": p.gpu_total, "host_total": p.host_total,
                              "requested_batch": batch, "limits": dataclasses.asdict(limits),
                              "bound_by": bound_by(model.config, m, context, p, limits, steps)}

@@ -72,6 +72,23 @@ def test_bench_rows_on_cpu(tiny):
     assert "| full | 640 | 2 |" in tp.markdown(out["rows"])
 
 
+def test_bench_micro_batched_shadowkv_row(tiny):
+    """--micro-batches 2: the batch decodes as two interleaved halves; the row says so, gives the batch's
+    hit rate, and a batch of 1 cannot be split."""
+    rates = {"hbm_read_bytes_per_s": 1e10, "h2d_bytes_per_s": None}
+    factory = tp.shadowkv_factory(CFG, **SKV)
+    limits = Limits(gpu_bytes=GiB, host_bytes=GiB)
+    out = tp.bench(tiny, [640], [factory], [3], steps=3, limits=limits, rates=rates, progress=lambda *_: None,
+                   micro_batches=2)
+    [row] = out["rows"]
+    assert row["micro_batches"] == [2, 1] and row["batch"] == 3 and row["tokens_per_s"] > 0
+    assert 0 <= row["hit_rate"] <= 1
+    with pytest.raises(ValueError, match="micro_batches=2 needs a batch of at least 2, got batch=1"):
+        tp.micro_batch_sizes(1, 2)
+    with pytest.raises(ValueError, match="micro_batches=3 must be 1 or 2"):
+        tp.micro_batch_sizes(4, 3)
+
+
 def test_replicated_state_rows_are_copies(tiny):
     from shadowkv_jax.shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
 

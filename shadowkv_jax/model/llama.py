@@ -73,22 +73,45 @@ class DecoderLayer(nn.Module):
             bv = self.param("bv", zeros, (hkv * d,), dt)
         else:
             bq = bk = bv = 0
-        b, t, _ = x.shape
-        with jax.named_scope("qkv"):
-            h = rms_norm(x, attn_norm, c.rms_norm_eps)
-            q = (h @ wq + bq).reshape(b, t, hq, d)
-            k_pre = (h @ wk + bk).reshape(b, t, hkv, d)
-            v = (h @ wv + bv).reshape(b, t, hkv, d)
-            cos, sin = rope_cos_sin(positions, c)
-            q, k = apply_rope(q, cos, sin), apply_rope(k_pre, cos, sin)
+        p = dict(attn_norm=attn_norm, wq=wq, wk=wk, wv=wv, bq=bq, bk=bk, bv=bv, wo=wo, mlp_norm=mlp_norm,
+                 w_gate=w_gate, w_up=w_up, w_down=w_down)
+        q, k, v, k_pre = layer_qkv(p, x, positions, c)
         with jax.named_scope("attention"):
             attn, carry = self.attention(q, k, v, k_pre, carry=carry, layer=layer,
                                          positions=positions, lengths=lengths, consts=consts)
-        x = x + attn.reshape(b, t, hq * d) @ wo
-        with jax.named_scope("mlp"):
-            mlp = lambda h: h + swiglu(rms_norm(h, mlp_norm, c.rms_norm_eps), w_gate, w_up, w_down)
-            x = in_token_chunks(mlp, x)
-        return x, carry
+        return layer_out(p, x, attn, c), carry
+
+
+# The layer's math as functions of one layer's parameters (a dict with DecoderLayer's names; biases may be
+# 0): DecoderLayer runs them around its attention back-end, and schedules that interleave the layers of
+# several micro-batches (shadowkv/pipeline.py) run them directly.
+
+def layer_qkv(p, x, positions, c: ModelConfig):
+    """x [B, T, E], positions [B, T] -> q [B, T, Hq, D], k and v [B, T, Hkv, D] (k after RoPE), k_pre."""
+    b, t, _ = x.shape
+    d, hq, hkv = c.head_dim, c.num_heads, c.num_kv_heads
+    with jax.named_scope("qkv"):
+        h = rms_norm(x, p["attn_norm"], c.rms_norm_eps)
+        q = (h @ p["wq"] + p["bq"]).reshape(b, t, hq, d)
+        k_pre = (h @ p["wk"] + p["bk"]).reshape(b, t, hkv, d)
+        v = (h @ p["wv"] + p["bv"]).reshape(b, t, hkv, d)
+        cos, sin = rope_cos_sin(positions, c)
+        return apply_rope(q, cos, sin), apply_rope(k_pre, cos, sin), v, k_pre
+
+
+def layer_out(p, x, attn, c: ModelConfig):
+    """The residual stream after the attention output projection and the MLP: attn [B, T, Hq, D]."""
+    b, t, _ = x.shape
+    x = x + attn.reshape(b, t, c.num_heads * c.head_dim) @ p["wo"]
+    with jax.named_scope("mlp"):
+        mlp = lambda h: h + swiglu(rms_norm(h, p["mlp_norm"], c.rms_norm_eps), p["w_gate"], p["w_up"], p["w_down"])
+        return in_token_chunks(mlp, x)
+
+
+def layer_params(params: Params, layer) -> Params:
+    """Layer `layer`'s parameters (a traced index reads the stacked arrays in place), biases 0 if absent."""
+    p = jax.tree.map(lambda w: jax.lax.dynamic_index_in_dim(w, layer, 0, keepdims=False), params["layers"])
+    return {"bq": 0, "bk": 0, "bv": 0, **p}
 
 
 def init_params(config: ModelConfig, rng: jax.Array) -> Params:

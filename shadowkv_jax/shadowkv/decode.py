@@ -157,26 +157,34 @@ class ShadowKVDecode:
     interpret: bool = False
 
     def __call__(self, q, k, v, k_pre, *, carry: ShadowKVState, layer, positions, lengths, consts):
-        cfg, st = self.config, carry
-        c = cfg.chunk_size
-        b = q.shape[0]
-        rows = jnp.arange(b)
-        at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
+        chunks, carry = self.prepare(q, k, v, carry=carry, layer=layer, lengths=lengths)
+        return self.attend(q, chunks, carry=carry, layer=layer, lengths=lengths, consts=consts)
 
+    def prepare(self, q, k, v, *, carry: ShadowKVState, layer, lengths):
+        """Steps 1-2 (HBM work only): append the new token's K/V, select this layer's chunks [B, Hkv, k]."""
+        st = carry
+        rows = jnp.arange(q.shape[0])
         gen_idx = lengths - st.prompt_lengths  # [B] slot of the new token
         gen_k = st.gen_k.at[layer, rows, :, gen_idx].set(k[:, 0].astype(st.gen_k.dtype))
         gen_v = st.gen_v.at[layer, rows, :, gen_idx].set(v[:, 0].astype(st.gen_v.dtype))
-
         with jax.named_scope("select"):
-            chunks = select_layer(q[:, 0], st, layer, cfg, self.implementation, self.interpret)
-            prev = at(st.prev_selection)
+            chunks = select_layer(q[:, 0], st, layer, self.config, self.implementation, self.interpret)
+        return chunks, dataclasses.replace(st, gen_k=gen_k, gen_v=gen_v)
+
+    def attend(self, q, chunks, *, carry: ShadowKVState, layer, lengths, consts):
+        """Steps 3-5 (the value reads): attention over [local | outliers | chunks | generated] -> (out
+        [B, 1, Hq, D], carry with this step's selection, value cache and hit rate)."""
+        cfg, st = self.config, carry
+        c = cfg.chunk_size
+        at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
+        prev = at(st.prev_selection)
+        gen_idx = lengths - st.prompt_lengths
         loc_valid = (jnp.arange(cfg.local_capacity)[None, :] < st.local_lengths[:, None])[:, None]
         gen_valid = (jnp.arange(cfg.max_new_tokens)[None, :] <= gen_idx[:, None])[:, None]
         out_valid = jnp.ones((1, 1, st.outlier_k.shape[3]), bool)
         exact = [(at(st.local_k), at(st.local_v), loc_valid),
                  (at(st.outlier_k), at(st.outlier_v), out_valid),
-                 (jax.lax.dynamic_index_in_dim(gen_k, layer, 0, False),
-                  jax.lax.dynamic_index_in_dim(gen_v, layer, 0, False), gen_valid)]
+                 (at(st.gen_k), at(st.gen_v), gen_valid)]
         if self.implementation == "pallas":
             out, new_cache = self._kernel_attention(q[:, 0], st, consts, layer, chunks, prev, exact)
         else:
@@ -193,9 +201,8 @@ class ShadowKVDecode:
         value_cache = st.value_cache
         if new_cache is not None:
             value_cache = jax.lax.dynamic_update_slice(value_cache, new_cache[None], (layer, 0, 0, 0, 0, 0))
-        carry = dataclasses.replace(
-            st, gen_k=gen_k, gen_v=gen_v, step_metrics=metrics, value_cache=value_cache,
-            prev_selection=st.prev_selection.at[layer].set(chunks))
+        carry = dataclasses.replace(st, step_metrics=metrics, value_cache=value_cache,
+                                    prev_selection=st.prev_selection.at[layer].set(chunks))
         return out[:, None], carry
 
     def _kernel_attention(self, q, st, values, layer, chunks, prev, exact):

@@ -1,0 +1,132 @@
+"""A decode step that interleaves two micro-batches so one's value reads overlap the other's HBM work.
+
+Per layer, a ShadowKV step is HBM-bound work (the weights' GEMMs, the landmark scores) then a PCIe-bound
+kernel (the selected values from pinned host memory), one after the other. Here the batch is two
+independent states A and B, and B runs half a layer behind A. Each iteration of the layer scan holds
+
+    A:  attend(A, l) -> out(A, l) -> qkv + select(A, l + 1)
+    B:  out(B, l - 1) -> qkv + select(B, l) -> attend(B, l)
+
+with no data flowing between the two chains, so while A reads values over PCIe, B runs its GEMMs and
+selection, and the other way round. The chains only run side by side where the executable's command
+buffers leave independent kernels unordered (`xla_gpu_command_buffer_scheduling_mode=CONCURRENT`, set in
+decoding.DECODE_COMPILER_OPTIONS); in a serial schedule this step does the same work as two plain steps
+plus a second read of the weights. Each micro-batch reads the weights once per layer, so a step reads
+them twice: the price of the overlap, paid in HBM time that the value reads hide.
+
+Numbers: A and B give the same tokens as one ShadowKVDecode step over their concatenation (tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..config import ModelConfig
+from ..model.llama import embed, layer_out, layer_params, layer_qkv, lm_head
+from .decode import ShadowKVDecode
+from .state import ARRAY_FIELDS, ShadowKVState
+
+
+@partial(jax.tree_util.register_dataclass, data_fields=("parts",), meta_fields=())
+@dataclasses.dataclass(frozen=True)
+class MicroBatches:
+    """Decode states of consecutive row ranges of one batch (A = parts[0], B = parts[1])."""
+
+    parts: tuple
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(p.lengths.shape[0] for p in self.parts)
+
+    @property
+    def lengths(self) -> jax.Array:
+        return jnp.concatenate([p.lengths for p in self.parts])
+
+    @property
+    def step_metrics(self) -> dict:
+        """Each part's metrics weighted by its rows: the batch's means."""
+        n = sum(self.sizes)
+        return jax.tree.map(lambda *m: sum(x * s / n for x, s in zip(m, self.sizes)),
+                            *[p.step_metrics for p in self.parts])
+
+
+def split_state(state: ShadowKVState, sizes) -> MicroBatches:
+    """A state's rows as micro-batches of `sizes` rows (copies; for tests and small states: the bench
+    builds each part on its own)."""
+    if sum(sizes) != state.lengths.shape[0] or len(sizes) != 2 or min(sizes) < 1:
+        raise ValueError(f"micro-batch sizes={tuple(sizes)} must be two positive sizes summing to the batch "
+                         f"{state.lengths.shape[0]}")
+    parts, start = [], 0
+    for n in sizes:
+        def rows(x, name):
+            if x is None:
+                return x
+            if name == "step_metrics":  # per-layer, not per-row: each part gets its own copy
+                return jax.tree.map(jnp.copy, x)
+            if name == "values":  # through numpy: they may live in host memory, which XLA does not slice
+                return jax.device_put(np.asarray(x)[:, start:start + n], x.sharding)
+            return jax.lax.slice_in_dim(x, start, start + n, axis=0 if x.ndim == 1 else 1)
+        parts.append(dataclasses.replace(state, **{f: rows(getattr(state, f), f) for f in ARRAY_FIELDS}))
+        start += n
+    return MicroBatches(tuple(parts))
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelinedShadowKV:
+    """The decode back-end for a `MicroBatches` carry of two parts (consts: their values, a pair).
+    `decoding.decode_step` / `decode_loop` call `decode_step` instead of their own layer scan."""
+
+    decode: ShadowKVDecode
+
+    def decode_step(self, params, config: ModelConfig, carry: MicroBatches, tokens, consts):
+        """tokens [B] (A's rows first) -> (logits [B, V] fp32, carry with every length + 1)."""
+        if len(carry.parts) != 2:
+            raise ValueError(f"PipelinedShadowKV runs 2 micro-batches, got {len(carry.parts)}")
+        (sa, sb), (va, vb) = carry.parts, consts
+        na = sa.lengths.shape[0]
+        xa, xb = embed(params, tokens[:na, None]), embed(params, tokens[na:, None])
+        L = config.num_layers
+
+        def pre(x, st, layer):  # qkv and selection: HBM work
+            q, k, v, _ = layer_qkv(layer_params(params, layer), x, st.lengths[:, None], config)
+            chunks, st = self.decode.prepare(q, k, v, carry=st, layer=layer, lengths=st.lengths)
+            return (q, chunks), st
+
+        def attend(qc, st, values, layer):  # the value reads
+            return self.decode.attend(qc[0], qc[1], carry=st, layer=layer, lengths=st.lengths, consts=values)
+
+        def post(x, attn, layer):
+            return layer_out(layer_params(params, layer), x, attn, config)
+
+        def iteration(c, layer, first: bool, last: bool):
+            # A enters with layer `layer` selected; B with layer - 1 attended (or, first, nothing done)
+            xa, qca, sa, xb, attn_b, sb = c
+            with jax.named_scope("micro_batch_a"):
+                attn_a, sa = attend(qca, sa, va, layer)
+                xa = post(xa, attn_a, layer)
+                if not last:
+                    qca, sa = pre(xa, sa, layer + 1)
+            with jax.named_scope("micro_batch_b"):
+                if not first:
+                    xb = post(xb, attn_b, layer - 1)
+                qcb, sb = pre(xb, sb, layer)
+                attn_b, sb = attend(qcb, sb, vb, layer)
+            return xa, qca, sa, xb, attn_b, sb
+
+        qca, sa = pre(xa, sa, jnp.int32(0))
+        c = iteration((xa, qca, sa, xb, None, sb), jnp.int32(0), True, L == 1)
+        if L > 2:
+            c, _ = jax.lax.scan(lambda c, l: (iteration(c, l, False, False), None), c,
+                                jnp.arange(1, L - 1, dtype=jnp.int32))
+        if L > 1:
+            c = iteration(c, jnp.int32(L - 1), False, True)
+        xa, _, sa, xb, attn_b, sb = c
+        xb = post(xb, attn_b, jnp.int32(L - 1))
+        logits = lm_head(params, config, jnp.concatenate([xa, xb])[:, 0])
+        parts = tuple(dataclasses.replace(s, lengths=s.lengths + 1) for s in (sa, sb))
+        return logits, MicroBatches(parts)

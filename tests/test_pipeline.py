@@ -1,0 +1,79 @@
+"""The micro-batched decode step (shadowkv/pipeline.py) gives what one ShadowKV step over the whole batch gives."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import shadowkv_jax as sk
+from shadowkv_jax.decoding import decode_loop
+from shadowkv_jax.model.llama import init_params
+from shadowkv_jax.sampling import Greedy
+from shadowkv_jax.shadowkv.decode import ShadowKVDecode
+from shadowkv_jax.shadowkv.pipeline import MicroBatches, PipelinedShadowKV, split_state
+
+
+def _model(layers):
+    cfg = sk.ModelConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=layers, num_heads=4,
+                         num_kv_heads=2, head_dim=16, max_position_embeddings=4096, rope_theta=1000.0)
+    params = init_params(cfg, jax.random.key(layers))
+    params["layers"]["wq"] = params["layers"]["wq"] * 8  # peaked attention: a wrong chunk shows in the logits
+    params["layers"]["wk"] = params["layers"]["wk"] * 8
+    return sk.Model(cfg, params, None, f"tiny-{layers}")
+
+
+def _decode(model, attention, carry, consts, first, steps):
+    toks, carry, extras = decode_loop(model.params, carry, first, jax.random.key(0), jnp.zeros((0,), jnp.int32),
+                                      consts, config=model.config, sampler=Greedy(), num_steps=steps,
+                                      attention=attention, return_logits=True)
+    return np.asarray(toks), carry, extras
+
+
+@pytest.mark.parametrize("layers,sizes,impl", [(1, (1, 2), "reference"), (2, (2, 1), "reference"),
+                                               (4, (2, 1), "reference"), (3, (1, 2), "pallas")])
+def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl):
+    """Ragged prompts; the budget selects a strict subset (so selection and value reuse matter); the
+    layer counts cover the peeled first and last layers with and without a scan between them. On a GPU
+    the kernels run compiled with the values in pinned host memory (interpreted on device memory on CPU);
+    the two executables' GEMMs have different batch sizes there, hence the looser tolerance."""
+    gpu = jax.devices()[0].platform == "gpu"
+    placement, tol = ("host", 1e-2) if gpu else ("device", 2e-5)
+    model = _model(layers)
+    rng = np.random.default_rng(layers)
+    prompts = [list(rng.integers(1, 128, n)) for n in (203, 260, 171)]
+    cfg = sk.ShadowKVConfig(rank=16, chunk_size=8, sparse_budget=48, outlier_chunks=2, max_new_tokens=8,
+                            value_placement=placement, implementation=impl, top_k="xla")
+    pre = sk.prefill_prompts(model, prompts, method=cfg)
+    st = pre.state
+    first = jnp.argmax(pre.next_logits, axis=-1).astype(jnp.int32)
+    plain = ShadowKVDecode(cfg, model.config, st.placement, impl, interpret=not gpu)
+    mb = split_state(st, sizes)  # before the plain decode, which donates the state
+    want_toks, want_carry, want = _decode(model, plain, st.without_values(), st.values, first, 6)
+    carry = MicroBatches(tuple(p.without_values() for p in mb.parts))
+    got_toks, got_carry, got = _decode(model, PipelinedShadowKV(plain), carry, tuple(p.values for p in mb.parts),
+                                       first, 6)
+    np.testing.assert_array_equal(got_toks, want_toks)
+    np.testing.assert_allclose(np.asarray(got["logits"]), np.asarray(want["logits"]), atol=tol, rtol=tol)
+    np.testing.assert_allclose(np.asarray(got["metrics"]["hit_rate"]), np.asarray(want["metrics"]["hit_rate"]),
+                               atol=1e-6)
+    assert 0 < float(np.asarray(want["metrics"]["hit_rate"]).mean()) < 1
+    np.testing.assert_array_equal(np.asarray(got_carry.lengths), np.asarray(want_carry.lengths))
+    for name in ("prev_selection", "gen_k", "value_cache"):
+        joined = np.concatenate([np.asarray(getattr(p, name)) for p in got_carry.parts], axis=1)
+        np.testing.assert_allclose(joined, np.asarray(getattr(want_carry, name)), atol=tol, err_msg=name)
+
+
+def test_micro_batch_sizes_are_checked():
+    model = _model(2)
+    cfg = sk.ShadowKVConfig(rank=16, chunk_size=8, sparse_budget=48, outlier_chunks=2, max_new_tokens=4,
+                            value_placement="device")
+    st = sk.prefill_prompts(model, [[5] * 200, [6] * 200], method=cfg).state
+    for sizes in ((2, 1), (2, 0), (1, 1, 0)):
+        with pytest.raises(ValueError, match=r"micro-batch sizes=.* must be two positive sizes summing to the batch 2"):
+            split_state(st, sizes)
+    three = MicroBatches((st.without_values(),) * 3)
+    with pytest.raises(ValueError, match="runs 2 micro-batches, got 3"):
+        PipelinedShadowKV(ShadowKVDecode(cfg, model.config)).decode_step(model.params, model.config, three,
+                                                                          jnp.zeros((6,), jnp.int32), (None,) * 3)
