@@ -226,8 +226,11 @@ conc)  # the same probe with the command buffers' graph nodes left concurrent wh
   timeout 120 python3 benchmarks/bench_overlap.py --kinds attention weights serial --splits 1 --warps 8 \
       --json "$OUT/overlap_lhs_h100.json" 2>&1 | grep -v -i "deprecat\|^W1\|stack_frame\|^{" | tail -4
   ;;
-pipe1)  # micro-batched decode: compiled check against the plain step (values in pinned host memory); ShadowKV at
-  # 122,880 with two interleaved micro-batches (decode options now leave command-buffer kernels concurrent)
+pipe1)  # micro-batched decode: compiled kernel tests (value_row), the pipelined step against the plain one (values
+  # in pinned host memory); ShadowKV at 122,880 with two interleaved micro-batches (decode options now leave
+  # command-buffer kernels concurrent)
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -8
   timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_pipeline.py 2>&1 \
       | grep -E "passed|failed|Error|assert" | tail -8
   BENCH_TIMEOUT=300 BTAIL=16 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \

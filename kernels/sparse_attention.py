@@ -58,9 +58,9 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
 
 def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq_ref, *rest,
             num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, rank_parts,
-            groups_padded: int, reuse: bool):
+            groups_padded: int, reuse: bool, value_row: int):
     # layer_ref [1] int32; q_ref [B, Hkv, Gp, D]; a_ref [L, B, N, r]; w_ref, wr_ref [B, Hkv, r, D];
-    # chunks_ref [B, Hkv, k_pad]; values_ref [L, B, Hkv, n_c, c, D]; freq_ref [D]
+    # chunks_ref [B, Hkv, k_pad]; values_ref [L, >= value_row + B, Hkv, n_c, c, D]; freq_ref [D]
     # with reuse: hit_ref [B, Hkv, k_pad] (slot of the chunk in the old cache, -1 = miss) and
     # cache_ref [B, Hkv, k, c, D] in, new_cache_ref [B, Hkv, k, c, D] out
     # outputs: o_ref [B, Hkv, S, Gp, D] f32; m_ref, l_ref [B, Hkv, S, Gp] f32
@@ -98,9 +98,9 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq
         alpha = jnp.exp(m - m_new)
         if reuse:
             v = _fetch_with_reuse(values_ref, hit_ref, cache_ref, new_cache_ref, layer, b, h, slot, chunk,
-                                  t_in_chunk, num_selected, d)
+                                  t_in_chunk, num_selected, d, value_row)
         else:
-            v = values_ref[layer, b, h, chunk, t_in_chunk, :]  # [T, D] straight from values' memory
+            v = values_ref[layer, value_row + b, h, chunk, t_in_chunk, :]  # [T, D] straight from values' memory
         acc = acc * alpha[:, None] + _dot(p.astype(v.dtype), v)
         return m_new, l * alpha + jnp.sum(p, axis=1), acc
 
@@ -113,7 +113,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq
 
 
 def _fetch_with_reuse(values_ref, hit_ref, cache_ref, new_cache_ref, layer, b, h, slot, chunk, t_in_chunk,
-                      num_selected: int, d: int):
+                      num_selected: int, d: int, value_row: int):
     """Values of a block: hits from last step's device cache, only misses from `values` (host).
 
     Masked loads issue no memory traffic for masked lanes, so a hit costs an HBM read instead of
@@ -126,7 +126,7 @@ def _fetch_with_reuse(values_ref, hit_ref, cache_ref, new_cache_ref, layer, b, h
     hit = (old_slot >= 0) & valid
     col = jax.lax.broadcasted_iota(jnp.int32, (1, d), 1)
     t = t_in_chunk[:, None]
-    from_host = plt.load(values_ref.at[layer, b, h, chunk[:, None], t, col],
+    from_host = plt.load(values_ref.at[layer, value_row + b, h, chunk[:, None], t, col],
                          mask=(valid & ~hit)[:, None], other=0)
     from_cache = plt.load(cache_ref.at[b, h, jnp.maximum(old_slot, 0)[:, None], t, col],
                           mask=hit[:, None], other=0)
@@ -135,6 +135,12 @@ def _fetch_with_reuse(values_ref, hit_ref, cache_ref, new_cache_ref, layer, b, h
     # (clamping them would collide with a real slot)
     plt.store(new_cache_ref.at[b, h, slot[:, None], t, col], v, mask=valid[:, None])
     return v
+
+
+def check_value_rows(values, batch: int, kv_heads: int, value_row: int) -> None:
+    if values.ndim != 6 or values.shape[2] != kv_heads or not 0 <= value_row <= values.shape[1] - batch:
+        raise ValueError(f"values shape {values.shape} with value_row={value_row} does not hold {batch} sequences "
+                         f"of {kv_heads} KV heads: expected [L, >= value_row + {batch}, {kv_heads}, n_c, c, D]")
 
 
 def hit_slots(chunks: jax.Array, previous: jax.Array) -> jax.Array:
@@ -155,12 +161,15 @@ def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits:
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size", "block_tokens", "num_splits", "num_warps",
-                                             "num_stages", "interpret", "rotary_dim"))
+                                             "num_stages", "interpret", "rotary_dim", "value_row"))
 def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_cache=None, previous=None, *,
                               chunk_size: int, block_tokens: int = 32, num_splits: int | None = None,
                               num_warps: int = 8, num_stages: int = 2, interpret: bool = False,
-                              rotary_dim: int | None = None):
+                              rotary_dim: int | None = None, value_row: int = 0):
     """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks.
+
+    `values` may hold more sequences than q: q's row i reads values row `value_row + i` (micro-batches of
+    one batch share its value array: shadowkv/pipeline.py).
 
     With `value_cache` [B, Hkv, k, c, D] (the values of last step's selection `previous` [B, Hkv, k],
     slot for slot) the chunks selected again are read from it and only the others from `values`;
@@ -173,6 +182,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
         raise ValueError(f"head_dim={d} must be a power of two for the Pallas kernel")
     if chunk_size & (chunk_size - 1):
         raise ValueError(f"chunk_size={chunk_size} must be a power of two for the Pallas kernel")
+    check_value_rows(values, b, hkv, value_row)
     parts = _pow2_parts(rank)
     if jnp.dtype(a.dtype).itemsize >= 4 and d >= 128:
         # fp32 tiles of 32 x 128 with rank 160 and the reuse cache overflow an H100's shared memory (244 KB)
@@ -185,7 +195,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     reuse = value_cache is not None
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
                                blocks_per_split=per_split, rank_parts=tuple(parts), groups_padded=gp,
-                               reuse=reuse)
+                               reuse=reuse, value_row=value_row)
     params = compiler_params(interpret, num_warps, num_stages)
     out_shape = partials_shape(b, hkv, splits, gp, d)
     args = [layer, qp, a, w, w_rot, chunks_p, values, inv_freq]
@@ -201,7 +211,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
 
 def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer, value_cache=None,
                                         previous=None, *, chunk_size: int, rotary_dim: int | None = None,
-                                        **unused):
+                                        value_row: int = 0, **unused):
     """Plain jnp of the same computation, one split: (acc [B, Hkv, 1, G, D], m, l), plus the new value
     cache (the selected values) when `value_cache` is given; values are always read from `values`."""
     b, hkv, g, d = q.shape
@@ -213,7 +223,8 @@ def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer
     k_pre = jnp.einsum("bhnr,bhrd->bhnd", rows, w, preferred_element_type=jnp.float32, precision=hi)
     angle = pos.astype(jnp.float32)[..., None] * inv_freq.astype(jnp.float32)
     keys = (k_pre * jnp.cos(angle) + _rotate_half(k_pre, rotary_dim) * jnp.sin(angle)).astype(q.dtype)
-    v_l = jax.lax.dynamic_index_in_dim(values, layer, 0, keepdims=False)  # [B, Hkv, n_c, c, D]
+    check_value_rows(values, b, hkv, value_row)
+    v_l = jax.lax.dynamic_index_in_dim(values, layer, 0, keepdims=False)[value_row:value_row + b]  # [B, ...]
     v = jnp.take_along_axis(v_l, chunks[..., None, None], axis=2).reshape(b, hkv, k * chunk_size, d)
     s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32, precision=hi)
     m = jnp.max(s, axis=-1)

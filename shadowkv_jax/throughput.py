@@ -232,15 +232,23 @@ def _host_values(row: jax.Array, batch: int) -> jax.Array:
     return big
 
 
+def replicate_device_fields(one: ShadowKVState, batch: int, placement: str) -> ShadowKVState:
+    """A batch-`batch` state without values (they will live at `placement`) whose rows are copies of the
+    batch-1 state `one`."""
+    st = _tile_device_fields(one, batch=batch)
+    return dataclasses.replace(st, values=None, placement=placement,
+                               step_metrics=jax.tree.map(jnp.copy, one.step_metrics))
+
+
+def replicate_values(one: ShadowKVState, batch: int, placement: str) -> jax.Array:
+    """`one`'s values (on device) repeated to `batch` rows at `placement`."""
+    return _host_values(one.values, batch) if placement == "host" else jnp.repeat(one.values, batch, axis=1)
+
+
 def replicate_state(one: ShadowKVState, batch: int, placement: str) -> ShadowKVState:
     """A batch-`batch` state whose rows are copies of the batch-1 state `one` (values on device)."""
-    st = _tile_device_fields(one, batch=batch)
-    st = dataclasses.replace(st, step_metrics=jax.tree.map(jnp.copy, one.step_metrics))  # its own (donated)
-    if placement == "host":
-        values = _host_values(one.values, batch)
-    else:
-        values = jnp.repeat(one.values, batch, axis=1)
-    return dataclasses.replace(st, values=values, placement=placement)
+    values = replicate_values(one, batch, placement)
+    return dataclasses.replace(replicate_device_fields(one, batch, placement), values=values)
 
 
 # --- one run ----------------------------------------------------------------------------------------------
@@ -355,9 +363,9 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
             state_abs, values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)
             if breakdown:
                 stand_ins["select_only"] = SelectOnly(sk, impl, interpret=interpret)
-        else:
-            parts = [abstract_decode_state(cfg, sk, n, slots, placement) for n in sizes]
-            state_abs, values_abs = MicroBatches(tuple(p[0] for p in parts)), tuple(p[1] for p in parts)
+        else:  # the parts' device fields, and the whole batch's values
+            state_abs = MicroBatches(tuple(abstract_decode_state(cfg, sk, n, slots, placement)[0] for n in sizes))
+            values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)[1]
             attention, stand_ins = PipelinedShadowKV(attention), {}
         loops = {name: compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
@@ -367,14 +375,14 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         row["prefill_s"] = time.perf_counter() - t0
         row["memory_after_prefill"] = _device_memory()  # its peak: weights + one prompt's prefill
         t0 = time.perf_counter()
-        states = [replicate_state(one, n, placement) for n in sizes]
+        # the values stay one array for all parts: XLA's pinned-host allocator rounded a first part's
+        # array (52.5 GiB at 122,880 x 7) up to a 64 GiB region and then had no room for the second
+        consts = replicate_values(one, batch, placement)
+        parts = [replicate_device_fields(one, n, placement) for n in sizes]
         row["build_batch_s"] = time.perf_counter() - t0
         del one
-        if len(sizes) == 1:
-            carry, consts = states[0].without_values(), states[0].values
-        else:
-            carry, consts = MicroBatches(tuple(s.without_values() for s in states)), tuple(s.values for s in states)
-        del states
+        carry = parts[0] if len(sizes) == 1 else MicroBatches(tuple(parts))
+        del parts
         row["micro_batches"] = list(sizes)
         capacity = new
         row.update(method="shadowkv", implementation=impl, placement=placement,

@@ -150,6 +150,35 @@ def test_value_reuse_reads_hits_from_the_cache(g, d, c, rank, k, n_c, batch, blo
     np.testing.assert_array_equal(np.asarray(got[3]), np.asarray(want[3]))
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["plain", "reuse"])
+@pytest.mark.parametrize("value_row,extra", [(0, 2), (3, 0), (1, 1)])
+def test_value_row_reads_the_sequences_rows_of_a_larger_value_array(value_row, extra, reuse):
+    """Micro-batches share one value array: with value_row, sequence i reads row value_row + i. The other
+    rows hold 1e4, so a kernel reading any of them would be far off."""
+    batch, c, k, n_c = 2, 8, 21, 50
+    q, a, w, chunks, values, inv = make_inputs(3, batch=batch, kv_heads=2, groups=4, head_dim=128, chunk_size=c,
+                                               rank=160, selected=k, chunks_total=n_c, dtype=jnp.float32)
+    big = np.full((2, value_row + batch + extra) + values.shape[2:], 1e4, np.float32)
+    big[:, value_row:value_row + batch] = np.asarray(values)
+    layer = jnp.int32(1)
+    reuse_args = ()
+    if reuse:  # no hits: every chunk comes from `values`
+        prev = jnp.full(chunks.shape, -1, jnp.int32)
+        reuse_args = (jnp.zeros((batch, 2, k, c, 128), jnp.float32), prev)
+    got = sparse_attention_partials(q, a, w, chunks, jnp.asarray(big), inv, layer, *reuse_args, chunk_size=c,
+                                    block_tokens=32, num_splits=2, interpret=INTERPRET, value_row=value_row)
+    want = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, *reuse_args, chunk_size=c)
+    np.testing.assert_allclose(attend(got[:3], q), attend(want[:3], q), atol=2e-4, rtol=2e-4)
+    ref_big = sparse_attention_partials_reference(q, a, w, chunks, jnp.asarray(big), inv, layer, *reuse_args,
+                                                  chunk_size=c, value_row=value_row)
+    np.testing.assert_allclose(attend(ref_big[:3], q), attend(want[:3], q), atol=1e-5, rtol=1e-5)
+    if reuse:
+        np.testing.assert_array_equal(np.asarray(got[3]), np.asarray(want[3]))
+    with pytest.raises(ValueError, match=rf"value_row={value_row + extra + 1} does not hold 2 sequences"):
+        sparse_attention_partials(q, a, w, chunks, jnp.asarray(big), inv, layer, chunk_size=c, interpret=True,
+                                  value_row=value_row + extra + 1)
+
+
 def test_hit_slots():
     from shadowkv_jax.kernels.sparse_attention import hit_slots
 

@@ -147,7 +147,8 @@ class ShadowKVDecode:
     """One new token per sequence; `consts` holds the values [L, B, Hkv, n_c, c, D].
 
     implementation "pallas" runs the fused gather-reconstruct kernel over the selected chunks
-    (interpreted when `interpret`, e.g. on CPU) and merges it with the exact segments.
+    (interpreted when `interpret`, e.g. on CPU) and merges it with the exact segments. `value_row`: the
+    state's rows are rows value_row.. of `consts` (a micro-batch of a larger batch's values).
     """
 
     config: ShadowKVConfig
@@ -155,6 +156,7 @@ class ShadowKVDecode:
     placement: str = "device"
     implementation: str = "reference"
     interpret: bool = False
+    value_row: int = 0
 
     def __call__(self, q, k, v, k_pre, *, carry: ShadowKVState, layer, positions, lengths, consts):
         chunks, carry = self.prepare(q, k, v, carry=carry, layer=layer, lengths=lengths)
@@ -191,7 +193,7 @@ class ShadowKVDecode:
             with jax.named_scope("reconstruct"):
                 sel_k = reconstruct_keys(at(st.a), at(st.w), chunks, c, self.model)
             with jax.named_scope("fetch_values"):
-                gathered = gather_values(consts, layer, chunks, self.placement)  # [B, Hkv, k, c, D]
+                gathered = gather_values(consts, layer, chunks, self.placement, self.value_row)  # [B, Hkv, k, c, D]
                 sel_v = gathered.reshape(sel_k.shape).astype(sel_k.dtype)
             new_cache = gathered.astype(st.value_cache.dtype) if cfg.value_reuse else None
             sel_valid = jnp.repeat(chunks < st.num_chunks[:, None, None], c, axis=-1)
@@ -225,7 +227,7 @@ class ShadowKVDecode:
         with jax.named_scope("gather_reconstruct_attention"):
             partials = sparse_attention_partials(qs, st.a, w_layer, chunks, values, inv, layer, **reuse,
                                                  chunk_size=self.config.chunk_size, interpret=self.interpret,
-                                                 rotary_dim=self.model.rotary_dim)
+                                                 rotary_dim=self.model.rotary_dim, value_row=self.value_row)
         with jax.named_scope("combine"):
             out = combine(partials[:3], qs, exact)
         new_cache = partials[3] if reuse else None

@@ -24,7 +24,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ..config import ModelConfig
 from ..model.llama import embed, layer_out, layer_params, layer_qkv, lm_head
@@ -56,30 +55,28 @@ class MicroBatches:
 
 
 def split_state(state: ShadowKVState, sizes) -> MicroBatches:
-    """A state's rows as micro-batches of `sizes` rows (copies; for tests and small states: the bench
-    builds each part on its own)."""
+    """A state's rows as micro-batches of `sizes` rows, without the values: the parts read the one value
+    array of the batch (`consts`), each from its first row. (Copies the device fields: for tests and small
+    states; the bench builds each part on its own.)"""
     if sum(sizes) != state.lengths.shape[0] or len(sizes) != 2 or min(sizes) < 1:
         raise ValueError(f"micro-batch sizes={tuple(sizes)} must be two positive sizes summing to the batch "
                          f"{state.lengths.shape[0]}")
     parts, start = [], 0
     for n in sizes:
         def rows(x, name):
-            if x is None:
-                return x
-            if name == "step_metrics":  # per-layer, not per-row: each part gets its own copy
+            if name == "step_metrics":  # per layer, not per row: each part gets its own copy
                 return jax.tree.map(jnp.copy, x)
-            if name == "values":  # through numpy: they may live in host memory, which XLA does not slice
-                return jax.device_put(np.asarray(x)[:, start:start + n], x.sharding)
             return jax.lax.slice_in_dim(x, start, start + n, axis=0 if x.ndim == 1 else 1)
-        parts.append(dataclasses.replace(state, **{f: rows(getattr(state, f), f) for f in ARRAY_FIELDS}))
+        fields = {f: rows(getattr(state, f), f) for f in ARRAY_FIELDS if f != "values"}
+        parts.append(dataclasses.replace(state, **fields, values=None))
         start += n
     return MicroBatches(tuple(parts))
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelinedShadowKV:
-    """The decode back-end for a `MicroBatches` carry of two parts (consts: their values, a pair).
-    `decoding.decode_step` / `decode_loop` call `decode_step` instead of their own layer scan."""
+    """The decode back-end for a `MicroBatches` carry of two parts; consts: the batch's values, A's rows
+    first. `decoding.decode_step` / `decode_loop` call `decode_step` instead of their own layer scan."""
 
     decode: ShadowKVDecode
 
@@ -87,8 +84,9 @@ class PipelinedShadowKV:
         """tokens [B] (A's rows first) -> (logits [B, V] fp32, carry with every length + 1)."""
         if len(carry.parts) != 2:
             raise ValueError(f"PipelinedShadowKV runs 2 micro-batches, got {len(carry.parts)}")
-        (sa, sb), (va, vb) = carry.parts, consts
+        (sa, sb), values = carry.parts, consts
         na = sa.lengths.shape[0]
+        decode = {"a": self.decode, "b": dataclasses.replace(self.decode, value_row=self.decode.value_row + na)}
         xa, xb = embed(params, tokens[:na, None]), embed(params, tokens[na:, None])
         L = config.num_layers
 
@@ -97,8 +95,8 @@ class PipelinedShadowKV:
             chunks, st = self.decode.prepare(q, k, v, carry=st, layer=layer, lengths=st.lengths)
             return (q, chunks), st
 
-        def attend(qc, st, values, layer):  # the value reads
-            return self.decode.attend(qc[0], qc[1], carry=st, layer=layer, lengths=st.lengths, consts=values)
+        def attend(qc, st, part, layer):  # the value reads
+            return decode[part].attend(qc[0], qc[1], carry=st, layer=layer, lengths=st.lengths, consts=values)
 
         def post(x, attn, layer):
             return layer_out(layer_params(params, layer), x, attn, config)
@@ -107,7 +105,7 @@ class PipelinedShadowKV:
             # A enters with layer `layer` selected; B with layer - 1 attended (or, first, nothing done)
             xa, qca, sa, xb, attn_b, sb = c
             with jax.named_scope("micro_batch_a"):
-                attn_a, sa = attend(qca, sa, va, layer)
+                attn_a, sa = attend(qca, sa, "a", layer)
                 xa = post(xa, attn_a, layer)
                 if not last:
                     qca, sa = pre(xa, sa, layer + 1)
@@ -115,7 +113,7 @@ class PipelinedShadowKV:
                 if not first:
                     xb = post(xb, attn_b, layer - 1)
                 qcb, sb = pre(xb, sb, layer)
-                attn_b, sb = attend(qcb, sb, vb, layer)
+                attn_b, sb = attend(qcb, sb, "b", layer)
             return xa, qca, sa, xb, attn_b, sb
 
         qca, sa = pre(xa, sa, jnp.int32(0))

@@ -8,6 +8,8 @@ device gather over a host operand, so the gather runs as a host computation
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -25,15 +27,19 @@ def _host_transform():
     return getattr(co, "compute_on2", None) or co.compute_on
 
 
-def _gather_layer(values: jax.Array, layer, chunk_ids: jax.Array) -> jax.Array:
-    return _gather(jax.lax.dynamic_index_in_dim(values, layer, 0, keepdims=False), chunk_ids)
+def _gather_layer(values: jax.Array, layer, chunk_ids: jax.Array, row: int = 0) -> jax.Array:
+    rows = jax.lax.dynamic_index_in_dim(values, layer, 0, keepdims=False)[row:row + chunk_ids.shape[0]]
+    return _gather(rows, chunk_ids)
 
 
-def gather_values(values: jax.Array, layer, chunk_ids: jax.Array, placement: str) -> jax.Array:
-    """values [L, B, Hkv, n_c, c, D] at `placement`, chunk_ids [B, Hkv, k] -> [B, Hkv, k, c, D] on device."""
+def gather_values(values: jax.Array, layer, chunk_ids: jax.Array, placement: str, row: int = 0) -> jax.Array:
+    """values [L, >= row + B, Hkv, n_c, c, D] at `placement`, chunk_ids [B, Hkv, k] -> [B, Hkv, k, c, D] on
+    device: sequence i's chunks from values row `row + i`."""
+    if values.shape[1] < row + chunk_ids.shape[0]:
+        raise ValueError(f"values shape {values.shape} has no rows {row}..{row + chunk_ids.shape[0] - 1}")
     if placement == "device":
-        return _gather_layer(values, layer, chunk_ids)
+        return _gather_layer(values, layer, chunk_ids, row)
     host = jax.memory.Space.Host
-    on_host = _host_transform()(_gather_layer, compute_type="device_host",
+    on_host = _host_transform()(partial(_gather_layer, row=row), compute_type="device_host",
                                 out_memory_spaces=jax.memory.Space.Device)
     return on_host(values, jax.device_put(layer, host), jax.device_put(chunk_ids, host))
