@@ -236,6 +236,17 @@ pipe1)  # micro-batched decode: compiled kernel tests (value_row), the pipelined
   BENCH_TIMEOUT=300 BTAIL=16 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --micro-batches 2 --profile --json "$OUT/prof_llama_122k_shadowkv_mb2.json"
   ;;
+pipe3)  # after the loop-counter fix: compiled kernel tests, pipelined vs plain step (max |dlogit| printed),
+  # ShadowKV at 122,880 with two micro-batches (profiled), full attention with the same decode options
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=line tests/test_kernels.py 2>&1 \
+      | grep -E "passed|failed" | tail -3
+  timeout 150 python3 -m pytest -q -s -p no:cacheprovider --tb=line tests/test_pipeline.py 2>&1 \
+      | grep -E "passed|failed|dlogit|Error" | tail -8
+  BENCH_TIMEOUT=250 BTAIL=20 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --micro-batches 2 --profile --json "$OUT/prof_llama_122k_shadowkv_mb2.json"
+  BENCH_TIMEOUT=130 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122k_full_concurrent.json"
+  ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
       --json "$OUT/tput_llama_122k_full_concurrent.json"

@@ -50,6 +50,15 @@ def op_name_of(hlo_op: str, kernel: str, names: dict[str, str], hlo_text: str) -
     return ""
 
 
+def result_shape(hlo_op: str, kernel: str, hlo_text: str) -> str:
+    """The result shape of the HLO instruction behind a kernel ("" if not found): says what a copy copies."""
+    for cand in (hlo_op, kernel, re.sub(r"_(\d+)$", r".\1", kernel)):
+        m = re.search(rf"^\s*(?:ROOT )?%?{re.escape(cand)} = (\S+)", hlo_text, re.M) if cand else None
+        if m:
+            return m.group(1)
+    return ""
+
+
 def scope_of(op_name: str, scopes=SCOPES) -> str:
     parts = op_name.split("/")
     for s in scopes:
@@ -90,7 +99,8 @@ def summarize(events: list[dict], hlo_text: str, per: int = 1, top: int = 15) ->
         by_scope[scope[key]] += ms
         by_kernel[key] += ms
         counts[key] += 1
-    kernels = [{"hlo_op": op, "kernel": k, "ms": ms, "launches": counts[(op, k)] / per, "scope": scope[(op, k)]}
+    kernels = [{"hlo_op": op, "kernel": k, "ms": ms, "launches": counts[(op, k)] / per, "scope": scope[(op, k)],
+                "op_name": op_name_of(op, k, names, hlo_text)[-160:], "shape": result_shape(op, k, hlo_text)}
                for (op, k), ms in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:top]]
     return {"total_ms": sum(by_scope.values()), "by_scope_ms": dict(by_scope), "kernels": kernels,
             "lines": sorted({ev["line"] for ev in events})}

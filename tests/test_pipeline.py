@@ -25,9 +25,10 @@ def _model(layers):
 
 
 def _decode(model, attention, carry, consts, first, steps):
-    toks, carry, extras = decode_loop(model.params, carry, first, jax.random.key(0), jnp.zeros((0,), jnp.int32),
-                                      consts, config=model.config, sampler=Greedy(), num_steps=steps,
-                                      attention=attention, return_logits=True)
+    with jax.default_matmul_precision("highest"):
+        toks, carry, extras = decode_loop(model.params, carry, first, jax.random.key(0), jnp.zeros((0,), jnp.int32),
+                                          consts, config=model.config, sampler=Greedy(), num_steps=steps,
+                                          attention=attention, return_logits=True)
     return np.asarray(toks), carry, extras
 
 
@@ -37,9 +38,9 @@ def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl):
     """Ragged prompts; the budget selects a strict subset (so selection and value reuse matter); the
     layer counts cover the peeled first and last layers with and without a scan between them. On a GPU
     the kernels run compiled with the values in pinned host memory (interpreted on device memory on CPU);
-    the two executables' GEMMs have different batch sizes there, hence the looser tolerance."""
+    there, the XLA products run at full fp32 precision (no TF32), as the kernels' do."""
     gpu = jax.devices()[0].platform == "gpu"
-    placement, tol = ("host", 1e-2) if gpu else ("device", 2e-5)
+    placement, tol = ("host", 1e-4) if gpu else ("device", 2e-5)
     model = _model(layers)
     rng = np.random.default_rng(layers)
     prompts = [list(rng.integers(1, 128, n)) for n in (203, 260, 171)]
@@ -53,6 +54,7 @@ def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl):
     values = st.values  # read-only: both decodes read the same array
     want_toks, want_carry, want = _decode(model, plain, st.without_values(), values, first, 6)
     got_toks, got_carry, got = _decode(model, PipelinedShadowKV(plain), mb, values, first, 6)
+    print(f"max |dlogit| {np.abs(np.asarray(got['logits']) - np.asarray(want['logits'])).max():.3g}")
     np.testing.assert_array_equal(got_toks, want_toks)
     np.testing.assert_allclose(np.asarray(got["logits"]), np.asarray(want["logits"]), atol=tol, rtol=tol)
     np.testing.assert_allclose(np.asarray(got["metrics"]["hit_rate"]), np.asarray(want["metrics"]["hit_rate"]),

@@ -42,6 +42,9 @@ def test_kernels_inside_command_buffers_are_attributed_by_their_names():
               _ev("nvjet_sm90_tst_192x16_64x8_4x1_v_bz_NNT", "command_buffer_13", 4_000_000)]
     out = profiling.summarize(events, _HLO)
     assert out["by_scope_ms"] == {"attention": 1.0, "select": 2.0, "other": 4.0}
+    copy = next(k for k in out["kernels"] if k["kernel"] == "loop_dynamic_slice_fusion_2")
+    assert copy["shape"] == "bf16[1,13,8,240,8,128]{5,4,3,2,1,0}"  # what the copy copies
+    assert copy["op_name"].endswith("attention/jit(dynamic_index_in_dim)/dynamic_slice")
 
 
 def test_scope_prefers_the_most_specific_named_scope():
