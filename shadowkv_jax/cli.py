@@ -191,6 +191,8 @@ def _bench(args) -> int:
             raise UsageError(f"--context {c} must be a positive number of tokens")
     if args.steps < 1:
         raise UsageError(f"--steps {args.steps} must be >= 1")
+    if args.micro_batches > 1 and args.breakdown:
+        raise UsageError("--breakdown times stand-ins of the plain step: it cannot run with --micro-batches 2")
     batches = [_batch_arg(b) for b in args.batch]
     model, note = tp.bench_model(args.model)
     print(f"model: {args.model} ({note})")

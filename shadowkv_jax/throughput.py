@@ -309,10 +309,12 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
     """Prefill one prompt, build a batch of `batch` rows, time decoding. Returns one result row.
 
     ShadowKV with `micro_batches=2` decodes the batch as two states whose layers interleave
-    (shadowkv/pipeline.py); the step-time stand-ins (`breakdown`) then do not apply and are not run.
+    (shadowkv/pipeline.py); the step-time stand-ins (`breakdown`) stand in for the plain step only.
 
     Every executable is compiled from abstract shapes first: XLA's autotuner allocates scratch copies
     of operands, which would not fit next to a full-size cache."""
+    if breakdown and micro_batches > 1:
+        raise ValueError("breakdown=True times stand-ins of the plain step; it cannot run with micro_batches=2")
     cfg = model.config
     platform = jax.devices()[0].platform
     interpret = platform != "gpu"  # kernels run interpreted off the GPU
@@ -366,7 +368,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         else:  # the parts' device fields, and the whole batch's values
             state_abs = MicroBatches(tuple(abstract_decode_state(cfg, sk, n, slots, placement)[0] for n in sizes))
             values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)[1]
-            attention, stand_ins = PipelinedShadowKV(attention), {}
+            attention = PipelinedShadowKV(attention)
         loops = {name: compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         t0 = time.perf_counter()

@@ -87,6 +87,8 @@ def test_bench_micro_batched_shadowkv_row(tiny):
         tp.micro_batch_sizes(1, 2)
     with pytest.raises(ValueError, match="micro_batches=3 must be 1 or 2"):
         tp.micro_batch_sizes(4, 3)
+    with pytest.raises(ValueError, match="breakdown=True times stand-ins of the plain step"):
+        tp.run_one(tiny, factory(640), 640, 3, 2, rates=rates, breakdown=True, micro_batches=2)
 
 
 def test_replicated_state_rows_are_copies(tiny):
@@ -139,6 +141,8 @@ def test_bench_cli(tmp_path, capsys, monkeypatch):
     assert "| method | context | batch |" in printed
     assert main(["bench", "--model", sk.default_model_path(), "--context", "512", "--batch", "0"]) == 2
     assert "--batch '0' must be a positive integer" in capsys.readouterr().err
+    assert main(["bench", "--model", sk.default_model_path(), "--breakdown", "--micro-batches", "2"]) == 2
+    assert "--breakdown times stand-ins of the plain step" in capsys.readouterr().err
 
 
 def test_dense_decode_kernel_equals_xla_path(tiny):
