@@ -14,7 +14,11 @@ decoding.DECODE_COMPILER_OPTIONS); in a serial schedule this step does the same 
 plus a second read of the weights. Each micro-batch reads the weights once per layer, so a step reads
 them twice: the price of the overlap, paid in HBM time that the value reads hide.
 
-Numbers: A and B give the same tokens as one ShadowKVDecode step over their concatenation (tests).
+A and B give the same logits as one ShadowKVDecode step over their concatenation (tests; 1e-7 in fp32,
+compiled on an H100). Speed, measured (H100, Llama-3.1-8B shape, BENCHMARKS.md): the kernels do overlap, but
+the step is 7-9% slower than the plain one so far: the doubled weight reads ran at 1.35 TB/s beside the
+value reads, and the chains are serialised somewhere in the graph (not yet found). `bench --micro-batches 2`
+runs it; nothing else uses it by default.
 """
 
 from __future__ import annotations
