@@ -8,9 +8,15 @@ times, over a `lax.scan` of L layers with Llama-3.1-8B shapes and `--batch` sequ
   weights:   one layer's GEMMs ([b, E] through wq|wk|wv, wo, gate|up, down) alone;
   serial:    both in one body, independent of each other (one stream);
   streamed:  the same body with the kernel under `compute_on("gpu_stream:1")` (XLA's stream annotation);
-  streamed_gemms: the same with the GEMMs on stream 1 instead.
+  streamed_gemms: the same with the GEMMs on stream 1 instead;
+  pipelined: two chains of `--batch` sequences each, as in shadowkv/pipeline.py: per layer, chain A runs
+             the kernel then the GEMMs (which depend on it), chain B the GEMMs then the kernel; nothing
+             flows between the chains. Ideal with overlap: about 2 x max(attention, weights); serial:
+             2 x (attention + weights).
 
-`streamed` near max(attention, weights) rather than their sum means the two overlap. GPU only.
+`streamed` near max(attention, weights) rather than their sum means the two overlap. Run with
+XLA_FLAGS=--xla_gpu_command_buffer_scheduling_mode=CONCURRENT to let the command buffers overlap
+independent kernels (the JSON records XLA_FLAGS). GPU only.
 """
 
 from __future__ import annotations
@@ -56,7 +62,8 @@ def main(argv=None):
     p.add_argument("--splits", type=int, nargs="+", default=[4, 1])
     p.add_argument("--warps", type=int, nargs="+", default=[8, 4])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--kinds", nargs="+", default=["attention", "weights", "serial", "streamed_gemms", "streamed"])
+    p.add_argument("--kinds", nargs="+",
+                   default=["attention", "weights", "serial", "pipelined", "streamed_gemms", "streamed"])
     p.add_argument("--python-loop", action="store_true", help="layers as straight-line code, not a lax.scan")
     p.add_argument("--no-command-buffer", action="store_true", help="xla_gpu_enable_command_buffer=''")
     p.add_argument("--no-inner-jit", action="store_true", help="compute_on traces the function, not a jit of it")
@@ -103,6 +110,8 @@ def main(argv=None):
 
         def run(x, w, ch, *kv):
             def body(carry, xs):
+                if kind == "pipelined":
+                    return pipelined_body(carry, xs), None
                 x, tot = carry
                 w, ch, l = xs
                 if kind in ("weights", "serial", "streamed"):
@@ -115,7 +124,19 @@ def main(argv=None):
                     tot = tot + streamed_attn(l, ch, *kv)
                 return (x, tot), None
 
+            def pipelined_body(carry, xs):
+                (xa, ta), (xb, tb) = carry
+                w, ch, l = xs
+                q, *rest = kv
+                ta = ta + attn(l, ch, q + xa[0, 0].astype(q.dtype), *rest)  # A: values, then GEMMs using them
+                xa = layer_gemms(xa + ta.astype(xa.dtype), w)
+                xb = layer_gemms(xb + tb.astype(xb.dtype), w)  # B: GEMMs, then values that use them
+                tb = tb + attn(l, ch, q + xb[0, 0].astype(q.dtype), *rest)
+                return (xa, ta), (xb, tb)
+
             carry, idx = (x, jnp.float32(0)), jnp.arange(L, dtype=jnp.int32)
+            if kind == "pipelined":
+                carry = (carry, (x + 1, jnp.float32(0)))
             if a.python_loop:
                 for l in range(L):
                     carry, _ = body(carry, jax.tree.map(lambda t: t[l], (w, ch, idx)))
@@ -155,13 +176,13 @@ def main(argv=None):
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
     print(f"python loop {a.python_loop}, command buffers off {a.no_command_buffer}: PCIe {pcie / 1e9:.2f} GB, weights {wbytes / 1e9:.2f} GB per pass")
-    print(f"{'splits':>6} {'warps':>5} {'attention':>10} {'weights':>8} {'serial':>8} {'str.kernel':>10} "
-          f"{'str.gemms':>10}  async calls")
+    print(f"{'splits':>6} {'warps':>5} {'attention':>10} {'weights':>8} {'serial':>8} {'pipelined':>9} "
+          f"{'str.kernel':>10} {'str.gemms':>10}  async calls")
     for r_ in rows:
-        f = lambda n: f"{r_[n]:.2f}" if n in r_ else "err"
+        f = lambda n: f"{r_[n]:.2f}" if n in r_ else ("-" if n.split("_ms")[0] not in a.kinds else "err")
         print(f"{r_['splits']:>6} {r_['warps']:>5} {f('attention_ms'):>10} {f('weights_ms'):>8} {f('serial_ms'):>8} "
-              f"{f('streamed_ms'):>10} {f('streamed_gemms_ms'):>10}  {r_.get('streamed_async_calls', '-')}/"
-              f"{r_.get('streamed_gemms_async_calls', '-')}")
+              f"{f('pipelined_ms'):>9} {f('streamed_ms'):>10} {f('streamed_gemms_ms'):>10}  "
+              f"{r_.get('streamed_async_calls', '-')}/{r_.get('streamed_gemms_async_calls', '-')}")
 
 
 if __name__ == "__main__":
