@@ -45,3 +45,10 @@ def partials_shape(b: int, hkv: int, splits: int, gp: int, d: int) -> tuple:
     return (jax.ShapeDtypeStruct((b, hkv, splits, gp, d), jnp.float32),
             jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32),
             jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32))
+
+
+def check_value_rows(values, batch: int, kv_heads: int, value_row: int) -> None:
+    """values [L, >= value_row + batch, kv_heads, n_c, c, D]: rows value_row.. hold the batch's sequences."""
+    if values.ndim != 6 or values.shape[2] != kv_heads or not 0 <= value_row <= values.shape[1] - batch:
+        raise ValueError(f"values shape {values.shape} with value_row={value_row} does not hold {batch} sequences "
+                         f"of {kv_heads} KV heads: expected [L, >= value_row + {batch}, {kv_heads}, n_c, c, D]")

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from .common import NEG_INF, compiler_params, dot as _dot, pad_groups, partials_shape
+from .common import NEG_INF, check_value_rows, compiler_params, dot as _dot, pad_groups, partials_shape
 
 
 def _pow2_parts(n: int, smallest: int = 16) -> list[tuple[int, int]]:
@@ -136,11 +136,6 @@ def _fetch_with_reuse(values_ref, hit_ref, cache_ref, new_cache_ref, layer, b, h
     plt.store(new_cache_ref.at[b, h, slot[:, None], t, col], v, mask=valid[:, None])
     return v
 
-
-def check_value_rows(values, batch: int, kv_heads: int, value_row: int) -> None:
-    if values.ndim != 6 or values.shape[2] != kv_heads or not 0 <= value_row <= values.shape[1] - batch:
-        raise ValueError(f"values shape {values.shape} with value_row={value_row} does not hold {batch} sequences "
-                         f"of {kv_heads} KV heads: expected [L, >= value_row + {batch}, {kv_heads}, n_c, c, D]")
 
 
 def hit_slots(chunks: jax.Array, previous: jax.Array) -> jax.Array:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from .cache import KVCache, write_block
 from .config import ModelConfig
 from .model.attention import DenseDecode, DensePrefill
-from .model.llama import DecoderLayer, embed, lm_head, run_layers
+from .model.llama import DecoderLayer, embed, layer_params, lm_head, run_layers
 
 
 @partial(jax.jit, static_argnames=("config", "capacity"))
@@ -34,10 +34,6 @@ def prefill(params, tokens: jax.Array, lengths: jax.Array, *, config: ModelConfi
     return lm_head(params, config, last), dataclasses.replace(cache, lengths=lengths)
 
 
-def _layer_params(params, layer):
-    return jax.tree.map(lambda p: jax.lax.dynamic_index_in_dim(p, layer, 0, keepdims=False), params["layers"])
-
-
 @partial(jax.jit, static_argnames=("config",))
 def _prefill_layer(params, x, lengths, layer, *, config: ModelConfig):
     """One layer over prompts x [b, T, E] -> (x, this layer's K and V [1, b, Hkv, T, D]).
@@ -47,7 +43,7 @@ def _prefill_layer(params, x, lengths, layer, *, config: ModelConfig):
     b, t = x.shape[:2]
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     layer_kv = KVCache.zeros(config, b, t, num_layers=1)  # fully overwritten: XLA keeps only the update
-    x, layer_kv = DecoderLayer(config, DensePrefill()).apply({"params": _layer_params(params, layer)}, x, positions,
+    x, layer_kv = DecoderLayer(config, DensePrefill()).apply({"params": layer_params(params, layer)}, x, positions,
                                                              lengths, layer_kv, jnp.int32(0), jnp.int32(0))
     return x, layer_kv.k, layer_kv.v
 

@@ -36,9 +36,15 @@ def op_names(hlo_text: str) -> dict[str, str]:
     return out
 
 
+def _instruction_names(hlo_op: str, kernel: str) -> tuple[str, ...]:
+    """Names the HLO instruction behind a kernel event may have: the event's hlo_op, or the kernel's name
+    (XLA's fusion kernel "loop_pad_fusion_2" runs instruction "loop_pad_fusion.2")."""
+    return tuple(c for c in (hlo_op, kernel, re.sub(r"_(\d+)$", r".\1", kernel)) if c)
+
+
 def op_name_of(hlo_op: str, kernel: str, names: dict[str, str], hlo_text: str) -> str:
     """The op_name behind a kernel event: by its HLO instruction, else by the kernel's name."""
-    for cand in (hlo_op, kernel, re.sub(r"_(\d+)$", r".\1", kernel)):
+    for cand in _instruction_names(hlo_op, kernel):
         if cand in names:
             return names[cand]
     if kernel and not kernel.startswith(("nvjet", "sm90", "cutlass", "ampere", "memcpy")):
@@ -52,8 +58,8 @@ def op_name_of(hlo_op: str, kernel: str, names: dict[str, str], hlo_text: str) -
 
 def result_shape(hlo_op: str, kernel: str, hlo_text: str) -> str:
     """The result shape of the HLO instruction behind a kernel ("" if not found): says what a copy copies."""
-    for cand in (hlo_op, kernel, re.sub(r"_(\d+)$", r".\1", kernel)):
-        m = re.search(rf"^\s*(?:ROOT )?%?{re.escape(cand)} = (\S+)", hlo_text, re.M) if cand else None
+    for cand in _instruction_names(hlo_op, kernel):
+        m = re.search(rf"^\s*(?:ROOT )?%?{re.escape(cand)} = (\S+)", hlo_text, re.M)
         if m:
             return m.group(1)
     return ""
@@ -88,19 +94,20 @@ def device_events(trace_dir: str) -> list[dict]:
 def summarize(events: list[dict], hlo_text: str, per: int = 1, top: int = 15) -> dict:
     """Kernel time per scope and the `top` kernels, in ms per `per` (e.g. decode steps)."""
     names = op_names(hlo_text)
-    by_scope, by_kernel, counts, scope = defaultdict(float), defaultdict(float), defaultdict(int), {}
+    by_scope, by_kernel, counts, op_name = defaultdict(float), defaultdict(float), defaultdict(int), {}
     for ev in events:
         if ev["line"].lower().startswith(("memcpy", "xla ops", "xla modules", "steps", "launch")):
             continue  # derived lines repeat the kernels' time
         ms = ev["ns"] / 1e6 / per
         key = (ev["hlo_op"] or ev["name"], ev["name"][:80])
-        if key not in scope:
-            scope[key] = scope_of(op_name_of(ev["hlo_op"], ev["name"], names, hlo_text))
-        by_scope[scope[key]] += ms
+        if key not in op_name:
+            op_name[key] = op_name_of(ev["hlo_op"], ev["name"], names, hlo_text)
+        by_scope[scope_of(op_name[key])] += ms
         by_kernel[key] += ms
         counts[key] += 1
-    kernels = [{"hlo_op": op, "kernel": k, "ms": ms, "launches": counts[(op, k)] / per, "scope": scope[(op, k)],
-                "op_name": op_name_of(op, k, names, hlo_text)[-160:], "shape": result_shape(op, k, hlo_text)}
+    kernels = [{"hlo_op": op, "kernel": k, "ms": ms, "launches": counts[(op, k)] / per,
+                "scope": scope_of(op_name[(op, k)]), "op_name": op_name[(op, k)][-160:],
+                "shape": result_shape(op, k, hlo_text)}
                for (op, k), ms in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:top]]
     return {"total_ms": sum(by_scope.values()), "by_scope_ms": dict(by_scope), "kernels": kernels,
             "lines": sorted({ev["line"] for ev in events})}

@@ -82,8 +82,8 @@ class DecoderLayer(nn.Module):
         return layer_out(p, x, attn, c), carry
 
 
-# The layer's math as functions of one layer's parameters (a dict with DecoderLayer's names; biases may be
-# 0): DecoderLayer runs them around its attention back-end, and schedules that interleave the layers of
+# The layer's math as functions of one layer's parameters (a dict with DecoderLayer's names; absent biases
+# count as 0): DecoderLayer runs them around its attention back-end, and schedules that interleave the layers of
 # several micro-batches (shadowkv/pipeline.py) run them directly.
 
 def layer_qkv(p, x, positions, c: ModelConfig):
@@ -92,9 +92,9 @@ def layer_qkv(p, x, positions, c: ModelConfig):
     d, hq, hkv = c.head_dim, c.num_heads, c.num_kv_heads
     with jax.named_scope("qkv"):
         h = rms_norm(x, p["attn_norm"], c.rms_norm_eps)
-        q = (h @ p["wq"] + p["bq"]).reshape(b, t, hq, d)
-        k_pre = (h @ p["wk"] + p["bk"]).reshape(b, t, hkv, d)
-        v = (h @ p["wv"] + p["bv"]).reshape(b, t, hkv, d)
+        q = (h @ p["wq"] + p.get("bq", 0)).reshape(b, t, hq, d)
+        k_pre = (h @ p["wk"] + p.get("bk", 0)).reshape(b, t, hkv, d)
+        v = (h @ p["wv"] + p.get("bv", 0)).reshape(b, t, hkv, d)
         cos, sin = rope_cos_sin(positions, c)
         return apply_rope(q, cos, sin), apply_rope(k_pre, cos, sin), v, k_pre
 
@@ -109,9 +109,8 @@ def layer_out(p, x, attn, c: ModelConfig):
 
 
 def layer_params(params: Params, layer) -> Params:
-    """Layer `layer`'s parameters (a traced index reads the stacked arrays in place), biases 0 if absent."""
-    p = jax.tree.map(lambda w: jax.lax.dynamic_index_in_dim(w, layer, 0, keepdims=False), params["layers"])
-    return {"bq": 0, "bk": 0, "bv": 0, **p}
+    """Layer `layer`'s parameters, sliced from the stacked [L, ...] arrays."""
+    return jax.tree.map(lambda w: jax.lax.dynamic_index_in_dim(w, layer, 0, keepdims=False), params["layers"])
 
 
 def init_params(config: ModelConfig, rng: jax.Array) -> Params:

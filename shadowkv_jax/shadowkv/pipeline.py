@@ -90,7 +90,8 @@ class PipelinedShadowKV:
             raise ValueError(f"PipelinedShadowKV runs 2 micro-batches, got {len(carry.parts)}")
         (sa, sb), values = carry.parts, consts
         na = sa.lengths.shape[0]
-        decode = {"a": self.decode, "b": dataclasses.replace(self.decode, value_row=self.decode.value_row + na)}
+        decode_a = self.decode  # B's rows follow A's in the value array
+        decode_b = dataclasses.replace(self.decode, value_row=self.decode.value_row + na)
         xa, xb = embed(params, tokens[:na, None]), embed(params, tokens[na:, None])
         L = config.num_layers
 
@@ -99,8 +100,8 @@ class PipelinedShadowKV:
             chunks, st = self.decode.prepare(q, k, v, carry=st, layer=layer, lengths=st.lengths)
             return (q, chunks), st
 
-        def attend(qc, st, part, layer):  # the value reads
-            return decode[part].attend(qc[0], qc[1], carry=st, layer=layer, lengths=st.lengths, consts=values)
+        def attend(decode, qc, st, layer):  # the value reads
+            return decode.attend(qc[0], qc[1], carry=st, layer=layer, lengths=st.lengths, consts=values)
 
         def post(x, attn, layer):
             return layer_out(layer_params(params, layer), x, attn, config)
@@ -109,7 +110,7 @@ class PipelinedShadowKV:
             # A enters with layer `layer` selected; B with layer - 1 attended (or, first, nothing done)
             xa, qca, sa, xb, attn_b, sb = c
             with jax.named_scope("micro_batch_a"):
-                attn_a, sa = attend(qca, sa, "a", layer)
+                attn_a, sa = attend(decode_a, qca, sa, layer)
                 xa = post(xa, attn_a, layer)
                 if not last:
                     qca, sa = pre(xa, sa, layer + 1)
@@ -117,7 +118,7 @@ class PipelinedShadowKV:
                 if not first:
                     xb = post(xb, attn_b, layer - 1)
                 qcb, sb = pre(xb, sb, layer)
-                attn_b, sb = attend(qcb, sb, "b", layer)
+                attn_b, sb = attend(decode_b, qcb, sb, layer)
             return xa, qca, sa, xb, attn_b, sb
 
         qca, sa = pre(xa, sa, jnp.int32(0))

@@ -35,8 +35,9 @@ def _gather_layer(values: jax.Array, layer, chunk_ids: jax.Array, row: int = 0) 
 def gather_values(values: jax.Array, layer, chunk_ids: jax.Array, placement: str, row: int = 0) -> jax.Array:
     """values [L, >= row + B, Hkv, n_c, c, D] at `placement`, chunk_ids [B, Hkv, k] -> [B, Hkv, k, c, D] on
     device: sequence i's chunks from values row `row + i`."""
-    if values.shape[1] < row + chunk_ids.shape[0]:
-        raise ValueError(f"values shape {values.shape} has no rows {row}..{row + chunk_ids.shape[0] - 1}")
+    from ..kernels.common import check_value_rows
+
+    check_value_rows(values, chunk_ids.shape[0], chunk_ids.shape[1], row)
     if placement == "device":
         return _gather_layer(values, layer, chunk_ids, row)
     host = jax.memory.Space.Host
