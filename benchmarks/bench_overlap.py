@@ -13,6 +13,8 @@ times, over a `lax.scan` of L layers with Llama-3.1-8B shapes and `--batch` sequ
              the kernel then the GEMMs (which depend on it), chain B the GEMMs then the kernel; nothing
              flows between the chains. Ideal with overlap: about 2 x max(attention, weights); serial:
              2 x (attention + weights).
+  pipelined_ordered: the same, each kernel passed the other chain's last result as `after`, so the two
+             chains' kernels run one after the other instead of splitting PCIe.
 
 `streamed` near max(attention, weights) rather than their sum means the two overlap. Run with
 XLA_FLAGS=--xla_gpu_command_buffer_scheduling_mode=CONCURRENT to let the command buffers overlap
@@ -63,7 +65,7 @@ def main(argv=None):
     p.add_argument("--warps", type=int, nargs="+", default=[8, 4])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--kinds", nargs="+",
-                   default=["attention", "weights", "serial", "pipelined", "streamed_gemms", "streamed"])
+                   default=["attention", "weights", "serial", "pipelined", "pipelined_ordered", "streamed_gemms", "streamed"])
     p.add_argument("--python-loop", action="store_true", help="layers as straight-line code, not a lax.scan")
     p.add_argument("--no-command-buffer", action="store_true", help="xla_gpu_enable_command_buffer=''")
     p.add_argument("--no-inner-jit", action="store_true", help="compute_on traces the function, not a jit of it")
@@ -100,9 +102,9 @@ def main(argv=None):
 
     def make(kind, splits, warps):
         # every array is an argument: closed-over arrays would be embedded in the program as constants
-        def attn(l, ch, q, A, W, values, inv):
+        def attn(l, ch, q, A, W, values, inv, after=None):
             acc, m, s = sparse_attention_partials(q, A, W, ch, values, inv, l, chunk_size=c, num_splits=splits,
-                                                  num_warps=warps, interpret=a.tiny)
+                                                  num_warps=warps, interpret=a.tiny, after=after)
             return jnp.sum(acc[..., 0, :]) + jnp.sum(m) + jnp.sum(s)  # a scalar the body depends on
 
         streamed_attn = on_gpu_stream(attn, 1, inner_jit=not a.no_inner_jit)
@@ -110,8 +112,8 @@ def main(argv=None):
 
         def run(x, w, ch, *kv):
             def body(carry, xs):
-                if kind == "pipelined":
-                    return pipelined_body(carry, xs), None
+                if kind.startswith("pipelined"):
+                    return pipelined_body(carry, xs, kind == "pipelined_ordered"), None
                 x, tot = carry
                 w, ch, l = xs
                 if kind in ("weights", "serial", "streamed"):
@@ -124,18 +126,19 @@ def main(argv=None):
                     tot = tot + streamed_attn(l, ch, *kv)
                 return (x, tot), None
 
-            def pipelined_body(carry, xs):
+            def pipelined_body(carry, xs, ordered):
                 (xa, ta), (xb, tb) = carry
                 w, ch, l = xs
                 q, *rest = kv
-                ta = ta + attn(l, ch, q + xa[0, 0].astype(q.dtype), *rest)  # A: values, then GEMMs using them
+                # A: values, then GEMMs using them (ordered: after B's last values)
+                ta = ta + attn(l, ch, q + xa[0, 0].astype(q.dtype), *rest, after=tb if ordered else None)
                 xa = layer_gemms(xa + ta.astype(xa.dtype), w)
                 xb = layer_gemms(xb + tb.astype(xb.dtype), w)  # B: GEMMs, then values that use them
-                tb = tb + attn(l, ch, q + xb[0, 0].astype(q.dtype), *rest)
+                tb = tb + attn(l, ch, q + xb[0, 0].astype(q.dtype), *rest, after=ta if ordered else None)
                 return (xa, ta), (xb, tb)
 
             carry, idx = (x, jnp.float32(0)), jnp.arange(L, dtype=jnp.int32)
-            if kind == "pipelined":
+            if kind.startswith("pipelined"):
                 carry = (carry, (x + 1, jnp.float32(0)))
             if a.python_loop:
                 for l in range(L):
@@ -177,11 +180,11 @@ def main(argv=None):
             json.dump(out, f, indent=1)
     print(f"python loop {a.python_loop}, command buffers off {a.no_command_buffer}: PCIe {pcie / 1e9:.2f} GB, weights {wbytes / 1e9:.2f} GB per pass")
     print(f"{'splits':>6} {'warps':>5} {'attention':>10} {'weights':>8} {'serial':>8} {'pipelined':>9} "
-          f"{'str.kernel':>10} {'str.gemms':>10}  async calls")
+          f"{'ordered':>8} {'str.kernel':>10} {'str.gemms':>10}  async calls")
     for r_ in rows:
         f = lambda n: f"{r_[n]:.2f}" if n in r_ else ("-" if n.split("_ms")[0] not in a.kinds else "err")
         print(f"{r_['splits']:>6} {r_['warps']:>5} {f('attention_ms'):>10} {f('weights_ms'):>8} {f('serial_ms'):>8} "
-              f"{f('pipelined_ms'):>9} {f('streamed_ms'):>10} {f('streamed_gemms_ms'):>10}  "
+              f"{f('pipelined_ms'):>9} {f('pipelined_ordered_ms'):>8} {f('streamed_ms'):>10} {f('streamed_gemms_ms'):>10}  "
               f"{r_.get('streamed_async_calls', '-')}/{r_.get('streamed_gemms_async_calls', '-')}")
 
 

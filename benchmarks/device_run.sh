@@ -256,6 +256,32 @@ pipe4)  # next: where the micro-batched step serialises. The probe's two skewed 
     BENCH_TIMEOUT=250 BTAIL=6 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --micro-batches 2 --json "$OUT/tput_llama_122k_shadowkv_mb2_dump.json"
   ;;
+pipe5)  # where the micro-batched step's time goes in time (profile concurrency: idle gaps, kernels side by side);
+  # the probe's two skewed chains; the plain step without XLA's dot merger (no per-step wq|wk|wv concatenation)
+  XLA_FLAGS=--xla_gpu_command_buffer_scheduling_mode=CONCURRENT timeout 150 python3 benchmarks/bench_overlap.py \
+    --kinds attention weights serial pipelined --splits 1 --warps 8 --json "$OUT/overlap_pipelined_h100.json" 2>&1 \
+    | grep -v -i "deprecat\|^W1\|stack_frame\|^{" | tail -3
+  XLA_FLAGS="--xla_dump_to=/tmp/dump --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
+    BENCH_TIMEOUT=240 BTAIL=18 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 8 \
+      --micro-batches 2 --profile --json "$OUT/prof_llama_122k_shadowkv_mb2_time.json"
+  (cd /tmp/dump && tar czf "$OUT/dump_mb2.tgz" $(ls | grep -E "after_optimizations(-buffer-assignment)?\.txt$" | head -6))
+  XLA_FLAGS=--xla_disable_hlo_passes=dot-merger BENCH_TIMEOUT=200 BTAIL=18 bench --model llama-3.1-8b --context 122880 \
+      --method shadowkv --batch auto --steps 8 --profile --json "$OUT/prof_llama_122k_shadowkv_nomerge.json"
+  ;;
+pipe6)  # the kernel's `after` operand, compiled; the micro-batched step with 1 split and ordered kernels
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      tests/test_pipeline.py 2>&1 | grep -E "passed|failed|Error|assert" | tail -8
+  timeout 120 python3 benchmarks/bench_overlap.py --kinds attention weights pipelined pipelined_ordered --splits 1 \
+    --warps 8 --json "$OUT/overlap_ordered_h100.json" 2>&1 | grep -v -i "deprecat\|^W1\|stack_frame\|^{" | tail -3
+  BENCH_TIMEOUT=260 BTAIL=16 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --micro-batches 2 --profile --json "$OUT/prof_llama_122k_shadowkv_mb2_ordered.json"
+  ;;
+pipe7)  # the same session's baselines at 122,880: one-batch ShadowKV and full attention (dot merger off)
+  BENCH_TIMEOUT=250 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122k_shadowkv_nomerge.json"
+  BENCH_TIMEOUT=160 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122k_full_nomerge.json"
+  ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
       --json "$OUT/tput_llama_122k_full_concurrent.json"

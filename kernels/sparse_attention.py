@@ -58,12 +58,16 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
 
 def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq_ref, *rest,
             num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, rank_parts,
-            groups_padded: int, reuse: bool, value_row: int):
+            groups_padded: int, reuse: bool, value_row: int, after: bool):
     # layer_ref [1] int32; q_ref [B, Hkv, Gp, D]; a_ref [L, B, N, r]; w_ref, wr_ref [B, Hkv, r, D];
     # chunks_ref [B, Hkv, k_pad]; values_ref [L, >= value_row + B, Hkv, n_c, c, D]; freq_ref [D]
     # with reuse: hit_ref [B, Hkv, k_pad] (slot of the chunk in the old cache, -1 = miss) and
     # cache_ref [B, Hkv, k, c, D] in, new_cache_ref [B, Hkv, k, c, D] out
+    # with after: one more input, never read (it only orders this kernel after the one that wrote it)
     # outputs: o_ref [B, Hkv, S, Gp, D] f32; m_ref, l_ref [B, Hkv, S, Gp] f32
+    if after:  # drop it: the last input, before the outputs
+        n_out = 4 if reuse else 3
+        rest = rest[:-n_out - 1] + rest[-n_out:]
     if reuse:
         hit_ref, cache_ref, o_ref, m_ref, l_ref, new_cache_ref = rest
     else:
@@ -160,7 +164,7 @@ def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits:
 def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_cache=None, previous=None, *,
                               chunk_size: int, block_tokens: int = 32, num_splits: int | None = None,
                               num_warps: int = 8, num_stages: int = 2, interpret: bool = False,
-                              rotary_dim: int | None = None, value_row: int = 0):
+                              rotary_dim: int | None = None, value_row: int = 0, after=None):
     """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks.
 
     `values` may hold more sequences than q: q's row i reads values row `value_row + i` (micro-batches of
@@ -169,6 +173,10 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     With `value_cache` [B, Hkv, k, c, D] (the values of last step's selection `previous` [B, Hkv, k],
     slot for slot) the chunks selected again are read from it and only the others from `values`;
     the result then has a fourth element, the new cache (this step's selected values, slot for slot).
+
+    `after`: any array, passed to the kernel and never read. The kernel then waits for whatever writes
+    it; the micro-batched step (shadowkv/pipeline.py) runs one micro-batch's value reads after the
+    other's so that the two do not split PCIe while the GEMMs that should overlap them wait.
     """
     b, hkv, g, d = q.shape
     k = chunks.shape[-1]
@@ -190,7 +198,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     reuse = value_cache is not None
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
                                blocks_per_split=per_split, rank_parts=tuple(parts), groups_padded=gp,
-                               reuse=reuse, value_row=value_row)
+                               reuse=reuse, value_row=value_row, after=after is not None)
     params = compiler_params(interpret, num_warps, num_stages)
     out_shape = partials_shape(b, hkv, splits, gp, d)
     args = [layer, qp, a, w, w_rot, chunks_p, values, inv_freq]
@@ -198,6 +206,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
         hits = jnp.pad(hit_slots(chunks, previous), ((0, 0), (0, 0), (0, k_pad - k)), constant_values=-1)
         args += [hits, value_cache]
         out_shape += (jax.ShapeDtypeStruct(value_cache.shape, value_cache.dtype),)
+    if after is not None:
+        args.append(after)
     out = pl.pallas_call(kernel, out_shape=out_shape, grid=(b, hkv, splits), interpret=interpret,
                          compiler_params=params, name="shadowkv_gather_reconstruct_attention")(*args)
     acc, m, l = out[:3]

@@ -135,9 +135,13 @@ def _step(params, config, attention, carry, tokens, consts=None, unroll: int = 1
 # kernel after the one before; CONCURRENT leaves kernels that no data orders free to run side by side, which
 # is what lets one micro-batch's value reads overlap another's GEMMs (shadowkv/pipeline.py): in
 # benchmarks/bench_overlap.py, 20.6 ms of kernel and 6.0 ms of GEMMs took 26.1 ms in one body by default and
-# 22.1 ms with CONCURRENT (H100). Both options are ignored off the GPU.
+# 22.1 ms with CONCURRENT (H100). XLA's dot merger would fuse the q, k and v projections into one GEMM by
+# concatenating wq|wk|wv into a new [E, (Hq+2Hkv)D] array in every layer of every step (1.1 ms per step at
+# the Llama-3.1-8B shape, more than the GEMMs it saves): off, the three GEMMs read the weights in place.
+# The GPU options are ignored off the GPU.
 DECODE_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False,
-                           "xla_gpu_command_buffer_scheduling_mode": "CONCURRENT"}
+                           "xla_gpu_command_buffer_scheduling_mode": "CONCURRENT",
+                           "xla_disable_hlo_passes": "dot-merger"}
 
 
 @partial(jax.jit, static_argnames=("config", "attention"), donate_argnames=("carry",),

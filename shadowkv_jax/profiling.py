@@ -8,7 +8,9 @@ names its HLO instruction (`hlo_op`), except inside command buffers (CUDA graphs
 loop bodies), where it is the kernel's own name: XLA's fusion kernels are named after their
 instruction ("loop_pad_fusion_2" runs "loop_pad_fusion.2") and Pallas kernels after the pallas_call,
 which the custom call's line in the HLO mentions. cuBLAS kernels inside command buffers stay
-unattributed ("other"). Off the GPU the trace has no device kernels and the result is empty.
+unattributed ("other"). `concurrency` says how the kernels sat in time: idle gaps, kernels side by side
+(command buffers in CONCURRENT mode spread a graph's kernels over many streams). Off the GPU the trace
+has no device kernels and the result is empty.
 """
 
 from __future__ import annotations
@@ -87,8 +89,57 @@ def device_events(trace_dir: str) -> list[dict]:
                 for ev in line.events:
                     stats = dict(ev.stats)
                     out.append({"name": ev.name, "hlo_op": str(stats.get("hlo_op", "")), "ns": ev.duration_ns,
-                                "line": line.name})
+                                "start_ns": ev.start_ns, "line": line.name})
     return out
+
+
+def _counted(ev) -> bool:
+    """Kernel lines only: derived lines (XLA ops, modules, steps, memcpy summaries) repeat the kernels' time."""
+    return not ev["line"].lower().startswith(("memcpy", "xla ops", "xla modules", "steps", "launch"))
+
+
+def _union_ns(intervals) -> int:
+    total, end = 0, None
+    for s, e in sorted(intervals):
+        if end is None or s > end:
+            total, end = total + (e - s), e
+        elif e > end:
+            total, end = total + (e - end), e
+    return total
+
+
+def concurrency(events: list[dict], per: int = 1, focus: str = "gather_reconstruct_attention",
+                window_ms: float = 4.0) -> dict:
+    """How the kernels sat in time (ms per `per`): span (first start to last end), busy (time with any
+    kernel running), idle = span - busy (launch gaps, host waits), concurrent (time with two or more),
+    and how much of the `focus` kernels' time other kernels ran beside them. `window`: every kernel of
+    `window_ms` from the middle of the middle step (of `per` steps, taken as equally long), as (start ms
+    from the window's start, ms, stream, kernel)."""
+    evs = [e for e in events if _counted(e) and "start_ns" in e]
+    if not evs:
+        return {}
+    iv = [(e["start_ns"], e["start_ns"] + e["ns"]) for e in evs]
+    t0, t1 = min(s for s, _ in iv), max(e for _, e in iv)
+    busy = _union_ns(iv)
+    # time covered by at least two kernels: sweep the start/end points
+    points = sorted([(s, 1) for s, _ in iv] + [(e, -1) for _, e in iv])
+    depth, last, two = 0, t0, 0
+    for t, d in points:
+        if depth >= 2:
+            two += t - last
+        depth, last = depth + d, t
+    focus_iv = [i for i, e in zip(iv, evs) if focus in e["name"]]
+    other_iv = [i for i, e in zip(iv, evs) if focus not in e["name"]]
+    focus_busy, other_busy = _union_ns(focus_iv), _union_ns(other_iv)
+    beside = focus_busy + other_busy - _union_ns(focus_iv + other_iv)  # |focus ∩ others|
+    mid = t0 + int((per // 2 + 0.5) * (t1 - t0) / per)
+    w_end = mid + int(window_ms * 1e6)
+    window = sorted((round((s - mid) / 1e6, 4), round((e - s) / 1e6, 4), ev["line"].split("(")[0].strip(),
+                     ev["name"][:60]) for (s, e), ev in zip(iv, evs) if mid <= s < w_end)
+    ms = lambda ns: ns / 1e6 / per
+    return {"span_ms": ms(t1 - t0), "busy_ms": ms(busy), "idle_ms": ms(t1 - t0 - busy),
+            "concurrent_ms": ms(two), "focus": focus, "focus_ms": ms(focus_busy),
+            "focus_beside_others_ms": ms(beside), "streams": len({e["line"] for e in evs}), "window": window}
 
 
 def summarize(events: list[dict], hlo_text: str, per: int = 1, top: int = 15) -> dict:
@@ -96,8 +147,8 @@ def summarize(events: list[dict], hlo_text: str, per: int = 1, top: int = 15) ->
     names = op_names(hlo_text)
     by_scope, by_kernel, counts, op_name = defaultdict(float), defaultdict(float), defaultdict(int), {}
     for ev in events:
-        if ev["line"].lower().startswith(("memcpy", "xla ops", "xla modules", "steps", "launch")):
-            continue  # derived lines repeat the kernels' time
+        if not _counted(ev):
+            continue
         ms = ev["ns"] / 1e6 / per
         key = (ev["hlo_op"] or ev["name"], ev["name"][:80])
         if key not in op_name:
@@ -110,7 +161,7 @@ def summarize(events: list[dict], hlo_text: str, per: int = 1, top: int = 15) ->
                 "shape": result_shape(op, k, hlo_text)}
                for (op, k), ms in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:top]]
     return {"total_ms": sum(by_scope.values()), "by_scope_ms": dict(by_scope), "kernels": kernels,
-            "lines": sorted({ev["line"] for ev in events})}
+            "lines": sorted({ev["line"] for ev in events}), "concurrency": concurrency(events, per)}
 
 
 def profile_kernels(fn, hlo_text: str, per: int = 1, trace_dir: str | None = None):

@@ -475,6 +475,11 @@ def profile_table(prof: dict) -> str:
     """Kernel ms per step by scope, then the largest kernels."""
     scopes = ", ".join(f"{k} {v:.2f}" for k, v in sorted(prof["by_scope_ms"].items(), key=lambda kv: -kv[1]))
     lines = [f"  kernels {prof['total_ms']:.2f} ms/step: {scopes}"]
+    c = prof.get("concurrency")
+    if c:
+        lines.append(f"  in time, ms/step: span {c['span_ms']:.2f}, busy {c['busy_ms']:.2f}, idle {c['idle_ms']:.2f}, "
+                     f"2+ kernels {c['concurrent_ms']:.2f}; {c['focus']} {c['focus_ms']:.2f}, "
+                     f"{c['focus_beside_others_ms']:.2f} of it beside other kernels ({c['streams']} streams)")
     for k in prof["kernels"][:12]:
         lines.append(f"    {k['ms']:7.3f} ms {k['launches']:5.0f}x  {k['scope']:<28} {k['hlo_op'][:40]}  {k['kernel'][:50]}")
     return "\n".join(lines)

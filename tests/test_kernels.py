@@ -179,6 +179,27 @@ def test_value_row_reads_the_sequences_rows_of_a_larger_value_array(value_row, e
                                   value_row=value_row + extra + 1)
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["plain", "reuse"])
+def test_after_changes_nothing_but_the_order(reuse):
+    """`after` is an input the kernel never reads (it orders the kernel after the array's writer): the
+    partials and the new cache are the same as without it, bit for bit."""
+    batch, c, k = 3, 8, 21
+    q, a, w, chunks, values, inv = make_inputs(4, batch=batch, kv_heads=2, groups=4, head_dim=128, chunk_size=c,
+                                               rank=160, selected=k, chunks_total=50, dtype=jnp.float32)
+    reuse_args = ()
+    if reuse:  # half the chunks were selected last step: hits from the cache
+        prev = jnp.concatenate([chunks[..., ::2], jnp.full(chunks.shape[:-1] + (k - (k + 1) // 2,), -1, jnp.int32)],
+                               axis=-1)
+        reuse_args = (jax.random.normal(jax.random.key(5), (batch, 2, k, c, 128)), prev)
+    run = lambda **kw: sparse_attention_partials(q, a, w, chunks, values, inv, jnp.int32(1), *reuse_args,
+                                                 chunk_size=c, block_tokens=32, num_splits=2,
+                                                 interpret=INTERPRET, **kw)
+    plain, ordered = run(), run(after=jnp.full((batch, 7), jnp.nan))
+    assert len(ordered) == len(plain) == (4 if reuse else 3)
+    for x, y in zip(plain, ordered):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def test_hit_slots():
     from shadowkv_jax.kernels.sparse_attention import hit_slots
 

@@ -60,3 +60,16 @@ def test_profile_kernels_runs_and_returns_the_result():
     summary, out = profiling.profile_kernels(lambda: f(x), f.lower(x).compile().as_text())
     assert float(out[0]) == float(jnp.sin(1.0) * 2)
     assert summary["total_ms"] >= 0 and isinstance(summary["kernels"], list)  # no GPU plane on CPU: empty
+
+
+def test_concurrency_finds_idle_gaps_and_kernels_side_by_side():
+    ms = 1_000_000
+    events = [dict(_ev("shadowkv_gather_reconstruct_attention", "", 10 * ms, "Stream #100(Compute)"), start_ns=0),
+              dict(_ev("nvjet_gemm", "", 2 * ms, "Stream #101(Compute)"), start_ns=2 * ms),
+              dict(_ev("nvjet_gemm", "", 2 * ms, "Stream #101(Compute)"), start_ns=12 * ms),
+              dict(_ev("fusion", "", 30 * ms, "XLA Ops"), start_ns=0)]  # derived line: not a kernel
+    c = profiling.concurrency(events, per=2, window_ms=100)
+    assert (c["span_ms"], c["busy_ms"], c["idle_ms"], c["concurrent_ms"]) == (7.0, 6.0, 1.0, 1.0)
+    assert (c["focus_ms"], c["focus_beside_others_ms"], c["streams"]) == (5.0, 1.0, 2)
+    assert c["window"] == [(1.5, 2.0, "Stream #101", "nvjet_gemm")]  # from the middle of step 2 (10.5 ms) on
+    assert profiling.concurrency([], per=1) == {}

@@ -297,6 +297,6 @@ def test_bench_overlap_script_runs_on_a_small_model(tmp_path):
                                           "--selected", "4", "--splits", "1", "--warps", "4", "--repeats", "1",
                                           "--json", str(out)])
     [row] = json.loads(out.read_text())["rows"]
-    for kind in ("attention", "weights", "serial", "pipelined", "streamed_gemms", "streamed"):
+    for kind in ("attention", "weights", "serial", "pipelined", "pipelined_ordered", "streamed_gemms", "streamed"):
         assert f"{kind}_ms" in row or f"{kind}_error" in row
-    assert row["serial_ms"] > 0 and row["pipelined_ms"] > 0
+    assert row["serial_ms"] > 0 and row["pipelined_ms"] > 0 and row["pipelined_ordered_ms"] > 0

@@ -149,6 +149,8 @@ class ShadowKVDecode:
     implementation "pallas" runs the fused gather-reconstruct kernel over the selected chunks
     (interpreted when `interpret`, e.g. on CPU) and merges it with the exact segments. `value_row`: the
     state's rows are rows value_row.. of `consts` (a micro-batch of a larger batch's values).
+    `kernel_splits`: the kernel's splits per (sequence, KV head) (None: its default, 4), i.e. how many
+    SMs it occupies; the micro-batched step takes 1 to leave SMs to the other micro-batch's GEMMs.
     """
 
     config: ShadowKVConfig
@@ -157,10 +159,12 @@ class ShadowKVDecode:
     implementation: str = "reference"
     interpret: bool = False
     value_row: int = 0
+    kernel_splits: int | None = None
 
     def __call__(self, q, k, v, k_pre, *, carry: ShadowKVState, layer, positions, lengths, consts):
         chunks, carry = self.prepare(q, k, v, carry=carry, layer=layer, lengths=lengths)
-        return self.attend(q, chunks, carry=carry, layer=layer, lengths=lengths, consts=consts)
+        out, carry, _ = self.attend(q, chunks, carry=carry, layer=layer, lengths=lengths, consts=consts)
+        return out, carry
 
     def prepare(self, q, k, v, *, carry: ShadowKVState, layer, lengths):
         """Steps 1-2 (HBM work only): append the new token's K/V, select this layer's chunks [B, Hkv, k]."""
@@ -173,9 +177,12 @@ class ShadowKVDecode:
             chunks = select_layer(q[:, 0], st, layer, self.config, self.implementation, self.interpret)
         return chunks, dataclasses.replace(st, gen_k=gen_k, gen_v=gen_v)
 
-    def attend(self, q, chunks, *, carry: ShadowKVState, layer, lengths, consts):
+    def attend(self, q, chunks, *, carry: ShadowKVState, layer, lengths, consts, after=None):
         """Steps 3-5 (the value reads): attention over [local | outliers | chunks | generated] -> (out
-        [B, 1, Hq, D], carry with this step's selection, value cache and hit rate)."""
+        [B, 1, Hq, D], carry with this step's selection, value cache and hit rate, done).
+
+        `done` is an array the value reads write (the kernel's running maxima; the jnp path: the output).
+        Passed as another attend's `after`, the kernel of that one waits for these value reads."""
         cfg, st = self.config, carry
         c = cfg.chunk_size
         at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
@@ -188,7 +195,7 @@ class ShadowKVDecode:
                  (at(st.outlier_k), at(st.outlier_v), out_valid),
                  (at(st.gen_k), at(st.gen_v), gen_valid)]
         if self.implementation == "pallas":
-            out, new_cache = self._kernel_attention(q[:, 0], st, consts, layer, chunks, prev, exact)
+            out, new_cache, done = self._kernel_attention(q[:, 0], st, consts, layer, chunks, prev, exact, after)
         else:
             with jax.named_scope("reconstruct"):
                 sel_k = reconstruct_keys(at(st.a), at(st.w), chunks, c, self.model)
@@ -199,17 +206,18 @@ class ShadowKVDecode:
             sel_valid = jnp.repeat(chunks < st.num_chunks[:, None, None], c, axis=-1)
             with jax.named_scope("sparse_attention"):
                 out = sparse_attention(q[:, 0], exact[:2] + [(sel_k, sel_v, sel_valid)] + exact[2:])
+            done = out
         metrics = {"hit_rate": st.step_metrics["hit_rate"].at[layer].set(hit_rate(chunks, prev))}
         value_cache = st.value_cache
         if new_cache is not None:
             value_cache = jax.lax.dynamic_update_slice(value_cache, new_cache[None], (layer, 0, 0, 0, 0, 0))
         carry = dataclasses.replace(st, step_metrics=metrics, value_cache=value_cache,
                                     prev_selection=st.prev_selection.at[layer].set(chunks))
-        return out[:, None], carry
+        return out[:, None], carry, done
 
-    def _kernel_attention(self, q, st, values, layer, chunks, prev, exact):
+    def _kernel_attention(self, q, st, values, layer, chunks, prev, exact, after=None):
         """Fused kernel over the selected chunks, then one softmax with the exact segments.
-        Returns (attention output, this step's value cache or None)."""
+        Returns (attention output, this step's value cache or None, the kernel's maxima)."""
         from ..kernels.common import scaled_query_groups
         from ..kernels.sparse_attention import (combine, rope_inv_freq_full,
                                                 sparse_attention_partials)
@@ -227,8 +235,9 @@ class ShadowKVDecode:
         with jax.named_scope("gather_reconstruct_attention"):
             partials = sparse_attention_partials(qs, st.a, w_layer, chunks, values, inv, layer, **reuse,
                                                  chunk_size=self.config.chunk_size, interpret=self.interpret,
-                                                 rotary_dim=self.model.rotary_dim, value_row=self.value_row)
+                                                 rotary_dim=self.model.rotary_dim, value_row=self.value_row,
+                                                 num_splits=self.kernel_splits, after=after)
         with jax.named_scope("combine"):
             out = combine(partials[:3], qs, exact)
         new_cache = partials[3] if reuse else None
-        return out.reshape(b, hq, d).astype(q.dtype), new_cache
+        return out.reshape(b, hq, d).astype(q.dtype), new_cache, partials[1]

@@ -14,11 +14,15 @@ decoding.DECODE_COMPILER_OPTIONS); in a serial schedule this step does the same 
 plus a second read of the weights. Each micro-batch reads the weights once per layer, so a step reads
 them twice: the price of the overlap, paid in HBM time that the value reads hide.
 
+Two things the GPU would otherwise get wrong (both seen in profiles on an H100, BENCHMARKS.md):
+- the attention kernel with its default 4 splits fills every SM, so the other chain's GEMMs waited for
+  it to finish: here it runs with `kernel_splits` (1) and leaves most SMs free;
+- A's and B's kernels, free to run together, split PCIe between them, so A's GEMMs waited at the end of
+  the iteration for a kernel that had run at half speed: here each kernel takes the previous one's
+  output as `after` (A, B, A, B, ...), which costs nothing since PCIe serves one at a time anyway.
+
 A and B give the same logits as one ShadowKVDecode step over their concatenation (tests; 1e-7 in fp32,
-compiled on an H100). Speed, measured (H100, Llama-3.1-8B shape, BENCHMARKS.md): the kernels do overlap, but
-the step is 7-9% slower than the plain one so far: the doubled weight reads ran at 1.35 TB/s beside the
-value reads, and the chains are serialised somewhere in the graph (not yet found). `bench --micro-batches 2`
-runs it; nothing else uses it by default.
+compiled on an H100). `bench --micro-batches 2` runs it; nothing else uses it by default.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ class PipelinedShadowKV:
     first. `decoding.decode_step` / `decode_loop` call `decode_step` instead of their own layer scan."""
 
     decode: ShadowKVDecode
+    kernel_splits: int | None = 1
 
     def decode_step(self, params, config: ModelConfig, carry: MicroBatches, tokens, consts):
         """tokens [B] (A's rows first) -> (logits [B, V] fp32, carry with every length + 1)."""
@@ -90,8 +95,8 @@ class PipelinedShadowKV:
             raise ValueError(f"PipelinedShadowKV runs 2 micro-batches, got {len(carry.parts)}")
         (sa, sb), values = carry.parts, consts
         na = sa.lengths.shape[0]
-        decode_a = self.decode  # B's rows follow A's in the value array
-        decode_b = dataclasses.replace(self.decode, value_row=self.decode.value_row + na)
+        decode_a = dataclasses.replace(self.decode, kernel_splits=self.kernel_splits)
+        decode_b = dataclasses.replace(decode_a, value_row=self.decode.value_row + na)  # B's rows follow A's
         xa, xb = embed(params, tokens[:na, None]), embed(params, tokens[na:, None])
         L = config.num_layers
 
@@ -100,17 +105,18 @@ class PipelinedShadowKV:
             chunks, st = self.decode.prepare(q, k, v, carry=st, layer=layer, lengths=st.lengths)
             return (q, chunks), st
 
-        def attend(decode, qc, st, layer):  # the value reads
-            return decode.attend(qc[0], qc[1], carry=st, layer=layer, lengths=st.lengths, consts=values)
+        def attend(decode, qc, st, layer, after):  # the value reads, after the other chain's last ones
+            return decode.attend(qc[0], qc[1], carry=st, layer=layer, lengths=st.lengths, consts=values,
+                                 after=after)
 
         def post(x, attn, layer):
             return layer_out(layer_params(params, layer), x, attn, config)
 
         def iteration(c, layer, first: bool, last: bool):
             # A enters with layer `layer` selected; B with layer - 1 attended (or, first, nothing done)
-            xa, qca, sa, xb, attn_b, sb = c
+            xa, qca, sa, xb, attn_b, sb, done_b = c
             with jax.named_scope("micro_batch_a"):
-                attn_a, sa = attend(decode_a, qca, sa, layer)
+                attn_a, sa, done_a = attend(decode_a, qca, sa, layer, done_b)
                 xa = post(xa, attn_a, layer)
                 if not last:
                     qca, sa = pre(xa, sa, layer + 1)
@@ -118,11 +124,11 @@ class PipelinedShadowKV:
                 if not first:
                     xb = post(xb, attn_b, layer - 1)
                 qcb, sb = pre(xb, sb, layer)
-                attn_b, sb = attend(decode_b, qcb, sb, layer)
-            return xa, qca, sa, xb, attn_b, sb
+                attn_b, sb, done_b = attend(decode_b, qcb, sb, layer, done_a)
+            return xa, qca, sa, xb, attn_b, sb, done_b
 
         qca, sa = pre(xa, sa, jnp.int32(0))
-        c = iteration((xa, qca, sa, xb, None, sb), jnp.int32(0), True, L == 1)
+        c = iteration((xa, qca, sa, xb, None, sb, None), jnp.int32(0), True, L == 1)
         if L > 2:
             # the layer index is the loop counter (not read from an array of indices): XLA then reads each
             # layer's weights in place for cuBLAS, as the plain layer scan does; with indices read from
@@ -130,7 +136,7 @@ class PipelinedShadowKV:
             c = jax.lax.fori_loop(1, L - 1, lambda l, c: iteration(c, l, False, False), c)
         if L > 1:
             c = iteration(c, jnp.int32(L - 1), False, True)
-        xa, _, sa, xb, attn_b, sb = c
+        xa, _, sa, xb, attn_b, sb, _ = c
         xb = post(xb, attn_b, jnp.int32(L - 1))
         logits = lm_head(params, config, jnp.concatenate([xa, xb])[:, 0])
         parts = tuple(dataclasses.replace(s, lengths=s.lengths + 1) for s in (sa, sb))
