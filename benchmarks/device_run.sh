@@ -7,7 +7,8 @@
 #   tput: kernels compiled, throughput at Llama-3.1-8B shapes; tput2: GLM-4-9B shape; eval: accuracy on SmolLM2
 #   diag, lin: where the weights' time went (bench_linear, hlo_traffic); agree: SmolLM2 kernels vs jnp;
 #   cublas1-3: the Llama rows with cuBLAS decode GEMMs; overlap: the value fetch beside the GEMMs on a second stream
-#   prof, prof2: kernel time per step (--profile) at 122,880 tokens; sel3: the landmark-score kernel (compiled
+#   prof, prof2: kernel time per step (--profile) at 122,880 tokens; pipe1-7: micro-batched decode, its profile
+#   in time, the after-ordered kernels, the same-session baselines; sel3: the landmark-score kernel (compiled
 #   kernel tests, 8B-shape agreement, both methods at 122,880)
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail

@@ -14,12 +14,19 @@ decoding.DECODE_COMPILER_OPTIONS); in a serial schedule this step does the same 
 plus a second read of the weights. Each micro-batch reads the weights once per layer, so a step reads
 them twice: the price of the overlap, paid in HBM time that the value reads hide.
 
-Two things the GPU would otherwise get wrong (both seen in profiles on an H100, BENCHMARKS.md):
-- the attention kernel with its default 4 splits fills every SM, so the other chain's GEMMs waited for
-  it to finish: here it runs with `kernel_splits` (1) and leaves most SMs free;
-- A's and B's kernels, free to run together, split PCIe between them, so A's GEMMs waited at the end of
-  the iteration for a kernel that had run at half speed: here each kernel takes the previous one's
-  output as `after` (A, B, A, B, ...), which costs nothing since PCIe serves one at a time anyway.
+Two measures keep the chains out of each other's way once they do run side by side: the attention kernel
+runs with `kernel_splits` (1) rather than 4, which filled every SM and left none to the other chain's GEMMs,
+and each kernel takes the previous one's output as `after` (A, B, A, B, ...), so the two do not split PCIe
+while A's GEMMs wait at the end of the iteration (PCIe serves one at a time anyway).
+
+Measured so far (H100, Llama-3.1-8B shape, BENCHMARKS.md): exact, but 10% slower than the plain step,
+because the chains do not yet run side by side: in the command buffer each attention kernel runs alone.
+XLA's buffer assignment hands the slices of values that die at A's kernel to B's GEMMs, selection and
+kernel, and the command buffer orders kernels whose slices conflict (benchmarks/command_buffer_deps.py
+finds 31 of B's commands waiting for A's kernel; no data flows from A to B, so every path between them
+starts at a reused slice). The kernels must stop
+touching temporaries (inputs carried from the previous half-iteration, outputs into carried buffers)
+before the overlap can happen.
 
 A and B give the same logits as one ShadowKVDecode step over their concatenation (tests; 1e-7 in fp32,
 compiled on an H100). `bench --micro-batches 2` runs it; nothing else uses it by default.
