@@ -130,7 +130,11 @@ def main(argv=None):
     p.add_argument("--scopes", nargs="*", default=["micro_batch_a", "micro_batch_b"])
     p.add_argument("--json")
     a = p.parse_args(argv)
-    [hlo_path] = [f for f in sorted(glob.glob(f"{a.dump}/*after_optimizations.txt")) if a.module in f][:1]
+    found = [f for f in sorted(glob.glob(f"{a.dump}/*after_optimizations.txt")) if a.module in f]
+    if not found:
+        raise SystemExit(f"no *after_optimizations.txt matching --module {a.module!r} in --dump {a.dump} "
+                         "(dump with --xla_dump_to=DIR --xla_dump_hlo_as_text)")
+    hlo_path = found[0]
     hlo = open(hlo_path).read()
     slices = buffer_slices(open(hlo_path.replace(".txt", "-buffer-assignment.txt")).read())
     body = a.body or body_holding(hlo, a.source)
