@@ -24,9 +24,8 @@ because the chains do not yet run side by side: in the command buffer each atten
 XLA's buffer assignment hands the slices of values that die at A's kernel to B's GEMMs, selection and
 kernel, and the command buffer orders kernels whose slices conflict (benchmarks/command_buffer_deps.py
 finds 31 of B's commands waiting for A's kernel; no data flows from A to B, so every path between them
-starts at a reused slice). The kernels must stop
-touching temporaries (inputs carried from the previous half-iteration, outputs into carried buffers)
-before the overlap can happen.
+starts at a reused slice). Until each chain's temporaries stay apart from the other's, the chains cannot
+overlap here (BENCHMARKS.md lists what was tried).
 
 A and B give the same logits as one ShadowKVDecode step over their concatenation (tests; 1e-7 in fp32,
 compiled on an H100). `bench --micro-batches 2` runs it; nothing else uses it by default.
