@@ -248,15 +248,6 @@ pipe3)  # after the loop-counter fix: compiled kernel tests, pipelined vs plain 
   BENCH_TIMEOUT=130 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
       --json "$OUT/tput_llama_122k_full_concurrent.json"
   ;;
-pipe4)  # next: where the micro-batched step serialises. The probe's two skewed chains with and without
-  # CONCURRENT; the micro-batched decode with XLA's dump of the decode module (schedule, buffer assignment)
-  for mode in CONCURRENT LHS; do XLA_FLAGS=--xla_gpu_command_buffer_scheduling_mode=$mode timeout 150 \
-    python3 benchmarks/bench_overlap.py --kinds attention weights serial pipelined --splits 1 --warps 8 \
-      --json "$OUT/overlap_pipelined_${mode,,}_h100.json" 2>&1 | grep -v -i "deprecat\|^W1\|stack_frame\|^{" | tail -3; done
-  XLA_FLAGS="--xla_dump_to=$OUT/dump --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
-    BENCH_TIMEOUT=250 BTAIL=6 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --micro-batches 2 --json "$OUT/tput_llama_122k_shadowkv_mb2_dump.json"
-  ;;
 pipe5)  # where the micro-batched step's time goes in time (profile concurrency: idle gaps, kernels side by side);
   # the probe's two skewed chains; the plain step without XLA's dot merger (no per-step wq|wk|wv concatenation)
   XLA_FLAGS=--xla_gpu_command_buffer_scheduling_mode=CONCURRENT timeout 150 python3 benchmarks/bench_overlap.py \

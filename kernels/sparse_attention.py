@@ -141,7 +141,6 @@ def _fetch_with_reuse(values_ref, hit_ref, cache_ref, new_cache_ref, layer, b, h
     return v
 
 
-
 def hit_slots(chunks: jax.Array, previous: jax.Array) -> jax.Array:
     """For each chunk of this step's selection [B, Hkv, k], its slot in the previous selection, or -1."""
     match = chunks[..., :, None] == previous[..., None, :]  # [B, Hkv, k, k]

@@ -128,10 +128,10 @@ def concurrency(events: list[dict], per: int = 1, focus: str = "gather_reconstru
         if depth >= 2:
             two += t - last
         depth, last = depth + d, t
-    focus_iv = [i for i, e in zip(iv, evs) if focus in e["name"]]
-    other_iv = [i for i, e in zip(iv, evs) if focus not in e["name"]]
-    focus_busy, other_busy = _union_ns(focus_iv), _union_ns(other_iv)
-    beside = focus_busy + other_busy - _union_ns(focus_iv + other_iv)  # |focus ∩ others|
+    is_focus = [focus in e["name"] for e in evs]
+    focus_busy = _union_ns([i for i, f in zip(iv, is_focus) if f])
+    other_busy = _union_ns([i for i, f in zip(iv, is_focus) if not f])
+    beside = focus_busy + other_busy - busy  # |focus ∩ others|: busy is their union
     mid = t0 + int((per // 2 + 0.5) * (t1 - t0) / per)
     w_end = mid + int(window_ms * 1e6)
     window = sorted((round((s - mid) / 1e6, 4), round((e - s) / 1e6, 4), ev["line"].split("(")[0].strip(),
