@@ -9,7 +9,7 @@
 #   cublas1-3: the Llama rows with cuBLAS decode GEMMs; overlap: the value fetch beside the GEMMs on a second stream
 #   prof, prof2: kernel time per step (--profile) at 122,880 tokens; pipe1-7: micro-batched decode, its profile
 #   in time, the after-ordered kernels, the same-session baselines; sel3: the landmark-score kernel (compiled
-#   kernel tests, 8B-shape agreement, both methods at 122,880)
+#   kernel tests, 8B-shape agreement, both methods at 122,880); pipe8: the kernels on a second XLA stream
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -273,6 +273,15 @@ pipe7)  # the same session's baselines at 122,880: one-batch ShadowKV and full a
       --json "$OUT/tput_llama_122k_shadowkv_nomerge.json"
   BENCH_TIMEOUT=160 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
       --json "$OUT/tput_llama_122k_full_nomerge.json"
+  ;;
+pipe8)  # the attention kernels as calls on a second XLA stream (compute_on gpu_stream:1): compiled pipeline
+  # tests, then the micro-batched step at 122,880 with its profile in time and the decode module's dump
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_pipeline.py \
+      2>&1 | tee "$OUT/pipeline_tests.txt" | grep -E "passed|failed|Error|assert" | tail -8
+  XLA_FLAGS="--xla_dump_to=/tmp/dump --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
+    BENCH_TIMEOUT=300 BTAIL=18 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto \
+      --steps 16 --micro-batches 2 --value-stream 1 --profile --json "$OUT/prof_llama_122k_shadowkv_mb2_stream.json"
+  (cd /tmp/dump && tar czf "$OUT/dump_mb2_stream.tgz" $(ls | grep -E "after_optimizations\.txt$" | head -3))
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \

@@ -32,13 +32,15 @@ def _decode(model, attention, carry, consts, first, steps):
     return np.asarray(toks), carry, extras
 
 
-@pytest.mark.parametrize("layers,sizes,impl", [(1, (1, 2), "reference"), (2, (2, 1), "reference"),
-                                               (4, (2, 1), "reference"), (3, (1, 2), "pallas")])
-def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl):
+@pytest.mark.parametrize("layers,sizes,impl,stream", [(1, (1, 2), "reference", None), (2, (2, 1), "reference", None),
+                                                      (4, (2, 1), "reference", None), (3, (1, 2), "pallas", None),
+                                                      (3, (2, 1), "pallas", 1)])
+def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl, stream):
     """Ragged prompts; the budget selects a strict subset (so selection and value reuse matter); the
     layer counts cover the peeled first and last layers with and without a scan between them. On a GPU
     the kernels run compiled with the values in pinned host memory (interpreted on device memory on CPU);
-    there, the XLA products run at full fp32 precision (no TF32), as the kernels' do."""
+    there, the XLA products run at full fp32 precision (no TF32), as the kernels' do. `stream`: the kernels
+    run as their own calls on that GPU stream, beside the other micro-batch's work."""
     gpu = jax.devices()[0].platform == "gpu"
     placement, tol = ("host", 1e-4) if gpu else ("device", 2e-5)
     model = _model(layers)
@@ -53,7 +55,7 @@ def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl):
     mb = split_state(st, sizes)  # before the plain decode, which donates the state
     values = st.values  # read-only: both decodes read the same array
     want_toks, want_carry, want = _decode(model, plain, st.without_values(), values, first, 6)
-    got_toks, got_carry, got = _decode(model, PipelinedShadowKV(plain), mb, values, first, 6)
+    got_toks, got_carry, got = _decode(model, PipelinedShadowKV(plain, value_stream=stream), mb, values, first, 6)
     print(f"max |dlogit| {np.abs(np.asarray(got['logits']) - np.asarray(want['logits'])).max():.3g}")
     np.testing.assert_array_equal(got_toks, want_toks)
     np.testing.assert_allclose(np.asarray(got["logits"]), np.asarray(want["logits"]), atol=tol, rtol=tol)

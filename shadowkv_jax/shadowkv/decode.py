@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.compute_on import compute_on
 
 from ..config import ModelConfig
 from ..model.attention import NEG_INF
@@ -151,6 +153,9 @@ class ShadowKVDecode:
     state's rows are rows value_row.. of `consts` (a micro-batch of a larger batch's values).
     `kernel_splits`: the kernel's splits per (sequence, KV head) (None: its default, 4), i.e. how many
     SMs it occupies; the micro-batched step takes 1 to leave SMs to the other micro-batch's GEMMs.
+    `value_stream`: run the kernel (the value reads) as its own XLA call on GPU stream N
+    (`jax.experimental.compute_on`), so work that does not need its result can run beside it; XLA keeps
+    the call's buffers apart from what runs meanwhile. None: in line. Ignored off GPU.
     """
 
     config: ShadowKVConfig
@@ -160,6 +165,7 @@ class ShadowKVDecode:
     interpret: bool = False
     value_row: int = 0
     kernel_splits: int | None = None
+    value_stream: int | None = None
 
     def __call__(self, q, k, v, k_pre, *, carry: ShadowKVState, layer, positions, lengths, consts):
         chunks, carry = self.prepare(q, k, v, carry=carry, layer=layer, lengths=lengths)
@@ -232,11 +238,14 @@ class ShadowKVDecode:
         if self.config.value_reuse:
             reuse = dict(value_cache=jax.lax.dynamic_index_in_dim(st.value_cache, layer, 0, keepdims=False),
                          previous=prev)
+        kernel = partial(sparse_attention_partials, chunk_size=self.config.chunk_size, interpret=self.interpret,
+                         rotary_dim=self.model.rotary_dim, value_row=self.value_row, num_splits=self.kernel_splits)
         with jax.named_scope("gather_reconstruct_attention"):
-            partials = sparse_attention_partials(qs, st.a, w_layer, chunks, values, inv, layer, **reuse,
-                                                 chunk_size=self.config.chunk_size, interpret=self.interpret,
-                                                 rotary_dim=self.model.rotary_dim, value_row=self.value_row,
-                                                 num_splits=self.kernel_splits, after=after)
+            if self.value_stream is None:
+                partials = kernel(qs, st.a, w_layer, chunks, values, inv, layer, **reuse, after=after)
+            else:
+                with compute_on(f"gpu_stream:{self.value_stream}"):
+                    partials = jax.jit(kernel)(qs, st.a, w_layer, chunks, values, inv, layer, **reuse, after=after)
         with jax.named_scope("combine"):
             out = combine(partials[:3], qs, exact)
         new_cache = partials[3] if reuse else None

@@ -94,6 +94,7 @@ class PipelinedShadowKV:
 
     decode: ShadowKVDecode
     kernel_splits: int | None = 1
+    value_stream: int | None = None
 
     def decode_step(self, params, config: ModelConfig, carry: MicroBatches, tokens, consts):
         """tokens [B] (A's rows first) -> (logits [B, V] fp32, carry with every length + 1)."""
@@ -101,7 +102,7 @@ class PipelinedShadowKV:
             raise ValueError(f"PipelinedShadowKV runs 2 micro-batches, got {len(carry.parts)}")
         (sa, sb), values = carry.parts, consts
         na = sa.lengths.shape[0]
-        decode_a = dataclasses.replace(self.decode, kernel_splits=self.kernel_splits)
+        decode_a = dataclasses.replace(self.decode, kernel_splits=self.kernel_splits, value_stream=self.value_stream)
         decode_b = dataclasses.replace(decode_a, value_row=self.decode.value_row + na)  # B's rows follow A's
         xa, xb = embed(params, tokens[:na, None]), embed(params, tokens[na:, None])
         L = config.num_layers
