@@ -19,7 +19,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax.experimental.compute_on import compute_on
 
 from ..config import ModelConfig
 from ..model.attention import NEG_INF
@@ -113,6 +112,15 @@ def sparse_attention(q, segments) -> jax.Array:
     p = jax.nn.softmax(s, axis=-1).astype(vals.dtype)
     out = jnp.einsum("bhgn,bhnd->bhgd", p, vals, preferred_element_type=jnp.float32)
     return out.reshape(b, hq, d).astype(q.dtype)
+
+
+def on_stream(f, stream: int):
+    """f as one XLA call on GPU stream `stream` (outputs in device memory); positional arguments only.
+    JAX 0.10 names this form `compute_on2`; 0.11 made it `compute_on`."""
+    from jax.experimental import compute_on as co
+
+    wrap = getattr(co, "compute_on2", None) or co.compute_on
+    return wrap(f, compute_type=f"gpu_stream:{stream}", out_memory_spaces=jax.memory.Space.Device)
 
 
 def kernel_supported(model: ModelConfig, cfg: ShadowKVConfig) -> str | None:
@@ -244,8 +252,8 @@ class ShadowKVDecode:
             if self.value_stream is None:
                 partials = kernel(qs, st.a, w_layer, chunks, values, inv, layer, **reuse, after=after)
             else:
-                with compute_on(f"gpu_stream:{self.value_stream}"):
-                    partials = jax.jit(kernel)(qs, st.a, w_layer, chunks, values, inv, layer, **reuse, after=after)
+                call = on_stream(lambda *a: kernel(*a[:7], **a[7], after=a[8]), self.value_stream)
+                partials = call(qs, st.a, w_layer, chunks, values, inv, layer, reuse, after)
         with jax.named_scope("combine"):
             out = combine(partials[:3], qs, exact)
         new_cache = partials[3] if reuse else None
