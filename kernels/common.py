@@ -52,3 +52,13 @@ def check_value_rows(values, batch: int, kv_heads: int, value_row: int) -> None:
     if values.ndim != 6 or values.shape[2] != kv_heads or not 0 <= value_row <= values.shape[1] - batch:
         raise ValueError(f"values shape {values.shape} with value_row={value_row} does not hold {batch} sequences "
                          f"of {kv_heads} KV heads: expected [L, >= value_row + {batch}, {kv_heads}, n_c, c, D]")
+
+
+def on_stream(f, stream: int):
+    """f as one XLA call on GPU stream `stream` (its outputs in device memory; positional arguments only).
+    XLA runs the call beside whatever does not wait for it and keeps the call's buffers out of that work's
+    reach. JAX 0.10 names this form of `compute_on` `compute_on2`; 0.11 renamed it `compute_on`."""
+    from jax.experimental import compute_on as co
+
+    wrap = getattr(co, "compute_on2", None) or co.compute_on
+    return wrap(f, compute_type=f"gpu_stream:{stream}", out_memory_spaces=jax.memory.Space.Device)

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from .common import NEG_INF, check_value_rows, compiler_params, dot as _dot, pad_groups, partials_shape
+from .common import (NEG_INF, check_value_rows, compiler_params, dot as _dot, on_stream, pad_groups,
+                     partials_shape)
 
 
 def _pow2_parts(n: int, smallest: int = 16) -> list[tuple[int, int]]:
@@ -159,11 +160,12 @@ def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits:
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size", "block_tokens", "num_splits", "num_warps",
-                                             "num_stages", "interpret", "rotary_dim", "value_row"))
+                                             "num_stages", "interpret", "rotary_dim", "value_row", "stream"))
 def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_cache=None, previous=None, *,
                               chunk_size: int, block_tokens: int = 32, num_splits: int | None = None,
                               num_warps: int = 8, num_stages: int = 2, interpret: bool = False,
-                              rotary_dim: int | None = None, value_row: int = 0, after=None):
+                              rotary_dim: int | None = None, value_row: int = 0, after=None,
+                              stream: int | None = None):
     """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks.
 
     `values` may hold more sequences than q: q's row i reads values row `value_row + i` (micro-batches of
@@ -176,6 +178,10 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     `after`: any array, passed to the kernel and never read. The kernel then waits for whatever writes
     it; the micro-batched step (shadowkv/pipeline.py) runs one micro-batch's value reads after the
     other's so that the two do not split PCIe while the GEMMs that should overlap them wait.
+
+    `stream`: launch the kernel as its own XLA call on that GPU stream (kernels/common.on_stream), so
+    that work not waiting for it runs beside it. Only the launch goes there: XLA's stream annotation
+    fails on calls nested inside the annotated one, which the preparation here would bring.
     """
     b, hkv, g, d = q.shape
     k = chunks.shape[-1]
@@ -207,8 +213,9 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
         out_shape += (jax.ShapeDtypeStruct(value_cache.shape, value_cache.dtype),)
     if after is not None:
         args.append(after)
-    out = pl.pallas_call(kernel, out_shape=out_shape, grid=(b, hkv, splits), interpret=interpret,
-                         compiler_params=params, name="shadowkv_gather_reconstruct_attention")(*args)
+    launch = pl.pallas_call(kernel, out_shape=out_shape, grid=(b, hkv, splits), interpret=interpret,
+                            compiler_params=params, name="shadowkv_gather_reconstruct_attention")
+    out = launch(*args) if stream is None else on_stream(launch, stream)(*args)
     acc, m, l = out[:3]
     return (acc[:, :, :, :g], m[:, :, :, :g], l[:, :, :, :g]) + tuple(out[3:])
 

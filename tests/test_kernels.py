@@ -180,9 +180,10 @@ def test_value_row_reads_the_sequences_rows_of_a_larger_value_array(value_row, e
 
 
 @pytest.mark.parametrize("reuse", [False, True], ids=["plain", "reuse"])
-def test_after_changes_nothing_but_the_order(reuse):
-    """`after` is an input the kernel never reads (it orders the kernel after the array's writer): the
-    partials and the new cache are the same as without it, bit for bit."""
+def test_after_and_stream_change_nothing_but_the_order(reuse):
+    """`after` is an input the kernel never reads (it orders the kernel after the array's writer), and
+    `stream` launches the kernel as an XLA call on a second GPU stream: the partials and the new cache are
+    the same as without them, bit for bit."""
     batch, c, k = 3, 8, 21
     q, a, w, chunks, values, inv = make_inputs(4, batch=batch, kv_heads=2, groups=4, head_dim=128, chunk_size=c,
                                                rank=160, selected=k, chunks_total=50, dtype=jnp.float32)
@@ -195,9 +196,11 @@ def test_after_changes_nothing_but_the_order(reuse):
                                                  chunk_size=c, block_tokens=32, num_splits=2,
                                                  interpret=INTERPRET, **kw)
     plain, ordered = run(), run(after=jnp.full((batch, 7), jnp.nan))
-    assert len(ordered) == len(plain) == (4 if reuse else 3)
-    for x, y in zip(plain, ordered):
+    streamed = jax.jit(lambda after: run(after=after, stream=1))(plain[1])
+    assert len(ordered) == len(plain) == len(streamed) == (4 if reuse else 3)
+    for x, y, z in zip(plain, ordered, streamed):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(z))
 
 
 def test_hit_slots():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -112,15 +111,6 @@ def sparse_attention(q, segments) -> jax.Array:
     p = jax.nn.softmax(s, axis=-1).astype(vals.dtype)
     out = jnp.einsum("bhgn,bhnd->bhgd", p, vals, preferred_element_type=jnp.float32)
     return out.reshape(b, hq, d).astype(q.dtype)
-
-
-def on_stream(f, stream: int):
-    """f as one XLA call on GPU stream `stream` (outputs in device memory); positional arguments only.
-    JAX 0.10 names this form `compute_on2`; 0.11 made it `compute_on`."""
-    from jax.experimental import compute_on as co
-
-    wrap = getattr(co, "compute_on2", None) or co.compute_on
-    return wrap(f, compute_type=f"gpu_stream:{stream}", out_memory_spaces=jax.memory.Space.Device)
 
 
 def kernel_supported(model: ModelConfig, cfg: ShadowKVConfig) -> str | None:
@@ -246,14 +236,12 @@ class ShadowKVDecode:
         if self.config.value_reuse:
             reuse = dict(value_cache=jax.lax.dynamic_index_in_dim(st.value_cache, layer, 0, keepdims=False),
                          previous=prev)
-        kernel = partial(sparse_attention_partials, chunk_size=self.config.chunk_size, interpret=self.interpret,
-                         rotary_dim=self.model.rotary_dim, value_row=self.value_row, num_splits=self.kernel_splits)
         with jax.named_scope("gather_reconstruct_attention"):
-            if self.value_stream is None:
-                partials = kernel(qs, st.a, w_layer, chunks, values, inv, layer, **reuse, after=after)
-            else:
-                call = on_stream(lambda *a: kernel(*a[:7], **a[7], after=a[8]), self.value_stream)
-                partials = call(qs, st.a, w_layer, chunks, values, inv, layer, reuse, after)
+            partials = sparse_attention_partials(qs, st.a, w_layer, chunks, values, inv, layer, **reuse,
+                                                 chunk_size=self.config.chunk_size, interpret=self.interpret,
+                                                 rotary_dim=self.model.rotary_dim, value_row=self.value_row,
+                                                 num_splits=self.kernel_splits, after=after,
+                                                 stream=self.value_stream)
         with jax.named_scope("combine"):
             out = combine(partials[:3], qs, exact)
         new_cache = partials[3] if reuse else None
