@@ -277,6 +277,7 @@ pipe7)  # the same session's baselines at 122,880: one-batch ShadowKV and full a
 pipe8)  # the attention kernels as calls on a second XLA stream (compute_on gpu_stream:1): compiled pipeline
   # tests, then the micro-batched step at 122,880 with its profile in time and the decode module's dump
   SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_pipeline.py \
+      tests/test_kernels.py -k "micro or after_and_stream" \
       2>&1 | tee "$OUT/pipeline_tests.txt" | grep -E "passed|failed|Error|assert" | tail -8
   XLA_FLAGS="--xla_dump_to=/tmp/dump --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
     BENCH_TIMEOUT=300 BTAIL=18 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto \
