@@ -9,7 +9,8 @@
 #   cublas1-3: the Llama rows with cuBLAS decode GEMMs; overlap: the value fetch beside the GEMMs on a second stream
 #   prof, prof2: kernel time per step (--profile) at 122,880 tokens; pipe1-7: micro-batched decode, its profile
 #   in time, the after-ordered kernels, the same-session baselines; sel3: the landmark-score kernel (compiled
-#   kernel tests, 8B-shape agreement, both methods at 122,880); pipe8: the kernels on a second XLA stream
+#   kernel tests, 8B-shape agreement, both methods at 122,880); pipe8: the kernels on a second XLA stream;
+#   pipe9: H200 rows
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -283,6 +284,14 @@ pipe8)  # the attention kernels as calls on a second XLA stream (compute_on gpu_
     BENCH_TIMEOUT=300 BTAIL=18 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto \
       --steps 16 --micro-batches 2 --value-stream 1 --profile --json "$OUT/prof_llama_122k_shadowkv_mb2_stream.json"
   (cd /tmp/dump && tar czf "$OUT/dump_mb2_stream.tgz" $(ls | grep -E "after_optimizations\.txt$" | head -3))
+  ;;
+pipe9)  # H200 rows at 122,880: the streamed micro-batched step with 2 kernel splits, one-batch ShadowKV, full
+  BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --micro-batches 2 --value-stream 1 --kernel-splits 2 --json "$OUT/tput_llama_122k_shadowkv_mb2_stream_s2.json"
+  BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122k_shadowkv.json"
+  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122k_full.json"
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \

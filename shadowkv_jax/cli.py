@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                          "overlap the other's GEMMs (shadowkv/pipeline.py)")
     bk.add_argument("--value-stream", type=int, default=None,
                     help="with --micro-batches 2: run the attention kernels on XLA GPU stream N (e.g. 1)")
+    bk.add_argument("--kernel-splits", type=int, default=None,
+                    help="with --micro-batches 2: the attention kernel's splits per (sequence, KV head) (default 1)")
     bk.add_argument("--top-k", choices=["auto", "xla", "pallas"],
                     help="chunk selection's top-k (default auto: the Pallas kernel on GPU)")
     bn.add_argument("--full-implementation", choices=["auto", "xla", "pallas"], default="auto",
@@ -195,6 +197,8 @@ def _bench(args) -> int:
         raise UsageError(f"--steps {args.steps} must be >= 1")
     if args.micro_batches > 1 and args.breakdown:
         raise UsageError("--breakdown times stand-ins of the plain step: it cannot run with --micro-batches 2")
+    if args.kernel_splits is not None and (args.micro_batches != 2 or args.kernel_splits < 1):
+        raise UsageError(f"--kernel-splits {args.kernel_splits} needs --micro-batches 2 and a positive number")
     if args.value_stream is not None and (args.micro_batches != 2 or args.value_stream < 1):
         raise UsageError(f"--value-stream {args.value_stream} needs --micro-batches 2 and a stream number >= 1 "
                          "(stream 0 is XLA's main stream)")
@@ -222,7 +226,7 @@ def _bench(args) -> int:
     out = tp.bench(model, args.context, methods, batches, args.steps, limits, breakdown=args.breakdown, rates=rates,
                    on_row=save, unroll=args.unroll_layers, full_attention=args.full_implementation,
                    profile=args.profile, micro_batches=args.micro_batches,
-                   value_stream=args.value_stream)
+                   value_stream=args.value_stream, kernel_splits=args.kernel_splits)
     out["speedups"] = tp.speedups(out["rows"])
     table = tp.markdown(out["rows"])
     if args.plot:

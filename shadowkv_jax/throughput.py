@@ -306,7 +306,7 @@ def micro_batch_sizes(batch: int, micro_batches: int) -> tuple[int, ...]:
 def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates: dict,
             breakdown: bool = False, seed: int = 0, unroll: int = 1, full_attention: str = "auto",
             profile: bool = False, micro_batches: int = 1,
-            value_stream: int | None = None) -> dict:
+            value_stream: int | None = None, kernel_splits: int | None = None) -> dict:
     """Prefill one prompt, build a batch of `batch` rows, time decoding. Returns one result row.
 
     ShadowKV with `micro_batches=2` decodes the batch as two states whose layers interleave
@@ -369,7 +369,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         else:  # the parts' device fields, and the whole batch's values
             state_abs = MicroBatches(tuple(abstract_decode_state(cfg, sk, n, slots, placement)[0] for n in sizes))
             values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)[1]
-            attention = PipelinedShadowKV(attention, value_stream=value_stream)
+            attention = PipelinedShadowKV(attention, kernel_splits=kernel_splits or 1, value_stream=value_stream)
         loops = {name: compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         t0 = time.perf_counter()
@@ -387,7 +387,8 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         carry = parts[0] if len(sizes) == 1 else MicroBatches(tuple(parts))
         del parts
         row["micro_batches"] = list(sizes)
-        row["value_stream"] = value_stream if len(sizes) > 1 else None
+        if len(sizes) > 1:
+            row.update(value_stream=value_stream, kernel_splits=attention.kernel_splits)
         capacity = new
         row.update(method="shadowkv", implementation=impl, placement=placement,
                    top_k=resolved_top_k(sk.top_k, impl, interpret),
@@ -444,7 +445,7 @@ def default_limits(gpu_gib: float | None = None, host_gib: float | None = None, 
 def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, *, breakdown: bool = False,
           rates: dict | None = None, progress=print, on_row=None, unroll: int = 1,
           full_attention: str = "auto", profile: bool = False, micro_batches: int = 1,
-          value_stream: int | None = None) -> dict:
+          value_stream: int | None = None, kernel_splits: int | None = None) -> dict:
     """Every (context, method, batch). `methods`: "full" and/or ShadowKVConfig factories
     (callables context -> ShadowKVConfig). `on_row(rows)` runs after each row (e.g. to save partial
     results). `micro_batches` applies to the ShadowKV rows. Returns {"rates", "rows"}."""
@@ -460,7 +461,8 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
                          f"(planned GPU {p.gpu_total / 2**30:.1f} GiB, host {p.host_total / 2**30:.1f} GiB)")
                 r = run_one(model, m, context, p.batch, steps, rates=rates, breakdown=breakdown, unroll=unroll,
                             full_attention=full_attention, profile=profile,
-                            micro_batches=1 if m == "full" else micro_batches, value_stream=value_stream)
+                            micro_batches=1 if m == "full" else micro_batches, value_stream=value_stream,
+                            kernel_splits=kernel_splits)
                 r["plan"] = {"gpu": p.gpu, "host": p.host, "gpu_total": p.gpu_total, "host_total": p.host_total,
                              "requested_batch": batch, "limits": dataclasses.asdict(limits),
                              "bound_by": bound_by(model.config, m, context, p, limits, steps)}
