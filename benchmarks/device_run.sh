@@ -10,7 +10,7 @@
 #   prof, prof2: kernel time per step (--profile) at 122,880 tokens; pipe1-7: micro-batched decode, its profile
 #   in time, the after-ordered kernels, the same-session baselines; sel3: the landmark-score kernel (compiled
 #   kernel tests, 8B-shape agreement, both methods at 122,880); pipe8: the kernels on a second XLA stream;
-#   pipe9, pipe10: H200 rows
+#   pipe9-11: H200 rows
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -300,6 +300,12 @@ pipe10)  # H200: full attention in an H100's 80 GB at 122,880; both methods at 6
       --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_64k_shadowkv_mb2_stream.json"
   BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
       --json "$OUT/tput_llama_64k_full.json"
+  ;;
+pipe11)  # H200 at 65,536: the streamed micro-batched step's profile in time; one-batch ShadowKV
+  BENCH_TIMEOUT=220 BTAIL=8 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 8 \
+      --micro-batches 2 --value-stream 1 --profile --json "$OUT/prof_llama_64k_shadowkv_mb2_stream.json"
+  BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --json "$OUT/tput_llama_64k_shadowkv.json"
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
