@@ -10,7 +10,7 @@
 #   prof, prof2: kernel time per step (--profile) at 122,880 tokens; pipe1-7: micro-batched decode, its profile
 #   in time, the after-ordered kernels, the same-session baselines; sel3: the landmark-score kernel (compiled
 #   kernel tests, 8B-shape agreement, both methods at 122,880); pipe8: the kernels on a second XLA stream;
-#   pipe9-11: H200 rows
+#   pipe9-11: H200 rows; pipe12: the latency-hiding scheduler
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -306,6 +306,16 @@ pipe11)  # H200 at 65,536: the streamed micro-batched step's profile in time; on
       --micro-batches 2 --value-stream 1 --profile --json "$OUT/prof_llama_64k_shadowkv_mb2_stream.json"
   BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
       --json "$OUT/tput_llama_64k_shadowkv.json"
+  ;;
+pipe12)  # the streamed micro-batched step under XLA's latency-hiding scheduler (which places the kernel call's
+  # done late), at 65,536 and 122,880
+  LHS="--xla_gpu_enable_latency_hiding_scheduler=true"
+  XLA_FLAGS="$LHS" BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto \
+      --steps 32 --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_64k_shadowkv_mb2_stream_lhs.json"
+  XLA_FLAGS="$LHS --xla_dump_to=/tmp/dump12 --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
+    BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto \
+      --steps 32 --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_122k_shadowkv_mb2_stream_lhs.json"
+  (cd /tmp/dump12 && tar czf "$OUT/dump_mb2_stream_lhs.tgz" $(ls | grep -E "after_optimizations\.txt$" | head -1))
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
