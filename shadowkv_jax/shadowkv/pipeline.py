@@ -14,21 +14,24 @@ decoding.DECODE_COMPILER_OPTIONS); in a serial schedule this step does the same 
 plus a second read of the weights. Each micro-batch reads the weights once per layer, so a step reads
 them twice: the price of the overlap, paid in HBM time that the value reads hide.
 
-Two measures keep the chains out of each other's way once they do run side by side: the attention kernel
-runs with `kernel_splits` (1) rather than 4, which filled every SM and left none to the other chain's GEMMs,
-and each kernel takes the previous one's output as `after` (A, B, A, B, ...), so the two do not split PCIe
-while A's GEMMs wait at the end of the iteration (PCIe serves one at a time anyway).
+Three measures let the chains run side by side: `value_stream` launches each attention kernel as its own
+XLA call on a second GPU stream (kernels/common.on_stream); without it, XLA's buffer assignment handed the
+slices that A's kernel read to B's GEMMs, selection and kernel, the command buffer ordered all of those
+after A's kernel (benchmarks/command_buffer_deps.py) and the step was 10% slower than the plain one. The
+kernel runs with `kernel_splits` (1) rather than 4, which filled every SM and left none to the other chain's
+GEMMs. And each kernel takes the previous one's output as `after` (A, B, A, B, ...), so the two do not split
+PCIe while A's GEMMs wait at the end of the iteration (PCIe serves one at a time anyway).
 
-Measured so far (H100, Llama-3.1-8B shape, BENCHMARKS.md): exact, but 10% slower than the plain step,
-because the chains do not yet run side by side: in the command buffer each attention kernel runs alone.
-XLA's buffer assignment hands the slices of values that die at A's kernel to B's GEMMs, selection and
-kernel, and the command buffer orders kernels whose slices conflict (benchmarks/command_buffer_deps.py
-finds 31 of B's commands waiting for A's kernel; no data flows from A to B, so every path between them
-starts at a reused slice). Until each chain's temporaries stay apart from the other's, the chains cannot
-overlap here (BENCHMARKS.md lists what was tried).
+Measured (H200, Llama-3.1-8B shape, BENCHMARKS.md): with the kernels on stream 1, 122,880 tokens x 13 runs
+at 257.0-259.7 tokens/s (1 or 2 splits; 269.4 with XLA's latency-hiding scheduler) against 233.1 for the
+plain step, with 24 of the kernels' 41 ms per step beside other kernels; at 65,536 x 25 the kernels still
+run alone and the plain step is faster (451.0 vs 423.6). XLA schedules each call's done right after its start; the overlap comes
+from the command buffer's concurrent mode, and why the call frees the other chain at one shape and not at
+the other is not yet known.
 
 A and B give the same logits as one ShadowKVDecode step over their concatenation (tests; 1e-7 in fp32,
-compiled on an H100). `bench --micro-batches 2` runs it; nothing else uses it by default.
+compiled on an H100; with the kernels on stream 1, 1e-4 with values in pinned host memory on an H200).
+`bench --micro-batches 2 [--value-stream 1]` runs it; nothing else uses it by default.
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ class PipelinedShadowKV:
 
     decode: ShadowKVDecode
     kernel_splits: int | None = 1
-    value_stream: int | None = None
+    value_stream: int | None = None  # None: the kernels in line (where the chains did not overlap)
 
     def decode_step(self, params, config: ModelConfig, carry: MicroBatches, tokens, consts):
         """tokens [B] (A's rows first) -> (logits [B, V] fp32, carry with every length + 1)."""
@@ -102,7 +105,8 @@ class PipelinedShadowKV:
             raise ValueError(f"PipelinedShadowKV runs 2 micro-batches, got {len(carry.parts)}")
         (sa, sb), values = carry.parts, consts
         na = sa.lengths.shape[0]
-        decode_a = dataclasses.replace(self.decode, kernel_splits=self.kernel_splits, value_stream=self.value_stream)
+        decode_a = dataclasses.replace(self.decode, kernel_splits=self.kernel_splits,
+                                       value_stream=self.value_stream)
         decode_b = dataclasses.replace(decode_a, value_row=self.decode.value_row + na)  # B's rows follow A's
         xa, xb = embed(params, tokens[:na, None]), embed(params, tokens[na:, None])
         L = config.num_layers
