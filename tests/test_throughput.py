@@ -73,15 +73,16 @@ def test_bench_rows_on_cpu(tiny):
 
 
 def test_bench_micro_batched_shadowkv_row(tiny):
-    """--micro-batches 2: the batch decodes as two interleaved halves; the row says so, gives the batch's
-    hit rate, and a batch of 1 cannot be split."""
+    """--micro-batches 2: the batch decodes as two interleaved halves (here with the kernels on stream 1, in 2
+    splits); the row says so, gives the batch's hit rate, and a batch of 1 cannot be split."""
     rates = {"hbm_read_bytes_per_s": 1e10, "h2d_bytes_per_s": None}
     factory = tp.shadowkv_factory(CFG, **SKV)
     limits = Limits(gpu_bytes=GiB, host_bytes=GiB)
     out = tp.bench(tiny, [640], [factory], [3], steps=3, limits=limits, rates=rates, progress=lambda *_: None,
-                   micro_batches=2)
+                   micro_batches=2, value_stream=1, kernel_splits=2)
     [row] = out["rows"]
     assert row["micro_batches"] == [2, 1] and row["batch"] == 3 and row["tokens_per_s"] > 0
+    assert row["value_stream"] == 1 and row["kernel_splits"] == 2
     assert 0 <= row["hit_rate"] <= 1
     with pytest.raises(ValueError, match="micro_batches=2 needs a batch of at least 2, got batch=1"):
         tp.micro_batch_sizes(1, 2)
@@ -143,6 +144,12 @@ def test_bench_cli(tmp_path, capsys, monkeypatch):
     assert "--batch '0' must be a positive integer" in capsys.readouterr().err
     assert main(["bench", "--model", sk.default_model_path(), "--breakdown", "--micro-batches", "2"]) == 2
     assert "--breakdown times stand-ins of the plain step" in capsys.readouterr().err
+    assert main(["bench", "--model", sk.default_model_path(), "--value-stream", "1"]) == 2
+    assert "--value-stream 1 needs --micro-batches 2" in capsys.readouterr().err
+    assert main(["bench", "--model", sk.default_model_path(), "--micro-batches", "2", "--value-stream", "0"]) == 2
+    assert "stream 0 is XLA's main stream" in capsys.readouterr().err
+    assert main(["bench", "--model", sk.default_model_path(), "--micro-batches", "2", "--kernel-splits", "0"]) == 2
+    assert "--kernel-splits 0 needs --micro-batches 2 and a positive number" in capsys.readouterr().err
 
 
 def test_dense_decode_kernel_equals_xla_path(tiny):

@@ -25,9 +25,9 @@ PCIe while A's GEMMs wait at the end of the iteration (PCIe serves one at a time
 Measured (H200, Llama-3.1-8B shape, BENCHMARKS.md): with the kernels on stream 1, 122,880 tokens x 13 runs
 at 257.0-259.7 tokens/s (1 or 2 splits; 269.4 with XLA's latency-hiding scheduler) against 233.1 for the
 plain step, with 24 of the kernels' 41 ms per step beside other kernels; at 65,536 x 25 the kernels still
-run alone and the plain step is faster (451.0 vs 423.6). XLA schedules each call's done right after its start; the overlap comes
-from the command buffer's concurrent mode, and why the call frees the other chain at one shape and not at
-the other is not yet known.
+run alone and the plain step is faster (451.0 vs 423.6). XLA schedules each call's done right after its
+start; the overlap comes from the command buffer's concurrent mode, and why the call frees the other chain
+at one shape and not at the other is not yet known.
 
 A and B give the same logits as one ShadowKVDecode step over their concatenation (tests; 1e-7 in fp32,
 compiled on an H100; with the kernels on stream 1, 1e-4 with values in pinned host memory on an H200).
