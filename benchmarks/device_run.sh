@@ -307,8 +307,8 @@ pipe11)  # H200 at 65,536: the streamed micro-batched step's profile in time; on
   BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
       --json "$OUT/tput_llama_64k_shadowkv.json"
   ;;
-pipe12)  # the streamed micro-batched step under XLA's latency-hiding scheduler (which places the kernel call's
-  # done late), at 65,536 and 122,880
+pipe12)  # the streamed micro-batched step under XLA's latency-hiding scheduler (tried for placing each kernel
+  # call's done late; it did not: BENCHMARKS.md), at 65,536 and 122,880
   LHS="--xla_gpu_enable_latency_hiding_scheduler=true"
   XLA_FLAGS="$LHS" BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto \
       --steps 32 --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_64k_shadowkv_mb2_stream_lhs.json"

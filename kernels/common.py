@@ -56,8 +56,8 @@ def check_value_rows(values, batch: int, kv_heads: int, value_row: int) -> None:
 
 def on_stream(f, stream: int):
     """f as one XLA call on GPU stream `stream` (its outputs in device memory; positional arguments only).
-    XLA runs the call beside whatever does not wait for it and keeps the call's buffers out of that work's
-    reach. JAX 0.10 names this form of `compute_on` `compute_on2`; 0.11 renamed it `compute_on`."""
+    XLA makes it an async start/done pair on that stream, so kernels that do not wait for it may run beside
+    it. JAX 0.10 names this form of `compute_on` `compute_on2`; 0.11 renamed it `compute_on`."""
     from jax.experimental import compute_on as co
 
     wrap = getattr(co, "compute_on2", None) or co.compute_on

@@ -32,9 +32,9 @@ def _decode(model, attention, carry, consts, first, steps):
     return np.asarray(toks), carry, extras
 
 
-@pytest.mark.parametrize("layers,sizes,impl,stream", [(1, (1, 2), "reference", None), (2, (2, 1), "reference", None),
-                                                      (4, (2, 1), "reference", None), (3, (1, 2), "pallas", None),
-                                                      (3, (2, 1), "pallas", 1)])
+@pytest.mark.parametrize("layers,sizes,impl,stream", [
+    (1, (1, 2), "reference", None), (2, (2, 1), "reference", None), (4, (2, 1), "reference", None),
+    (3, (1, 2), "pallas", None), (3, (2, 1), "pallas", 1)])
 def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl, stream):
     """Ragged prompts; the budget selects a strict subset (so selection and value reuse matter); the
     layer counts cover the peeled first and last layers with and without a scan between them. On a GPU

@@ -152,8 +152,8 @@ class ShadowKVDecode:
     `kernel_splits`: the kernel's splits per (sequence, KV head) (None: its default, 4), i.e. how many
     SMs it occupies; the micro-batched step takes 1 to leave SMs to the other micro-batch's GEMMs.
     `value_stream`: run the kernel (the value reads) as its own XLA call on GPU stream N
-    (`jax.experimental.compute_on`), so work that does not need its result can run beside it; XLA keeps
-    the call's buffers apart from what runs meanwhile. None: in line. Ignored off GPU.
+    (`jax.experimental.compute_on`), so work that does not need its result can run beside it (the
+    micro-batched step, shadowkv/pipeline.py). None: in line. Ignored off GPU.
     """
 
     config: ShadowKVConfig
