@@ -10,7 +10,8 @@
 #   prof, prof2: kernel time per step (--profile) at 122,880 tokens; pipe1-7: micro-batched decode, its profile
 #   in time, the after-ordered kernels, the same-session baselines; sel3: the landmark-score kernel (compiled
 #   kernel tests, 8B-shape agreement, both methods at 122,880); pipe8: the kernels on a second XLA stream;
-#   pipe9-11: H200 rows; pipe12: the latency-hiding scheduler
+#   pipe9-11: H200 rows; pipe12: the latency-hiding scheduler;
+#   pipe13: the streamed step's decode modules with buffer assignment
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -316,6 +317,16 @@ pipe12)  # the streamed micro-batched step under XLA's latency-hiding scheduler 
     BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto \
       --steps 32 --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_122k_shadowkv_mb2_stream_lhs.json"
   (cd /tmp/dump12 && tar czf "$OUT/dump_mb2_stream_lhs.tgz" $(ls | grep -E "after_optimizations\.txt$" | head -1))
+  ;;
+pipe13)  # the streamed micro-batched decode module with its buffer assignment at 65,536 and 122,880 (compiled,
+  # then stopped: the dump is written at compile time) for benchmarks/command_buffer_deps.py
+  for ctx in 65536 122880; do
+    XLA_FLAGS="--xla_dump_to=/tmp/d$ctx --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
+      BENCH_TIMEOUT=${DUMP_TIMEOUT:-50} BTAIL=2 bench --model llama-3.1-8b --context $ctx --method shadowkv \
+        --batch auto --steps 4 --micro-batches 2 --value-stream 1
+    (cd /tmp/d$ctx && tar czf "$OUT/dump_mb2_stream_$ctx.tgz" \
+      $(ls | grep -E "decode_loop.*after_optimizations(-buffer-assignment)?\.txt$"))
+  done
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
