@@ -500,13 +500,24 @@ def bound_by(config, method, context, p: Plan, limits: Limits, steps: int) -> st
     return "none"
 
 
+def method_label(row) -> str:
+    """The row's method, with the micro-batched step's settings: "shadowkv, micro-batches 7+6, stream 1"."""
+    sizes = row.get("micro_batches") or []
+    if len(sizes) < 2:
+        return row["method"]
+    label = f"{row['method']}, micro-batches {'+'.join(map(str, sizes))}"
+    if row.get("value_stream") is not None:
+        label += f", stream {row['value_stream']}"
+    return label + (f", {row['kernel_splits']} splits" if row.get("kernel_splits", 1) != 1 else "")
+
+
 def markdown(rows) -> str:
     head = ("| method | context | batch | tokens/s | ms/step | roofline ms | % of roofline | hit rate | "
             "PCIe MB/step | prefill s |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         hit = "–" if r.get("hit_rate") is None else f"{r['hit_rate']:.2f}"
-        lines.append(f"| {r['method']} | {r['context']:,} | {r['batch']} | {r['tokens_per_s']:,.1f} | "
+        lines.append(f"| {method_label(r)} | {r['context']:,} | {r['batch']} | {r['tokens_per_s']:,.1f} | "
                      f"{r['step_ms']:.2f} | {r['roofline_step_ms']:.2f} | {100 * r['roofline_fraction']:.0f}% | "
                      f"{hit} | {r['bytes_per_step']['pcie'] / 1e6:,.0f} | {r['prefill_s']:.2f} |")
     return "\n".join(lines)

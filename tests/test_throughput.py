@@ -83,6 +83,7 @@ def test_bench_micro_batched_shadowkv_row(tiny):
     [row] = out["rows"]
     assert row["micro_batches"] == [2, 1] and row["batch"] == 3 and row["tokens_per_s"] > 0
     assert row["value_stream"] == 1 and row["kernel_splits"] == 2
+    assert "| shadowkv, micro-batches 2+1, stream 1, 2 splits | 640 | 3 |" in tp.markdown(out["rows"])
     assert 0 <= row["hit_rate"] <= 1
     with pytest.raises(ValueError, match="micro_batches=2 needs a batch of at least 2, got batch=1"):
         tp.micro_batch_sizes(1, 2)
