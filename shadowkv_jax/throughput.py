@@ -561,16 +561,28 @@ def plot(rows, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    for (m, ctx) in sorted({(r["method"], r["context"]) for r in rows}):
-        rs = sorted((r for r in rows if r["method"] == m and r["context"] == ctx), key=lambda r: r["batch"])
-        ax.plot([r["batch"] for r in rs], [r["tokens_per_s"] for r in rs], "o-" if m == "shadowkv" else "s--",
+    broken = [r for r in rows if "no_attention_step_ms" in r]
+    fig, axes = plt.subplots(1, 2 if broken else 1, figsize=(12, 4.5) if broken else (8, 4.5), squeeze=False)
+    ax = axes[0, 0]
+    for (m, ctx) in sorted({(method_label(r), r["context"]) for r in rows}):
+        rs = sorted((r for r in rows if method_label(r) == m and r["context"] == ctx), key=lambda r: r["batch"])
+        ax.plot([r["batch"] for r in rs], [r["tokens_per_s"] for r in rs], "s--" if m == "full" else "o-",
                 label=f"{m}, {ctx:,} tokens")
     ax.set_xlabel("batch"), ax.set_ylabel("decode tokens/s"), ax.set_title("decode throughput")
-    ax.grid(alpha=0.3), ax.legend(fontsize=8)
-    broken = [r for r in rows if "no_attention_step_ms" in r]
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    if broken:
+        _breakdown_bars(axes[0, 1], broken)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _breakdown_bars(bx, rows) -> None:
+    """Stacked bars per row: weights (attention removed), selection, attention, and the roofline."""
     labels = []
-    for i, r in enumerate(broken):
+    for i, r in enumerate(rows):
         weights = r["no_attention_step_ms"]
         select = r.get("select_only_step_ms", weights) - weights
         attn = r["step_ms"] - weights - select
@@ -579,14 +591,9 @@ def plot(rows, path: str) -> str:
         bx.bar(i, attn, bottom=weights + select, color="#3d7be8", label="attention" if i == 0 else None)
         bx.plot([i - 0.4, i + 0.4], [r["roofline_step_ms"]] * 2, "k:", label="roofline" if i == 0 else None)
         labels.append(f"{r['method']}\n{r['context'] // 1024}K b{r['batch']}")
-    bx.set_xticks(range(len(broken)), labels, fontsize=7)
+    bx.set_xticks(range(len(rows)), labels, fontsize=7)
     bx.set_ylabel("ms per step"), bx.set_title("step-time breakdown")
-    if broken:
-        bx.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    bx.legend(fontsize=8)
 
 
 def shadowkv_factory(config: ModelConfig, **overrides):
@@ -595,4 +602,4 @@ def shadowkv_factory(config: ModelConfig, **overrides):
 
 
 __all__ = ["abstract_decode_state", "bench", "bench_model", "compile_decode", "default_limits", "markdown",
-           "measure_bandwidths", "plot", "planned", "prefill_shares", "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "step_bytes"]
+           "measure_bandwidths", "method_label", "plot", "planned", "prefill_shares", "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "step_bytes"]

@@ -308,3 +308,22 @@ def test_bench_overlap_script_runs_on_a_small_model(tmp_path):
     for kind in ("attention", "weights", "serial", "pipelined", "pipelined_ordered", "streamed_gemms", "streamed"):
         assert f"{kind}_ms" in row or f"{kind}_error" in row
     assert row["serial_ms"] > 0 and row["pipelined_ms"] > 0 and row["pipelined_ordered_ms"] > 0
+
+
+def test_plot_labels_and_panels(tmp_path):
+    """A micro-batched row has its own label (the plot draws a line per label, so it is not joined to the
+    plain step's point at the same batch); the breakdown panel is drawn only when a row has a breakdown."""
+    import matplotlib.image
+
+    base = dict(context=4096, roofline_step_ms=1.0, roofline_fraction=0.5, bytes_per_step={"pcie": 0},
+                prefill_s=0.1, hit_rate=None)
+    rows = [dict(base, method="full", batch=b, tokens_per_s=10.0 * b, step_ms=2.0) for b in (1, 2)]
+    rows += [dict(base, method="shadowkv", batch=4, tokens_per_s=50.0, step_ms=3.0, micro_batches=[4]),
+             dict(base, method="shadowkv", batch=4, tokens_per_s=60.0, step_ms=2.5, micro_batches=[2, 2],
+                  value_stream=1, kernel_splits=1)]
+    assert [tp.method_label(r) for r in rows[2:]] == ["shadowkv", "shadowkv, micro-batches 2+2, stream 1"]
+    one = tp.plot(rows, str(tmp_path / "one.png"))
+    rows[0].update(no_attention_step_ms=1.0, select_only_step_ms=1.5)
+    two = tp.plot(rows, str(tmp_path / "two.png"))
+    w1, w2 = matplotlib.image.imread(one).shape[1], matplotlib.image.imread(two).shape[1]
+    assert w2 > w1  # the breakdown panel is there only with a breakdown row
