@@ -294,6 +294,50 @@ def _timed(model: Model, loop, carry, first, consts) -> tuple[float, object, dic
     return time.perf_counter() - t0, carry, extras
 
 
+@dataclasses.dataclass(frozen=True)
+class ShadowKVStep:
+    """How the bench runs ShadowKV's decode step (full-attention rows ignore it).
+
+    micro_batches: 1, or 2 (two halves whose layers interleave: shadowkv/pipeline.py), with the attention
+    kernel on XLA GPU stream `value_stream` (None: in line) in `kernel_splits` splits (None: 1).
+    emulated_reuse: 0, or the fraction of each step's chunk slots kept from the previous step
+    (EmulatedReuse): throughput only, at the value reuse that real weights show."""
+
+    micro_batches: int = 1
+    value_stream: int | None = None
+    kernel_splits: int | None = None
+    emulated_reuse: float = 0.0
+
+    def __post_init__(self):
+        if self.micro_batches not in (1, 2):
+            raise ValueError(f"micro_batches={self.micro_batches} must be 1 or 2")
+        for name in ("value_stream", "kernel_splits"):
+            v = getattr(self, name)
+            if v is not None and (self.micro_batches != 2 or v < 1):
+                raise ValueError(f"{name}={v} needs micro_batches=2 and a value >= 1 (stream 0 is XLA's main one)")
+        if not 0 <= self.emulated_reuse < 1:
+            raise ValueError(f"emulated_reuse={self.emulated_reuse} must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class EmulatedReuse(ShadowKVDecode):
+    """ShadowKV's step with each step's first `round(reuse * k)` chunk slots per KV head taken from the
+    previous step's (where it had any), the rest from this step's top-k: the value reuse of real weights
+    (SmolLM2 keeps 0.69 of its chunks from step to step; random weights 0.04) on a model with random
+    weights. Every part of the step runs as in the real one (scores, top-k, kernel, reuse cache); only
+    which chunks are read changes, so the outputs are not ShadowKV's attention. For throughput only."""
+
+    reuse: float = 0.0
+
+    def prepare(self, q, k, v, *, carry, layer, lengths):
+        chunks, st = super().prepare(q, k, v, carry=carry, layer=layer, lengths=lengths)
+        keep = round(self.reuse * chunks.shape[-1])
+        if keep:
+            prev = jax.lax.dynamic_index_in_dim(st.prev_selection, layer, 0, keepdims=False)[..., :keep]
+            chunks = jnp.concatenate([jnp.where(prev >= 0, prev, chunks[..., :keep]), chunks[..., keep:]], -1)
+        return chunks, st
+
+
 def micro_batch_sizes(batch: int, micro_batches: int) -> tuple[int, ...]:
     """Rows per micro-batch: (batch,), or two near-equal halves (the larger first)."""
     if micro_batches not in (1, 2):
@@ -305,16 +349,15 @@ def micro_batch_sizes(batch: int, micro_batches: int) -> tuple[int, ...]:
 
 def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates: dict,
             breakdown: bool = False, seed: int = 0, unroll: int = 1, full_attention: str = "auto",
-            profile: bool = False, micro_batches: int = 1,
-            value_stream: int | None = None, kernel_splits: int | None = None) -> dict:
+            profile: bool = False, step: ShadowKVStep = ShadowKVStep()) -> dict:
     """Prefill one prompt, build a batch of `batch` rows, time decoding. Returns one result row.
 
-    ShadowKV with `micro_batches=2` decodes the batch as two states whose layers interleave
-    (shadowkv/pipeline.py); the step-time stand-ins (`breakdown`) stand in for the plain step only.
+    `step` says how ShadowKV's step runs (ShadowKVStep); the step-time stand-ins (`breakdown`) stand in for
+    the plain step only.
 
     Every executable is compiled from abstract shapes first: XLA's autotuner allocates scratch copies
     of operands, which would not fit next to a full-size cache."""
-    if breakdown and micro_batches > 1:
+    if breakdown and step.micro_batches > 1:
         raise ValueError("breakdown=True times stand-ins of the plain step; it cannot run with micro_batches=2")
     cfg = model.config
     platform = jax.devices()[0].platform
@@ -361,7 +404,11 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
                                       chunk_slots=slots).compile()
         row["compile_prefill_s"] = time.perf_counter() - t0
         attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=interpret)
-        sizes = micro_batch_sizes(batch, micro_batches)
+        if step.emulated_reuse:
+            if not sk.value_reuse:
+                raise ValueError(f"emulated_reuse={step.emulated_reuse} needs the config's value_reuse (it is off)")
+            attention = EmulatedReuse(sk, cfg, placement, impl, interpret=interpret, reuse=step.emulated_reuse)
+        sizes = micro_batch_sizes(batch, step.micro_batches)
         if len(sizes) == 1:
             state_abs, values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)
             if breakdown:
@@ -369,7 +416,8 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         else:  # the parts' device fields, and the whole batch's values
             state_abs = MicroBatches(tuple(abstract_decode_state(cfg, sk, n, slots, placement)[0] for n in sizes))
             values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)[1]
-            attention = PipelinedShadowKV(attention, kernel_splits=kernel_splits or 1, value_stream=value_stream)
+            attention = PipelinedShadowKV(attention, kernel_splits=step.kernel_splits or 1,
+                                          value_stream=step.value_stream)
         loops = {name: compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         t0 = time.perf_counter()
@@ -388,7 +436,9 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         del parts
         row["micro_batches"] = list(sizes)
         if len(sizes) > 1:
-            row.update(value_stream=value_stream, kernel_splits=attention.kernel_splits)
+            row.update(value_stream=step.value_stream, kernel_splits=attention.kernel_splits)
+        if step.emulated_reuse:
+            row["emulated_reuse"] = step.emulated_reuse
         capacity = new
         row.update(method="shadowkv", implementation=impl, placement=placement,
                    top_k=resolved_top_k(sk.top_k, impl, interpret),
@@ -444,11 +494,10 @@ def default_limits(gpu_gib: float | None = None, host_gib: float | None = None, 
 
 def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, *, breakdown: bool = False,
           rates: dict | None = None, progress=print, on_row=None, unroll: int = 1,
-          full_attention: str = "auto", profile: bool = False, micro_batches: int = 1,
-          value_stream: int | None = None, kernel_splits: int | None = None) -> dict:
+          full_attention: str = "auto", profile: bool = False, step: ShadowKVStep = ShadowKVStep()) -> dict:
     """Every (context, method, batch). `methods`: "full" and/or ShadowKVConfig factories
     (callables context -> ShadowKVConfig). `on_row(rows)` runs after each row (e.g. to save partial
-    results). `micro_batches` applies to the ShadowKV rows. Returns {"rates", "rows"}."""
+    results). `step` applies to the ShadowKV rows. Returns {"rates", "rows"}."""
     rates = rates or measure_bandwidths()
     limits = after_probe(limits, rates)  # a probe in this process keeps its buffers reserved
     rows = []
@@ -461,8 +510,7 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
                          f"(planned GPU {p.gpu_total / 2**30:.1f} GiB, host {p.host_total / 2**30:.1f} GiB)")
                 r = run_one(model, m, context, p.batch, steps, rates=rates, breakdown=breakdown, unroll=unroll,
                             full_attention=full_attention, profile=profile,
-                            micro_batches=1 if m == "full" else micro_batches, value_stream=value_stream,
-                            kernel_splits=kernel_splits)
+                            step=ShadowKVStep() if m == "full" else step)
                 r["plan"] = {"gpu": p.gpu, "host": p.host, "gpu_total": p.gpu_total, "host_total": p.host_total,
                              "requested_batch": batch, "limits": dataclasses.asdict(limits),
                              "bound_by": bound_by(model.config, m, context, p, limits, steps)}
@@ -501,14 +549,17 @@ def bound_by(config, method, context, p: Plan, limits: Limits, steps: int) -> st
 
 
 def method_label(row) -> str:
-    """The row's method, with the micro-batched step's settings: "shadowkv, micro-batches 7+6, stream 1"."""
-    sizes = row.get("micro_batches") or []
-    if len(sizes) < 2:
-        return row["method"]
-    label = f"{row['method']}, micro-batches {'+'.join(map(str, sizes))}"
-    if row.get("value_stream") is not None:
-        label += f", stream {row['value_stream']}"
-    return label + (f", {row['kernel_splits']} splits" if row.get("kernel_splits", 1) != 1 else "")
+    """The row's method with how its step ran: "shadowkv, micro-batches 7+6, stream 1, emulated reuse 0.6"."""
+    label, sizes = row["method"], row.get("micro_batches") or []
+    if len(sizes) > 1:
+        label += f", micro-batches {'+'.join(map(str, sizes))}"
+        if row.get("value_stream") is not None:
+            label += f", stream {row['value_stream']}"
+        if row.get("kernel_splits", 1) != 1:
+            label += f", {row['kernel_splits']} splits"
+    if row.get("emulated_reuse"):
+        label += f", emulated reuse {row['emulated_reuse']:g}"
+    return label
 
 
 def markdown(rows) -> str:
@@ -601,5 +652,6 @@ def shadowkv_factory(config: ModelConfig, **overrides):
     return lambda context: ShadowKVConfig.for_model(config, context, **overrides)
 
 
-__all__ = ["abstract_decode_state", "bench", "bench_model", "compile_decode", "default_limits", "markdown",
-           "measure_bandwidths", "method_label", "plot", "planned", "prefill_shares", "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "step_bytes"]
+__all__ = ["EmulatedReuse", "ShadowKVStep", "abstract_decode_state", "bench", "bench_model", "compile_decode",
+           "default_limits", "markdown", "measure_bandwidths", "method_label", "plot", "planned", "prefill_shares",
+           "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "step_bytes"]

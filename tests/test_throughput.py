@@ -79,7 +79,7 @@ def test_bench_micro_batched_shadowkv_row(tiny):
     factory = tp.shadowkv_factory(CFG, **SKV)
     limits = Limits(gpu_bytes=GiB, host_bytes=GiB)
     out = tp.bench(tiny, [640], [factory], [3], steps=3, limits=limits, rates=rates, progress=lambda *_: None,
-                   micro_batches=2, value_stream=1, kernel_splits=2)
+                   step=tp.ShadowKVStep(micro_batches=2, value_stream=1, kernel_splits=2))
     [row] = out["rows"]
     assert row["micro_batches"] == [2, 1] and row["batch"] == 3 and row["tokens_per_s"] > 0
     assert row["value_stream"] == 1 and row["kernel_splits"] == 2
@@ -90,7 +90,13 @@ def test_bench_micro_batched_shadowkv_row(tiny):
     with pytest.raises(ValueError, match="micro_batches=3 must be 1 or 2"):
         tp.micro_batch_sizes(4, 3)
     with pytest.raises(ValueError, match="breakdown=True times stand-ins of the plain step"):
-        tp.run_one(tiny, factory(640), 640, 3, 2, rates=rates, breakdown=True, micro_batches=2)
+        tp.run_one(tiny, factory(640), 640, 3, 2, rates=rates, breakdown=True, step=tp.ShadowKVStep(2))
+    for bad, match in ((dict(micro_batches=3), "micro_batches=3 must be 1 or 2"),
+                       (dict(value_stream=1), "value_stream=1 needs micro_batches=2"),
+                       (dict(micro_batches=2, kernel_splits=0), "kernel_splits=0 needs micro_batches=2 and a value"),
+                       (dict(emulated_reuse=1.0), r"emulated_reuse=1.0 must be in \[0, 1\)")):
+        with pytest.raises(ValueError, match=match):
+            tp.ShadowKVStep(**bad)
 
 
 def test_replicated_state_rows_are_copies(tiny):
@@ -151,6 +157,8 @@ def test_bench_cli(tmp_path, capsys, monkeypatch):
     assert "stream 0 is XLA's main stream" in capsys.readouterr().err
     assert main(["bench", "--model", sk.default_model_path(), "--micro-batches", "2", "--kernel-splits", "0"]) == 2
     assert "--kernel-splits 0 needs --micro-batches 2 and a positive number" in capsys.readouterr().err
+    assert main(["bench", "--model", sk.default_model_path(), "--emulate-reuse", "1.5"]) == 2
+    assert "--emulate-reuse 1.5 must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_dense_decode_kernel_equals_xla_path(tiny):
@@ -327,3 +335,21 @@ def test_plot_labels_and_panels(tmp_path):
     two = tp.plot(rows, str(tmp_path / "two.png"))
     w1, w2 = matplotlib.image.imread(one).shape[1], matplotlib.image.imread(two).shape[1]
     assert w2 > w1  # the breakdown panel is there only with a breakdown row
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_emulated_reuse_keeps_that_share_of_the_chunks(tiny, micro_batches):
+    """--emulate-reuse F: from the second step on, at least F of each step's chunks were selected at the step
+    before (the first step has no previous selection); the row says the reuse was emulated."""
+    rates = {"hbm_read_bytes_per_s": 1e10, "h2d_bytes_per_s": None}
+    limits = Limits(gpu_bytes=GiB, host_bytes=GiB)
+    rows = {}
+    for f in (0.0, 0.5):
+        out = tp.bench(tiny, [640], [tp.shadowkv_factory(CFG, **SKV)], [3], steps=4, limits=limits, rates=rates,
+                       progress=lambda *_: None, step=tp.ShadowKVStep(micro_batches, emulated_reuse=f))
+        [rows[f]] = out["rows"]
+    k = rows[0.5]["config"]["sparse_budget"] // rows[0.5]["config"]["chunk_size"]
+    assert rows[0.5]["hit_rate"] >= 3 / 4 * round(0.5 * k) / k  # 3 of 4 steps had a previous selection
+    assert rows[0.5]["hit_rate"] > rows[0.0]["hit_rate"]
+    assert "emulated_reuse" not in rows[0.0] and rows[0.5]["emulated_reuse"] == 0.5
+    assert "emulated reuse 0.5" in tp.markdown([rows[0.5]])
