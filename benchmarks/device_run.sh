@@ -11,7 +11,7 @@
 #   in time, the after-ordered kernels, the same-session baselines; sel3: the landmark-score kernel (compiled
 #   kernel tests, 8B-shape agreement, both methods at 122,880); pipe8: the kernels on a second XLA stream;
 #   pipe9-11: H200 rows; pipe12: the latency-hiding scheduler;
-#   pipe13: the streamed step's decode modules with buffer assignment
+#   pipe13: the streamed step's decode modules with buffer assignment; reuse1: emulated value reuse
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -326,6 +326,13 @@ pipe13)  # the streamed micro-batched decode module with its buffer assignment a
         --batch auto --steps 4 --micro-batches 2 --value-stream 1
     (cd /tmp/d$ctx && tar czf "$OUT/dump_mb2_stream_$ctx.tgz" \
       $(ls | grep -E "decode_loop.*after_optimizations(-buffer-assignment)?\.txt$"))
+  done
+  ;;
+reuse1)  # ShadowKV's throughput at the value reuse real weights show (--emulate-reuse; SmolLM2 keeps 0.69 of
+  # its chunks from step to step, random weights 0.04), one-batch step at 122,880
+  for f in 0.3 0.6; do
+    BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+        --emulate-reuse $f --json "$OUT/tput_llama_122k_shadowkv_reuse$f.json"
   done
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
