@@ -242,7 +242,8 @@ def _bench(args) -> int:
         print(f"context {s['context']:,}: prefill of one prompt {s['full_prefill_s']:.2f} s full, "
               f"{s['shadowkv_prefill_s']:.2f} s ShadowKV ({100 * s['state_build_share']:.0f}% building the state)")
     for s in out["speedups"]:
-        print(f"context {s['context']:,}: shadowkv {s['shadowkv_tokens_per_s']:.1f} tok/s (batch {s['shadowkv_batch']}) "
+        print(f"context {s['context']:,}: {s['shadowkv']} {s['shadowkv_tokens_per_s']:.1f} tok/s "
+              f"(batch {s['shadowkv_batch']}) "
               f"/ full {s['full_tokens_per_s']:.1f} tok/s (batch {s['full_batch']}) = {s['ratio']:.2f}x")
     print(table)
     return 0

@@ -320,7 +320,8 @@ def test_bench_overlap_script_runs_on_a_small_model(tmp_path):
 
 def test_plot_labels_and_panels(tmp_path):
     """A micro-batched row has its own label (the plot draws a line per label, so it is not joined to the
-    plain step's point at the same batch); the breakdown panel is drawn only when a row has a breakdown."""
+    plain step's point at the same batch, and speedups give it its own ratio); the breakdown panel is drawn
+    only when a row has a breakdown."""
     import matplotlib.image
 
     base = dict(context=4096, roofline_step_ms=1.0, roofline_fraction=0.5, bytes_per_step={"pcie": 0},
@@ -330,6 +331,9 @@ def test_plot_labels_and_panels(tmp_path):
              dict(base, method="shadowkv", batch=4, tokens_per_s=60.0, step_ms=2.5, micro_batches=[2, 2],
                   value_stream=1, kernel_splits=1)]
     assert [tp.method_label(r) for r in rows[2:]] == ["shadowkv", "shadowkv, micro-batches 2+2, stream 1"]
+    # one ratio per ShadowKV setting, each against the best full-attention row
+    assert [(s["shadowkv"], s["ratio"]) for s in tp.speedups(rows)] == [
+        ("shadowkv", 2.5), ("shadowkv, micro-batches 2+2, stream 1", 3.0)]
     one = tp.plot(rows, str(tmp_path / "one.png"))
     rows[0].update(no_attention_step_ms=1.0, select_only_step_ms=1.5)
     two = tp.plot(rows, str(tmp_path / "two.png"))
