@@ -11,7 +11,8 @@
 #   in time, the after-ordered kernels, the same-session baselines; sel3: the landmark-score kernel (compiled
 #   kernel tests, 8B-shape agreement, both methods at 122,880); pipe8: the kernels on a second XLA stream;
 #   pipe9-11: H200 rows; pipe12: the latency-hiding scheduler;
-#   pipe13: the streamed step's decode modules with buffer assignment; reuse1: emulated value reuse
+#   pipe13: the streamed step's decode modules with buffer assignment; reuse1: emulated value reuse;
+#   groups1: the micro-batched step with XLA scheduling groups
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -333,6 +334,17 @@ reuse1)  # ShadowKV's throughput at the value reuse real weights show (--emulate
   for f in 0.3 0.6; do
     BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
         --emulate-reuse $f --json "$OUT/tput_llama_122k_shadowkv_reuse$f.json"
+  done
+  ;;
+groups1)  # the micro-batched step with scheduling groups (experimental): compiled pipeline tests, then both
+  # contexts with the decode module's dump (is each chain's work between the other's kernel start and done?)
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_pipeline.py \
+      2>&1 | tee "$OUT/pipeline_groups_tests.txt" | grep -E "passed|failed|Error|assert" | tail -8
+  for ctx in 122880 65536; do
+    XLA_FLAGS="--xla_dump_to=/tmp/g$ctx --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
+      BENCH_TIMEOUT=220 BTAIL=3 bench --model llama-3.1-8b --context $ctx --method shadowkv --batch auto --steps 32 \
+        --micro-batches 2 --value-stream 1 --schedule-groups --json "$OUT/tput_llama_${ctx}_shadowkv_mb2_groups.json"
+    (cd /tmp/g$ctx && tar czf "$OUT/dump_mb2_groups_$ctx.tgz" $(ls | grep -E "decode_loop.*after_optimizations\.txt$"))
   done
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch

@@ -62,3 +62,52 @@ def on_stream(f, stream: int):
 
     wrap = getattr(co, "compute_on2", None) or co.compute_on
     return wrap(f, compute_type=f"gpu_stream:{stream}", out_memory_spaces=jax.memory.Space.Device)
+
+
+def group_stream_calls(module) -> int:
+    """Give each stream call (`on_stream`) of a lowered module the XLA scheduling group of the ops that take
+    its results. JAX's compute_on lowering replaces the call's own frontend attributes, so a group set with
+    `jax.experimental.xla_metadata.set_xla_metadata` reaches the ops around the call but not the call.
+    Calls inside a stream call's function (an interpreted kernel's) are left alone. Edits `module`
+    (`jax.stages.Lowered.compiler_ir("stablehlo")`) in place; returns the calls it grouped."""
+    from jax._src.lib.mlir import ir
+
+    def attrs(op):
+        if "mhlo.frontend_attributes" not in op.attributes:
+            return {}
+        return {a.name: a.attr for a in ir.DictAttr(op.attributes["mhlo.frontend_attributes"])}
+
+    def callee(call):
+        return ir.FlatSymbolRefAttr(call.attributes["callee"]).value
+
+    calls, callees = [], {}  # stream calls with their function's name; function -> the functions it calls
+
+    def visit(op, func):
+        if op.name == "func.func":
+            func = ir.StringAttr(op.attributes["sym_name"]).value
+        elif op.name == "func.call":
+            callees.setdefault(func, set()).add(callee(op))
+            if "_xla_stream_annotation" in attrs(op):
+                calls.append((op, func))
+        for region in op.regions:
+            for block in region.blocks:
+                for inner in block.operations:
+                    visit(inner.operation, func)
+
+    grouped = 0
+    with module.context:
+        visit(module.operation, None)
+        inside, todo = set(), [callee(c) for c, _ in calls]
+        while todo:  # every function a stream call reaches
+            f = todo.pop()
+            if f not in inside:
+                inside.add(f)
+                todo.extend(callees.get(f, ()))
+        for call, func in calls:
+            groups = {attrs(use.owner).get("_scheduling_group_id") for r in call.results for use in r.uses}
+            groups.discard(None)
+            if func not in inside and len(groups) == 1:
+                call.attributes["mhlo.frontend_attributes"] = ir.DictAttr.get(
+                    {**attrs(call), "_scheduling_group_id": groups.pop()})
+                grouped += 1
+    return grouped

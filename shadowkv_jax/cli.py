@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --micro-batches 2: run the attention kernels on XLA GPU stream N (e.g. 1)")
     bk.add_argument("--kernel-splits", type=int, default=None,
                     help="with --micro-batches 2: the attention kernel's splits per (sequence, KV head) (default 1)")
+    bk.add_argument("--schedule-groups", action="store_true",
+                    help="experimental, with --value-stream: group each kernel call with the other half's HBM work "
+                         "for XLA's latency-hiding scheduler (shadowkv/pipeline.py)")
     bk.add_argument("--emulate-reuse", type=float, default=0.0, metavar="F",
                     help="throughput only: keep a fraction F of each step's chunks from the previous step, the "
                          "value reuse real weights show (SmolLM2: 0.69; random weights: 0.04); outputs are then "
@@ -206,6 +209,8 @@ def _bench(args) -> int:
     if args.value_stream is not None and (args.micro_batches != 2 or args.value_stream < 1):
         raise UsageError(f"--value-stream {args.value_stream} needs --micro-batches 2 and a stream number >= 1 "
                          "(stream 0 is XLA's main stream)")
+    if args.schedule_groups and args.value_stream is None:
+        raise UsageError("--schedule-groups needs --value-stream (the kernel calls it places run on that stream)")
     if not 0 <= args.emulate_reuse < 1 or (args.emulate_reuse and args.no_value_reuse):
         raise UsageError(f"--emulate-reuse {args.emulate_reuse} must be in [0, 1) and needs value reuse "
                          "(no --no-value-reuse)")
@@ -233,7 +238,8 @@ def _bench(args) -> int:
     out = tp.bench(model, args.context, methods, batches, args.steps, limits, breakdown=args.breakdown, rates=rates,
                    on_row=save, unroll=args.unroll_layers, full_attention=args.full_implementation,
                    profile=args.profile,
-                   step=tp.ShadowKVStep(args.micro_batches, args.value_stream, args.kernel_splits, args.emulate_reuse))
+                   step=tp.ShadowKVStep(args.micro_batches, args.value_stream, args.kernel_splits, args.emulate_reuse,
+                                        args.schedule_groups))
     out["speedups"] = tp.speedups(out["rows"])
     table = tp.markdown(out["rows"])
     if args.plot:

@@ -273,10 +273,16 @@ def compile_decode(model: Model, carry, batch: int, consts, attention, steps: in
     cache is not yet allocated). Returns (executable, seconds)."""
     t0 = time.perf_counter()
     first = jax.ShapeDtypeStruct((batch,), jnp.int32)
-    loop = decode_loop.lower(model.params, carry, first, jax.random.key(0), jnp.zeros((0,), jnp.int32), consts,
-                             config=model.config, sampler=Greedy(), num_steps=steps, attention=attention,
-                             layer_unroll=unroll).compile()
-    return loop, time.perf_counter() - t0
+    lowered = decode_loop.lower(model.params, carry, first, jax.random.key(0), jnp.zeros((0,), jnp.int32), consts,
+                                config=model.config, sampler=Greedy(), num_steps=steps, attention=attention,
+                                layer_unroll=unroll)
+    options = None
+    if getattr(attention, "schedule_groups", False):  # the micro-batched step's groups (shadowkv/pipeline.py)
+        from .kernels.common import group_stream_calls
+
+        group_stream_calls(lowered.compiler_ir("stablehlo"))
+        options = {"xla_gpu_enable_latency_hiding_scheduler": True}
+    return lowered.compile(options), time.perf_counter() - t0
 
 
 def _run(model: Model, loop, carry, first, consts):
@@ -299,7 +305,8 @@ class ShadowKVStep:
     """How the bench runs ShadowKV's decode step (full-attention rows ignore it).
 
     micro_batches: 1, or 2 (two halves whose layers interleave: shadowkv/pipeline.py), with the attention
-    kernel on XLA GPU stream `value_stream` (None: in line) in `kernel_splits` splits (None: 1).
+    kernel on XLA GPU stream `value_stream` (None: in line) in `kernel_splits` splits (None: 1), and with
+    `schedule_groups` (experimental) each kernel call grouped with the other half's HBM work.
     emulated_reuse: 0, or the fraction of each step's chunk slots kept from the previous step
     (EmulatedReuse): throughput only, at the value reuse that real weights show."""
 
@@ -307,6 +314,7 @@ class ShadowKVStep:
     value_stream: int | None = None
     kernel_splits: int | None = None
     emulated_reuse: float = 0.0
+    schedule_groups: bool = False
 
     def __post_init__(self):
         if self.micro_batches not in (1, 2):
@@ -315,6 +323,8 @@ class ShadowKVStep:
             v = getattr(self, name)
             if v is not None and (self.micro_batches != 2 or v < 1):
                 raise ValueError(f"{name}={v} needs micro_batches=2 and a value >= 1 (stream 0 is XLA's main one)")
+        if self.schedule_groups and self.value_stream is None:
+            raise ValueError("schedule_groups=True needs value_stream (the kernel calls it places are async)")
         if not 0 <= self.emulated_reuse < 1:
             raise ValueError(f"emulated_reuse={self.emulated_reuse} must be in [0, 1)")
 
@@ -417,7 +427,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
             state_abs = MicroBatches(tuple(abstract_decode_state(cfg, sk, n, slots, placement)[0] for n in sizes))
             values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)[1]
             attention = PipelinedShadowKV(attention, kernel_splits=step.kernel_splits or 1,
-                                          value_stream=step.value_stream)
+                                          value_stream=step.value_stream, schedule_groups=step.schedule_groups)
         loops = {name: compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         t0 = time.perf_counter()
@@ -436,7 +446,8 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         del parts
         row["micro_batches"] = list(sizes)
         if len(sizes) > 1:
-            row.update(value_stream=step.value_stream, kernel_splits=attention.kernel_splits)
+            row.update(value_stream=step.value_stream, kernel_splits=attention.kernel_splits,
+                       schedule_groups=step.schedule_groups)
         if step.emulated_reuse:
             row["emulated_reuse"] = step.emulated_reuse
         capacity = new
@@ -557,6 +568,8 @@ def method_label(row) -> str:
             label += f", stream {row['value_stream']}"
         if row.get("kernel_splits", 1) != 1:
             label += f", {row['kernel_splits']} splits"
+        if row.get("schedule_groups"):
+            label += ", scheduling groups"
     if row.get("emulated_reuse"):
         label += f", emulated reuse {row['emulated_reuse']:g}"
     return label

@@ -32,15 +32,17 @@ def _decode(model, attention, carry, consts, first, steps):
     return np.asarray(toks), carry, extras
 
 
-@pytest.mark.parametrize("layers,sizes,impl,stream", [
-    (1, (1, 2), "reference", None), (2, (2, 1), "reference", None), (4, (2, 1), "reference", None),
-    (3, (1, 2), "pallas", None), (3, (2, 1), "pallas", 1)])
-def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl, stream):
+@pytest.mark.parametrize("layers,sizes,impl,stream,groups", [
+    (1, (1, 2), "reference", None, False), (2, (2, 1), "reference", None, False),
+    (4, (2, 1), "reference", None, False), (3, (1, 2), "pallas", None, False), (3, (2, 1), "pallas", 1, False),
+    (4, (1, 2), "pallas", 1, True)])
+def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl, stream, groups):
     """Ragged prompts; the budget selects a strict subset (so selection and value reuse matter); the
     layer counts cover the peeled first and last layers with and without a scan between them. On a GPU
     the kernels run compiled with the values in pinned host memory (interpreted on device memory on CPU);
     there, the XLA products run at full fp32 precision (no TF32), as the kernels' do. `stream`: the kernels
-    run as their own calls on that GPU stream, beside the other micro-batch's work."""
+    run as their own calls on that GPU stream, beside the other micro-batch's work; `groups`: in XLA
+    scheduling groups with it (the half-iterations traced in the grouped order)."""
     gpu = jax.devices()[0].platform == "gpu"
     placement, tol = ("host", 1e-4) if gpu else ("device", 2e-5)
     model = _model(layers)
@@ -55,7 +57,8 @@ def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl, stream):
     mb = split_state(st, sizes)  # before the plain decode, which donates the state
     values = st.values  # read-only: both decodes read the same array
     want_toks, want_carry, want = _decode(model, plain, st.without_values(), values, first, 6)
-    got_toks, got_carry, got = _decode(model, PipelinedShadowKV(plain, value_stream=stream), mb, values, first, 6)
+    got_toks, got_carry, got = _decode(model, PipelinedShadowKV(plain, value_stream=stream, schedule_groups=groups),
+                                       mb, values, first, 6)
     print(f"max |dlogit| {np.abs(np.asarray(got['logits']) - np.asarray(want['logits'])).max():.3g}")
     np.testing.assert_array_equal(got_toks, want_toks)
     np.testing.assert_allclose(np.asarray(got["logits"]), np.asarray(want["logits"]), atol=tol, rtol=tol)
@@ -77,6 +80,36 @@ def test_micro_batch_sizes_are_checked():
         with pytest.raises(ValueError, match=r"micro-batch sizes=.* must be two positive sizes summing to the batch 2"):
             split_state(st, sizes)
     three = MicroBatches((st.without_values(),) * 3)
+    with pytest.raises(ValueError, match="schedule_groups=True needs value_stream"):
+        PipelinedShadowKV(ShadowKVDecode(cfg, model.config), schedule_groups=True).decode_step(
+            model.params, model.config, split_state(st, (1, 1)), jnp.zeros((2,), jnp.int32), st.values)
     with pytest.raises(ValueError, match="runs 2 micro-batches, got 3"):
         PipelinedShadowKV(ShadowKVDecode(cfg, model.config)).decode_step(model.params, model.config, three,
                                                                           jnp.zeros((6,), jnp.int32), st.values)
+
+
+def test_schedule_groups_reach_every_kernel_call():
+    """With schedule_groups, the lowered step's kernel calls (one per micro-batch and layer iteration: the
+    first, the loop body, the last) each get their own scheduling group after group_stream_calls, a group
+    that holds GEMMs (the other micro-batch's work traced with the call); and the module still compiles."""
+    import re
+
+    from shadowkv_jax.kernels.common import group_stream_calls
+
+    model = _model(3)
+    cfg = sk.ShadowKVConfig(rank=16, chunk_size=8, sparse_budget=48, outlier_chunks=2, max_new_tokens=4,
+                            value_placement="device", implementation="pallas", top_k="xla")
+    st = sk.prefill_prompts(model, [[5] * 200, [7] * 230], method=cfg).state
+    decode = ShadowKVDecode(cfg, model.config, st.placement, "pallas", interpret=True)
+    pipelined = PipelinedShadowKV(decode, value_stream=1, schedule_groups=True)
+    lowered = decode_loop.lower(model.params, split_state(st, (1, 1)), jnp.zeros((2,), jnp.int32), jax.random.key(0),
+                                jnp.zeros((0,), jnp.int32), st.values, config=model.config, sampler=Greedy(),
+                                num_steps=2, attention=pipelined)
+    assert group_stream_calls(lowered.compiler_ir("stablehlo")) == 6
+    calls = [l for l in lowered.as_text().splitlines() if "call @compute_on" in l]  # the stream calls themselves
+    groups = [re.search(r'_scheduling_group_id = "(\d+)"', l).group(1) for l in calls]
+    assert len(calls) == 6 and len(set(groups)) == 6
+    gemms = [l for l in lowered.as_text().splitlines() if "stablehlo.dot_general" in l]
+    for g in groups:  # each group holds the other micro-batch's GEMMs too
+        assert any(f'_scheduling_group_id = "{g}"' in l for l in gemms), g
+    lowered.compile()

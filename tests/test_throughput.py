@@ -74,16 +74,18 @@ def test_bench_rows_on_cpu(tiny):
 
 def test_bench_micro_batched_shadowkv_row(tiny):
     """--micro-batches 2: the batch decodes as two interleaved halves (here with the kernels on stream 1, in 2
-    splits); the row says so, gives the batch's hit rate, and a batch of 1 cannot be split."""
+    splits, in scheduling groups); the row says so, gives the batch's hit rate, and a batch of 1 cannot be
+    split."""
     rates = {"hbm_read_bytes_per_s": 1e10, "h2d_bytes_per_s": None}
     factory = tp.shadowkv_factory(CFG, **SKV)
     limits = Limits(gpu_bytes=GiB, host_bytes=GiB)
     out = tp.bench(tiny, [640], [factory], [3], steps=3, limits=limits, rates=rates, progress=lambda *_: None,
-                   step=tp.ShadowKVStep(micro_batches=2, value_stream=1, kernel_splits=2))
+                   step=tp.ShadowKVStep(micro_batches=2, value_stream=1, kernel_splits=2, schedule_groups=True))
     [row] = out["rows"]
     assert row["micro_batches"] == [2, 1] and row["batch"] == 3 and row["tokens_per_s"] > 0
-    assert row["value_stream"] == 1 and row["kernel_splits"] == 2
-    assert "| shadowkv, micro-batches 2+1, stream 1, 2 splits | 640 | 3 |" in tp.markdown(out["rows"])
+    assert row["value_stream"] == 1 and row["kernel_splits"] == 2 and row["schedule_groups"]
+    label = "shadowkv, micro-batches 2+1, stream 1, 2 splits, scheduling groups"
+    assert f"| {label} | 640 | 3 |" in tp.markdown(out["rows"])
     assert 0 <= row["hit_rate"] <= 1
     with pytest.raises(ValueError, match="micro_batches=2 needs a batch of at least 2, got batch=1"):
         tp.micro_batch_sizes(1, 2)
@@ -94,6 +96,7 @@ def test_bench_micro_batched_shadowkv_row(tiny):
     for bad, match in ((dict(micro_batches=3), "micro_batches=3 must be 1 or 2"),
                        (dict(value_stream=1), "value_stream=1 needs micro_batches=2"),
                        (dict(micro_batches=2, kernel_splits=0), "kernel_splits=0 needs micro_batches=2 and a value"),
+                       (dict(micro_batches=2, schedule_groups=True), "schedule_groups=True needs value_stream"),
                        (dict(emulated_reuse=1.0), r"emulated_reuse=1.0 must be in \[0, 1\)")):
         with pytest.raises(ValueError, match=match):
             tp.ShadowKVStep(**bad)
@@ -159,6 +162,8 @@ def test_bench_cli(tmp_path, capsys, monkeypatch):
     assert "--kernel-splits 0 needs --micro-batches 2 and a positive number" in capsys.readouterr().err
     assert main(["bench", "--model", sk.default_model_path(), "--emulate-reuse", "1.5"]) == 2
     assert "--emulate-reuse 1.5 must be in [0, 1)" in capsys.readouterr().err
+    assert main(["bench", "--model", sk.default_model_path(), "--micro-batches", "2", "--schedule-groups"]) == 2
+    assert "--schedule-groups needs --value-stream" in capsys.readouterr().err
 
 
 def test_dense_decode_kernel_equals_xla_path(tiny):

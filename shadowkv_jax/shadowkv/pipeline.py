@@ -29,6 +29,12 @@ run alone and the plain step is faster (451.0 vs 423.6). XLA schedules each call
 start; the overlap comes from the command buffer's concurrent mode, and why the call frees the other chain
 at one shape and not at the other is not yet known.
 
+`schedule_groups` (experimental, not yet run on a GPU) asks XLA to place each chain's HBM work between the
+other chain's kernel start and done: the kernel call and that work form one XLA scheduling group, which
+XLA's latency-hiding scheduler is meant to schedule as one block. It takes effect only where the lowered
+module goes through kernels/common.group_stream_calls and compiles with that scheduler
+(throughput.compile_decode); elsewhere the groups are ignored and the step computes the same.
+
 A and B give the same logits as one ShadowKVDecode step over their concatenation (tests; 1e-7 in fp32,
 compiled on an H100; with the kernels on stream 1, 1e-4 with values in pinned host memory on an H200).
 `bench --micro-batches 2 [--value-stream 1]` runs it; nothing else uses it by default.
@@ -36,11 +42,14 @@ compiled on an H100; with the kernels on stream 1, 1e-4 with values in pinned ho
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.xla_metadata import set_xla_metadata
 
 from ..config import ModelConfig
 from ..model.llama import embed, layer_out, layer_params, layer_qkv, lm_head
@@ -98,11 +107,14 @@ class PipelinedShadowKV:
     decode: ShadowKVDecode
     kernel_splits: int | None = 1
     value_stream: int | None = None  # None: the kernels in line (where the chains did not overlap)
+    schedule_groups: bool = False  # experimental: see the module's docstring
 
     def decode_step(self, params, config: ModelConfig, carry: MicroBatches, tokens, consts):
         """tokens [B] (A's rows first) -> (logits [B, V] fp32, carry with every length + 1)."""
         if len(carry.parts) != 2:
             raise ValueError(f"PipelinedShadowKV runs 2 micro-batches, got {len(carry.parts)}")
+        if self.schedule_groups and self.value_stream is None:
+            raise ValueError("schedule_groups=True needs value_stream (the kernel calls it places are async)")
         (sa, sb), values = carry.parts, consts
         na = sa.lengths.shape[0]
         decode_a = dataclasses.replace(self.decode, kernel_splits=self.kernel_splits,
@@ -123,19 +135,46 @@ class PipelinedShadowKV:
         def post(x, attn, layer):
             return layer_out(layer_params(params, layer), x, attn, config)
 
+        groups = itertools.count(1)
+
+        def group():  # with schedule_groups, a new XLA scheduling group for what the block traces
+            if not self.schedule_groups:
+                return contextlib.nullcontext()
+            return set_xla_metadata(_scheduling_group_id=str(next(groups)))
+
         def iteration(c, layer, first: bool, last: bool):
             # A enters with layer `layer` selected; B with layer - 1 attended (or, first, nothing done)
             xa, qca, sa, xb, attn_b, sb, done_b = c
-            with jax.named_scope("micro_batch_a"):
-                attn_a, sa, done_a = attend(decode_a, qca, sa, layer, done_b)
-                xa = post(xa, attn_a, layer)
-                if not last:
-                    qca, sa = pre(xa, sa, layer + 1)
-            with jax.named_scope("micro_batch_b"):
-                if not first:
-                    xb = post(xb, attn_b, layer - 1)
-                qcb, sb = pre(xb, sb, layer)
-                attn_b, sb, done_b = attend(decode_b, qcb, sb, layer, done_a)
+
+            def a_rest(xa, qca, sa, attn_a):  # A's output and MLP, then its next layer's qkv and selection
+                with jax.named_scope("micro_batch_a"):
+                    xa = post(xa, attn_a, layer)
+                    if not last:
+                        qca, sa = pre(xa, sa, layer + 1)
+                return xa, qca, sa
+
+            def b_head(xb, sb):  # B's previous layer's output and MLP, then this layer's qkv and selection
+                with jax.named_scope("micro_batch_b"):
+                    if not first:
+                        xb = post(xb, attn_b, layer - 1)
+                    qcb, sb = pre(xb, sb, layer)
+                return xb, qcb, sb
+
+            # grouped: [A's kernel call with B's HBM work] [B's kernel call with A's]; else A's chain, then B's
+            with group():
+                with jax.named_scope("micro_batch_a"):
+                    attn_a, sa, done_a = attend(decode_a, qca, sa, layer, done_b)
+                if self.schedule_groups:
+                    xb, qcb, sb = b_head(xb, sb)
+                else:
+                    xa, qca, sa = a_rest(xa, qca, sa, attn_a)
+            with group():
+                if not self.schedule_groups:
+                    xb, qcb, sb = b_head(xb, sb)
+                with jax.named_scope("micro_batch_b"):
+                    attn_b, sb, done_b = attend(decode_b, qcb, sb, layer, done_a)
+                if self.schedule_groups:
+                    xa, qca, sa = a_rest(xa, qca, sa, attn_a)
             return xa, qca, sa, xb, attn_b, sb, done_b
 
         qca, sa = pre(xa, sa, jnp.int32(0))
