@@ -50,8 +50,12 @@ def op_name_of(hlo_op: str, kernel: str, names: dict[str, str], hlo_text: str) -
         if cand in names:
             return names[cand]
     if kernel and not kernel.startswith(("nvjet", "sm90", "cutlass", "ampere", "memcpy")):
-        for line in hlo_text.splitlines():  # a Pallas kernel: the custom call that carries its name
-            if kernel in line and "custom-call" in line:
+        # a Pallas kernel: the custom call that carries its name. XLA tells launches of one kernel apart
+        # by a suffix ("shadowkv_landmark_scores__1"), which the HLO does not carry; such a kernel takes
+        # the first custom call of that name (of the same scope when the copies are one kernel's)
+        name = re.sub(r"__\d+$", "", kernel)
+        for line in hlo_text.splitlines():
+            if name in line and "custom-call" in line:
                 m = re.search(r'op_name="([^"]*)"', line)
                 if m:
                     return m.group(1)
