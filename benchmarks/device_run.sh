@@ -31,6 +31,8 @@ GGUF=/root/m/smollm2.gguf
 bench() { XLA_PYTHON_CLIENT_PREALLOCATE=true XLA_PYTHON_CLIENT_MEM_FRACTION=0.97 XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB=110 timeout ${BENCH_TIMEOUT:-280} \
   python3 -m shadowkv_jax bench --margin 0.03 "$@" 2>&1 | grep -v -i "deprecat\|warn\|^W1\|stack_frame" | tail -${BTAIL:-14}; }
 export SHADOWKV_JAX_MODEL=$GGUF
+# XLA_FLAGS="--xla_dump_to=DIR $DUMP_DECODE": the decode loop's HLO as text (with its buffer assignment)
+DUMP_DECODE="--xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text"
 case "${1:-}" in
 stage1)
   cp .carry/a/smol.part00 /root/m/
@@ -256,7 +258,7 @@ pipe5)  # where the micro-batched step's time goes in time (profile concurrency:
   XLA_FLAGS=--xla_gpu_command_buffer_scheduling_mode=CONCURRENT timeout 150 python3 benchmarks/bench_overlap.py \
     --kinds attention weights serial pipelined --splits 1 --warps 8 --json "$OUT/overlap_pipelined_h100.json" 2>&1 \
     | grep -v -i "deprecat\|^W1\|stack_frame\|^{" | tail -3
-  XLA_FLAGS="--xla_dump_to=/tmp/dump --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
+  XLA_FLAGS="--xla_dump_to=/tmp/dump $DUMP_DECODE" \
     BENCH_TIMEOUT=240 BTAIL=18 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 8 \
       --micro-batches 2 --profile --json "$OUT/prof_llama_122k_shadowkv_mb2_time.json"
   (cd /tmp/dump && tar czf "$OUT/dump_mb2.tgz" $(ls | grep -E "after_optimizations(-buffer-assignment)?\.txt$" | head -6))
@@ -282,7 +284,7 @@ pipe8)  # the attention kernels as calls on a second XLA stream (compute_on gpu_
   SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_pipeline.py \
       tests/test_kernels.py -k "micro or after_and_stream" \
       2>&1 | tee "$OUT/pipeline_tests.txt" | grep -E "passed|failed|Error|assert" | tail -8
-  XLA_FLAGS="--xla_dump_to=/tmp/dump --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
+  XLA_FLAGS="--xla_dump_to=/tmp/dump $DUMP_DECODE" \
     BENCH_TIMEOUT=300 BTAIL=18 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto \
       --steps 16 --micro-batches 2 --value-stream 1 --profile --json "$OUT/prof_llama_122k_shadowkv_mb2_stream.json"
   (cd /tmp/dump && tar czf "$OUT/dump_mb2_stream.tgz" $(ls | grep -E "after_optimizations\.txt$" | head -3))
@@ -314,7 +316,7 @@ pipe12)  # the streamed micro-batched step under XLA's latency-hiding scheduler 
   LHS="--xla_gpu_enable_latency_hiding_scheduler=true"
   XLA_FLAGS="$LHS" BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto \
       --steps 32 --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_64k_shadowkv_mb2_stream_lhs.json"
-  XLA_FLAGS="$LHS --xla_dump_to=/tmp/dump12 --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
+  XLA_FLAGS="$LHS --xla_dump_to=/tmp/dump12 $DUMP_DECODE" \
     BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto \
       --steps 32 --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_122k_shadowkv_mb2_stream_lhs.json"
   (cd /tmp/dump12 && tar czf "$OUT/dump_mb2_stream_lhs.tgz" $(ls | grep -E "after_optimizations\.txt$" | head -1))
@@ -322,7 +324,7 @@ pipe12)  # the streamed micro-batched step under XLA's latency-hiding scheduler 
 pipe13)  # the streamed micro-batched decode module with its buffer assignment at 65,536 and 122,880 (compiled,
   # then stopped: the dump is written at compile time) for benchmarks/command_buffer_deps.py
   for ctx in 65536 122880; do
-    XLA_FLAGS="--xla_dump_to=/tmp/d$ctx --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
+    XLA_FLAGS="--xla_dump_to=/tmp/d$ctx $DUMP_DECODE" \
       BENCH_TIMEOUT=${DUMP_TIMEOUT:-50} BTAIL=2 bench --model llama-3.1-8b --context $ctx --method shadowkv \
         --batch auto --steps 4 --micro-batches 2 --value-stream 1
     (cd /tmp/d$ctx && tar czf "$OUT/dump_mb2_stream_$ctx.tgz" \
@@ -341,7 +343,7 @@ groups1)  # the micro-batched step with scheduling groups (experimental): compil
   SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_pipeline.py \
       2>&1 | tee "$OUT/pipeline_groups_tests.txt" | grep -E "passed|failed|Error|assert" | tail -8
   for ctx in 122880 65536; do
-    XLA_FLAGS="--xla_dump_to=/tmp/g$ctx --xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text" \
+    XLA_FLAGS="--xla_dump_to=/tmp/g$ctx $DUMP_DECODE" \
       BENCH_TIMEOUT=220 BTAIL=3 bench --model llama-3.1-8b --context $ctx --method shadowkv --batch auto --steps 32 \
         --micro-batches 2 --value-stream 1 --schedule-groups --json "$OUT/tput_llama_${ctx}_shadowkv_mb2_groups.json"
     (cd /tmp/g$ctx && tar czf "$OUT/dump_mb2_groups_$ctx.tgz" $(ls | grep -E "decode_loop.*after_optimizations\.txt$"))

@@ -238,8 +238,9 @@ def _bench(args) -> int:
     out = tp.bench(model, args.context, methods, batches, args.steps, limits, breakdown=args.breakdown, rates=rates,
                    on_row=save, unroll=args.unroll_layers, full_attention=args.full_implementation,
                    profile=args.profile,
-                   step=tp.ShadowKVStep(args.micro_batches, args.value_stream, args.kernel_splits, args.emulate_reuse,
-                                        args.schedule_groups))
+                   step=tp.ShadowKVStep(micro_batches=args.micro_batches, value_stream=args.value_stream,
+                                        kernel_splits=args.kernel_splits, emulated_reuse=args.emulate_reuse,
+                                        schedule_groups=args.schedule_groups))
     out["speedups"] = tp.speedups(out["rows"])
     table = tp.markdown(out["rows"])
     if args.plot:

@@ -413,11 +413,10 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         fill = shadowkv_prefill.lower(model.params, tokens, lengths, config=cfg, sk_config=sk,
                                       chunk_slots=slots).compile()
         row["compile_prefill_s"] = time.perf_counter() - t0
-        attention = ShadowKVDecode(sk, cfg, placement, impl, interpret=interpret)
-        if step.emulated_reuse:
-            if not sk.value_reuse:
-                raise ValueError(f"emulated_reuse={step.emulated_reuse} needs the config's value_reuse (it is off)")
-            attention = EmulatedReuse(sk, cfg, placement, impl, interpret=interpret, reuse=step.emulated_reuse)
+        if step.emulated_reuse and not sk.value_reuse:
+            raise ValueError(f"emulated_reuse={step.emulated_reuse} needs the config's value_reuse (it is off)")
+        extra = {"reuse": step.emulated_reuse} if step.emulated_reuse else {}
+        attention = (EmulatedReuse if extra else ShadowKVDecode)(sk, cfg, placement, impl, interpret=interpret, **extra)
         sizes = micro_batch_sizes(batch, step.micro_batches)
         if len(sizes) == 1:
             state_abs, values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)
@@ -607,7 +606,9 @@ def speedups(rows) -> list[dict]:
     for context in sorted({r["context"] for r in rows}):
         at = [r for r in rows if r["context"] == context]
         full = max((r for r in at if r["method"] == "full"), key=lambda r: r["tokens_per_s"], default=None)
-        for label in sorted({method_label(r) for r in at if r["method"] == "shadowkv"}) if full else []:
+        if full is None:
+            continue
+        for label in sorted({method_label(r) for r in at if r["method"] == "shadowkv"}):
             best = max((r for r in at if r["method"] == "shadowkv" and method_label(r) == label),
                        key=lambda r: r["tokens_per_s"])
             out.append({"context": context, "full_batch": full["batch"], "full_tokens_per_s": full["tokens_per_s"],

@@ -42,7 +42,6 @@ compiled on an H100; with the kernels on stream 1, 1e-4 with values in pinned ho
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 from functools import partial
@@ -109,12 +108,14 @@ class PipelinedShadowKV:
     value_stream: int | None = None  # None: the kernels in line (where the chains did not overlap)
     schedule_groups: bool = False  # experimental: see the module's docstring
 
+    def __post_init__(self):
+        if self.schedule_groups and self.value_stream is None:
+            raise ValueError("schedule_groups=True needs value_stream (the kernel calls it places are async)")
+
     def decode_step(self, params, config: ModelConfig, carry: MicroBatches, tokens, consts):
         """tokens [B] (A's rows first) -> (logits [B, V] fp32, carry with every length + 1)."""
         if len(carry.parts) != 2:
             raise ValueError(f"PipelinedShadowKV runs 2 micro-batches, got {len(carry.parts)}")
-        if self.schedule_groups and self.value_stream is None:
-            raise ValueError("schedule_groups=True needs value_stream (the kernel calls it places are async)")
         (sa, sb), values = carry.parts, consts
         na = sa.lengths.shape[0]
         decode_a = dataclasses.replace(self.decode, kernel_splits=self.kernel_splits,
@@ -137,9 +138,7 @@ class PipelinedShadowKV:
 
         groups = itertools.count(1)
 
-        def group():  # with schedule_groups, a new XLA scheduling group for what the block traces
-            if not self.schedule_groups:
-                return contextlib.nullcontext()
+        def group():  # a new XLA scheduling group for what the block traces
             return set_xla_metadata(_scheduling_group_id=str(next(groups)))
 
         def iteration(c, layer, first: bool, last: bool):
@@ -160,21 +159,26 @@ class PipelinedShadowKV:
                     qcb, sb = pre(xb, sb, layer)
                 return xb, qcb, sb
 
-            # grouped: [A's kernel call with B's HBM work] [B's kernel call with A's]; else A's chain, then B's
-            with group():
+            def attend_a(sa):
                 with jax.named_scope("micro_batch_a"):
-                    attn_a, sa, done_a = attend(decode_a, qca, sa, layer, done_b)
-                if self.schedule_groups:
-                    xb, qcb, sb = b_head(xb, sb)
-                else:
-                    xa, qca, sa = a_rest(xa, qca, sa, attn_a)
-            with group():
-                if not self.schedule_groups:
-                    xb, qcb, sb = b_head(xb, sb)
+                    return attend(decode_a, qca, sa, layer, done_b)
+
+            def attend_b(qcb, sb, done_a):
                 with jax.named_scope("micro_batch_b"):
-                    attn_b, sb, done_b = attend(decode_b, qcb, sb, layer, done_a)
-                if self.schedule_groups:
+                    return attend(decode_b, qcb, sb, layer, done_a)
+
+            if self.schedule_groups:  # [A's kernel call with B's HBM work] [B's kernel call with A's]
+                with group():
+                    attn_a, sa, done_a = attend_a(sa)
+                    xb, qcb, sb = b_head(xb, sb)
+                with group():
+                    attn_b, sb, done_b = attend_b(qcb, sb, done_a)
                     xa, qca, sa = a_rest(xa, qca, sa, attn_a)
+            else:  # A's chain, then B's
+                attn_a, sa, done_a = attend_a(sa)
+                xa, qca, sa = a_rest(xa, qca, sa, attn_a)
+                xb, qcb, sb = b_head(xb, sb)
+                attn_b, sb, done_b = attend_b(qcb, sb, done_a)
             return xa, qca, sa, xb, attn_b, sb, done_b
 
         qca, sa = pre(xa, sa, jnp.int32(0))
