@@ -276,13 +276,11 @@ def compile_decode(model: Model, carry, batch: int, consts, attention, steps: in
     lowered = decode_loop.lower(model.params, carry, first, jax.random.key(0), jnp.zeros((0,), jnp.int32), consts,
                                 config=model.config, sampler=Greedy(), num_steps=steps, attention=attention,
                                 layer_unroll=unroll)
-    options = None
     if getattr(attention, "schedule_groups", False):  # the micro-batched step's groups (shadowkv/pipeline.py)
-        from .kernels.common import group_stream_calls
+        from .shadowkv.pipeline import compile_grouped
 
-        group_stream_calls(lowered.compiler_ir("stablehlo"))
-        options = {"xla_gpu_enable_latency_hiding_scheduler": True}
-    return lowered.compile(options), time.perf_counter() - t0
+        return compile_grouped(lowered), time.perf_counter() - t0
+    return lowered.compile(), time.perf_counter() - t0
 
 
 def _run(model: Model, loop, carry, first, consts):

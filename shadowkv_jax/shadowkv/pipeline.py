@@ -32,8 +32,8 @@ at one shape and not at the other is not yet known.
 `schedule_groups` (experimental, not yet run on a GPU) asks XLA to place each chain's HBM work between the
 other chain's kernel start and done: the kernel call and that work form one XLA scheduling group, which
 XLA's latency-hiding scheduler is meant to schedule as one block. It takes effect only where the lowered
-module goes through kernels/common.group_stream_calls and compiles with that scheduler
-(throughput.compile_decode); elsewhere the groups are ignored and the step computes the same.
+module is compiled by `compile_grouped` (throughput.compile_decode does); on a GPU a plain jit of it fails in
+XLA (see SCHEDULE_GROUP_COMPILER_OPTIONS), off the GPU the groups are ignored and the step computes the same.
 
 A and B give the same logits as one ShadowKVDecode step over their concatenation (tests; 1e-7 in fp32,
 compiled on an H100; with the kernels on stream 1, 1e-4 with values in pinned host memory on an H200).
@@ -51,9 +51,29 @@ import jax.numpy as jnp
 from jax.experimental.xla_metadata import set_xla_metadata
 
 from ..config import ModelConfig
+from ..decoding import DECODE_COMPILER_OPTIONS
 from ..model.llama import embed, layer_out, layer_params, layer_qkv, lm_head
 from .decode import ShadowKVDecode
 from .state import ARRAY_FIELDS, ShadowKVState
+
+# The decode options with XLA's latency-hiding scheduler, which reads the groups. XLA's
+# dynamic-slice-copy-fusion-async-wrapper turns grouped scatters and cache updates into fusion-start/done pairs
+# and carries the group onto the done only; legalize-scheduling-annotations then refuses the module ("Done
+# instruction's start operand is not annotated with the same id", H200, JAX 0.11.2), so that pass is off.
+SCHEDULE_GROUP_COMPILER_OPTIONS = {
+    **DECODE_COMPILER_OPTIONS,
+    "xla_gpu_enable_latency_hiding_scheduler": True,
+    "xla_disable_hlo_passes": DECODE_COMPILER_OPTIONS["xla_disable_hlo_passes"]
+    + ",dynamic-slice-copy-fusion-async-wrapper"}
+
+
+def compile_grouped(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
+    """Compile a lowered decode whose attention is PipelinedShadowKV(schedule_groups=True): each kernel call
+    joins its group (kernels/common.group_stream_calls) and XLA's latency-hiding scheduler reads the groups."""
+    from ..kernels.common import group_stream_calls
+
+    group_stream_calls(lowered.compiler_ir("stablehlo"))
+    return lowered.compile(SCHEDULE_GROUP_COMPILER_OPTIONS)
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=("parts",), meta_fields=())
