@@ -12,7 +12,8 @@
 #   kernel tests, 8B-shape agreement, both methods at 122,880); pipe8: the kernels on a second XLA stream;
 #   pipe9-11: H200 rows; pipe12: the latency-hiding scheduler;
 #   pipe13: the streamed step's decode modules with buffer assignment; reuse1: emulated value reuse;
-#   groups1: the micro-batched step with XLA scheduling groups
+#   groups1: the micro-batched step with XLA scheduling groups; hold1: the kernels' prepared operands held
+#   until the other micro-batch's kernel
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -348,6 +349,20 @@ groups1)  # the micro-batched step with scheduling groups (experimental): compil
         --micro-batches 2 --value-stream 1 --schedule-groups --json "$OUT/tput_llama_${ctx}_shadowkv_mb2_groups.json"
     (cd /tmp/g$ctx && tar czf "$OUT/dump_mb2_groups_$ctx.tgz" $(ls | grep -E "decode_loop.*after_optimizations\.txt$"))
   done
+  ;;
+hold1)  # each kernel's prepared operands held until the other micro-batch's kernel (no buffer reuse in
+  # between): compiled kernel and pipeline tests, the streamed micro-batched step at 65,536 (with the decode
+  # module's dump and buffer assignment) and 122,880
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_pipeline.py \
+      tests/test_kernels.py -k "micro or after_and_stream or groups" 2>&1 | tee "$OUT/pipeline_hold_tests.txt" \
+      | grep -E "passed|failed|Error|assert" | tail -8
+  XLA_FLAGS="--xla_dump_to=/tmp/h65536 $DUMP_DECODE" \
+    BENCH_TIMEOUT=180 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_64k_shadowkv_mb2_stream_hold.json"
+  (cd /tmp/h65536 && tar czf "$OUT/dump_mb2_stream_hold_65536.tgz" \
+    $(ls | grep -E "decode_loop.*after_optimizations(-buffer-assignment)?\.txt$"))
+  BENCH_TIMEOUT=180 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_122k_shadowkv_mb2_stream_hold.json"
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \

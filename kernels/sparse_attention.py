@@ -59,16 +59,16 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
 
 def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq_ref, *rest,
             num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, rank_parts,
-            groups_padded: int, reuse: bool, value_row: int, after: bool):
+            groups_padded: int, reuse: bool, value_row: int, num_after: int):
     # layer_ref [1] int32; q_ref [B, Hkv, Gp, D]; a_ref [L, B, N, r]; w_ref, wr_ref [B, Hkv, r, D];
     # chunks_ref [B, Hkv, k_pad]; values_ref [L, >= value_row + B, Hkv, n_c, c, D]; freq_ref [D]
     # with reuse: hit_ref [B, Hkv, k_pad] (slot of the chunk in the old cache, -1 = miss) and
     # cache_ref [B, Hkv, k, c, D] in, new_cache_ref [B, Hkv, k, c, D] out
-    # with after: one more input, never read (it only orders this kernel after the one that wrote it)
+    # with after: num_after more inputs, never read (they only order this kernel after their writers)
     # outputs: o_ref [B, Hkv, S, Gp, D] f32; m_ref, l_ref [B, Hkv, S, Gp] f32
-    if after:  # drop it: the last input, before the outputs
+    if num_after:  # drop them: the last inputs, before the outputs
         n_out = 4 if reuse else 3
-        rest = rest[:-n_out - 1] + rest[-n_out:]
+        rest = rest[:-n_out - num_after] + rest[-n_out:]
     if reuse:
         hit_ref, cache_ref, o_ref, m_ref, l_ref, new_cache_ref = rest
     else:
@@ -160,12 +160,13 @@ def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits:
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size", "block_tokens", "num_splits", "num_warps",
-                                             "num_stages", "interpret", "rotary_dim", "value_row", "stream"))
+                                             "num_stages", "interpret", "rotary_dim", "value_row", "stream",
+                                             "return_prepared"))
 def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_cache=None, previous=None, *,
                               chunk_size: int, block_tokens: int = 32, num_splits: int | None = None,
                               num_warps: int = 8, num_stages: int = 2, interpret: bool = False,
                               rotary_dim: int | None = None, value_row: int = 0, after=None,
-                              stream: int | None = None):
+                              stream: int | None = None, return_prepared: bool = False):
     """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks.
 
     `values` may hold more sequences than q: q's row i reads values row `value_row + i` (micro-batches of
@@ -175,9 +176,15 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     slot for slot) the chunks selected again are read from it and only the others from `values`;
     the result then has a fourth element, the new cache (this step's selected values, slot for slot).
 
-    `after`: any array, passed to the kernel and never read. The kernel then waits for whatever writes
-    it; the micro-batched step (shadowkv/pipeline.py) runs one micro-batch's value reads after the
-    other's so that the two do not split PCIe while the GEMMs that should overlap them wait.
+    `after`: any array or pytree of arrays, passed to the kernel and never read. The kernel then waits for
+    whatever writes them, and they stay allocated until it runs; the micro-batched step
+    (shadowkv/pipeline.py) runs one micro-batch's value reads after the other's so that the two do not
+    split PCIe while the GEMMs that should overlap them wait.
+
+    `return_prepared`: also return the arrays prepared here for the launch (padded query and slots,
+    rotated W, hit slots) as a second result, to pass on as another kernel's `after`. Held that way, XLA
+    cannot hand their memory to work scheduled between the two kernels: in a CUDA graph with concurrent
+    nodes such reuse orders that work after this kernel (BENCHMARKS.md, command_buffer_deps.py).
 
     `stream`: launch the kernel as its own XLA call on that GPU stream (kernels/common.on_stream), so
     that work not waiting for it runs beside it. Only the launch goes there: XLA's stream annotation
@@ -203,21 +210,23 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     reuse = value_cache is not None
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
                                blocks_per_split=per_split, rank_parts=tuple(parts), groups_padded=gp,
-                               reuse=reuse, value_row=value_row, after=after is not None)
+                               reuse=reuse, value_row=value_row, num_after=len(jax.tree.leaves(after)))
     params = compiler_params(interpret, num_warps, num_stages)
     out_shape = partials_shape(b, hkv, splits, gp, d)
     args = [layer, qp, a, w, w_rot, chunks_p, values, inv_freq]
+    prepared = (qp, w_rot, chunks_p)
     if reuse:
         hits = jnp.pad(hit_slots(chunks, previous), ((0, 0), (0, 0), (0, k_pad - k)), constant_values=-1)
         args += [hits, value_cache]
+        prepared += (hits,)
         out_shape += (jax.ShapeDtypeStruct(value_cache.shape, value_cache.dtype),)
-    if after is not None:
-        args.append(after)
+    args += jax.tree.leaves(after)
     launch = pl.pallas_call(kernel, out_shape=out_shape, grid=(b, hkv, splits), interpret=interpret,
                             compiler_params=params, name="shadowkv_gather_reconstruct_attention")
     out = launch(*args) if stream is None else on_stream(launch, stream)(*args)
     acc, m, l = out[:3]
-    return (acc[:, :, :, :g], m[:, :, :, :g], l[:, :, :, :g]) + tuple(out[3:])
+    partials = (acc[:, :, :, :g], m[:, :, :, :g], l[:, :, :, :g]) + tuple(out[3:])
+    return (partials, prepared) if return_prepared else partials
 
 
 def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer, value_cache=None,

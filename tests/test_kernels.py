@@ -181,9 +181,10 @@ def test_value_row_reads_the_sequences_rows_of_a_larger_value_array(value_row, e
 
 @pytest.mark.parametrize("reuse", [False, True], ids=["plain", "reuse"])
 def test_after_and_stream_change_nothing_but_the_order(reuse):
-    """`after` is an input the kernel never reads (it orders the kernel after the array's writer), and
-    `stream` launches the kernel as an XLA call on a second GPU stream: the partials and the new cache are
-    the same as without them, bit for bit."""
+    """`after` is an array or pytree of arrays the kernel never reads (it orders the kernel after their
+    writers), `stream` launches the kernel as an XLA call on a second GPU stream, and `return_prepared`
+    hands back the launch's prepared operands (to pass on as another kernel's `after`): the partials and
+    the new cache are the same as without them, bit for bit."""
     batch, c, k = 3, 8, 21
     q, a, w, chunks, values, inv = make_inputs(4, batch=batch, kv_heads=2, groups=4, head_dim=128, chunk_size=c,
                                                rank=160, selected=k, chunks_total=50, dtype=jnp.float32)
@@ -196,11 +197,13 @@ def test_after_and_stream_change_nothing_but_the_order(reuse):
                                                  chunk_size=c, block_tokens=32, num_splits=2,
                                                  interpret=INTERPRET, **kw)
     plain, ordered = run(), run(after=jnp.full((batch, 7), jnp.nan))
-    streamed = jax.jit(lambda after: run(after=after, stream=1))(plain[1])
-    assert len(ordered) == len(plain) == len(streamed) == (4 if reuse else 3)
-    for x, y, z in zip(plain, ordered, streamed):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(z))
+    held, prepared = jax.jit(lambda after: run(after=after, stream=1, return_prepared=True))(plain[1])
+    assert len(prepared) == (4 if reuse else 3) and all(isinstance(x, jax.Array) for x in prepared)
+    after_held = jax.jit(lambda after: run(after=after, stream=1))((plain[1], prepared))  # a pytree
+    assert len(ordered) == len(plain) == len(held) == len(after_held) == (4 if reuse else 3)
+    for x, *others in zip(plain, ordered, held, after_held):
+        for y in others:
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_hit_slots():

@@ -185,8 +185,10 @@ class ShadowKVDecode:
         """Steps 3-5 (the value reads): attention over [local | outliers | chunks | generated] -> (out
         [B, 1, Hq, D], carry with this step's selection, value cache and hit rate, done).
 
-        `done` is an array the value reads write (the kernel's running maxima; the jnp path: the output).
-        Passed as another attend's `after`, the kernel of that one waits for these value reads."""
+        `done`: arrays to pass as another attend's `after`, whose kernel then waits for these value reads:
+        what they write (the kernel's running maxima; the jnp path: the output) and, for the kernel, the
+        operands prepared for it, held until that other kernel so that nothing scheduled in between
+        reuses their memory (kernels/sparse_attention.sparse_attention_partials, return_prepared)."""
         cfg, st = self.config, carry
         c = cfg.chunk_size
         at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
@@ -221,7 +223,7 @@ class ShadowKVDecode:
 
     def _kernel_attention(self, q, st, values, layer, chunks, prev, exact, after=None):
         """Fused kernel over the selected chunks, then one softmax with the exact segments.
-        Returns (attention output, this step's value cache or None, the kernel's maxima)."""
+        Returns (attention output, this step's value cache or None, done: see `attend`)."""
         from ..kernels.common import scaled_query_groups
         from ..kernels.sparse_attention import (combine, rope_inv_freq_full,
                                                 sparse_attention_partials)
@@ -237,12 +239,11 @@ class ShadowKVDecode:
             reuse = dict(value_cache=jax.lax.dynamic_index_in_dim(st.value_cache, layer, 0, keepdims=False),
                          previous=prev)
         with jax.named_scope("gather_reconstruct_attention"):
-            partials = sparse_attention_partials(qs, st.a, w_layer, chunks, values, inv, layer, **reuse,
-                                                 chunk_size=self.config.chunk_size, interpret=self.interpret,
-                                                 rotary_dim=self.model.rotary_dim, value_row=self.value_row,
-                                                 num_splits=self.kernel_splits, after=after,
-                                                 stream=self.value_stream)
+            partials, prepared = sparse_attention_partials(
+                qs, st.a, w_layer, chunks, values, inv, layer, **reuse, chunk_size=self.config.chunk_size,
+                interpret=self.interpret, rotary_dim=self.model.rotary_dim, value_row=self.value_row,
+                num_splits=self.kernel_splits, after=after, stream=self.value_stream, return_prepared=True)
         with jax.named_scope("combine"):
             out = combine(partials[:3], qs, exact)
         new_cache = partials[3] if reuse else None
-        return out.reshape(b, hq, d).astype(q.dtype), new_cache, partials[1]
+        return out.reshape(b, hq, d).astype(q.dtype), new_cache, (partials[1], prepared)
