@@ -14,24 +14,27 @@ decoding.DECODE_COMPILER_OPTIONS); in a serial schedule this step does the same 
 plus a second read of the weights. Each micro-batch reads the weights once per layer, so a step reads
 them twice: the price of the overlap, paid in HBM time that the value reads hide.
 
-Three measures let the chains run side by side: `value_stream` launches each attention kernel as its own
+Four measures let the chains run side by side: `value_stream` launches each attention kernel as its own
 XLA call on a second GPU stream (kernels/common.on_stream); without it, XLA's buffer assignment handed the
 slices that A's kernel read to B's GEMMs, selection and kernel, the command buffer ordered all of those
 after A's kernel (benchmarks/command_buffer_deps.py) and the step was 10% slower than the plain one. The
 kernel runs with `kernel_splits` (1) rather than 4, which filled every SM and left none to the other chain's
 GEMMs. And each kernel takes the previous one's output as `after` (A, B, A, B, ...), so the two do not split
-PCIe while A's GEMMs wait at the end of the iteration (PCIe serves one at a time anyway).
+PCIe while A's GEMMs wait at the end of the iteration (PCIe serves one at a time anyway). That `after`
+also carries the operands prepared for the previous kernel (ShadowKVDecode.attend's `done`), so they stay
+allocated until this one: at 65,536 tokens XLA had put B's q/k/v in the memory of A's padded query, freed
+right after A's kernel, and B's whole layer waited for A's value reads.
 
 Measured (H200, Llama-3.1-8B shape, BENCHMARKS.md): with the kernels on stream 1, 122,880 tokens x 13 runs
 at 257.0-259.7 tokens/s (1 or 2 splits; 269.4 with XLA's latency-hiding scheduler) against 233.1 for the
-plain step, with 24 of the kernels' 41 ms per step beside other kernels; at 65,536 x 25 the kernels still
-run alone and the plain step is faster (451.0 vs 423.6). XLA schedules each call's done right after its
-start; the overlap comes from the command buffer's concurrent mode, and why the call frees the other chain
-at one shape and not at the other is not yet known.
+plain step, with 24 of the kernels' 41 ms per step beside other kernels; at 65,536 x 25 the plain step is
+still faster (451.0 vs 423.6; 431.6 with the operands held). XLA schedules each call's done right after its
+start; the overlap comes from the command buffer's concurrent mode.
 
-`schedule_groups` (experimental, not yet run on a GPU) asks XLA to place each chain's HBM work between the
-other chain's kernel start and done: the kernel call and that work form one XLA scheduling group, which
-XLA's latency-hiding scheduler is meant to schedule as one block. It takes effect only where the lowered
+`schedule_groups` (experimental) asks XLA to place each chain's HBM work between the other chain's kernel
+start and done: the kernel call and that work form one XLA scheduling group, which XLA's latency-hiding
+scheduler is meant to schedule as one block. On an H200 it compiles and computes the same, but the done
+still follows its start at once and the step runs as fast as without it. It takes effect only where the lowered
 module is compiled by `compile_grouped` (throughput.compile_decode does); on a GPU a plain jit of it fails in
 XLA (see SCHEDULE_GROUP_COMPILER_OPTIONS), off the GPU the groups are ignored and the step computes the same.
 
