@@ -118,3 +118,36 @@ def test_schedule_groups_reach_every_kernel_call():
     for g in groups:  # each group holds the other micro-batch's GEMMs too
         assert any(f'_scheduling_group_id = "{g}"' in l for l in gemms), g
     lowered.compile(SCHEDULE_GROUP_COMPILER_OPTIONS)
+
+
+def test_each_kernel_holds_the_previous_kernels_prepared_operands():
+    """Every kernel after the step's first takes the previous micro-batch's kernel maxima and the operands
+    prepared for that kernel as `after` (padded query, rotated W, padded slots, hit slots): held until then,
+    their memory cannot go to the other micro-batch's work in between (shadowkv/pipeline.py)."""
+    model = _model(3)
+    cfg = sk.ShadowKVConfig(rank=16, chunk_size=8, sparse_budget=48, outlier_chunks=2, max_new_tokens=4,
+                            value_placement="device", implementation="pallas", top_k="xla")
+    st = sk.prefill_prompts(model, [[5] * 200, [7] * 230], method=cfg).state
+    decode = ShadowKVDecode(cfg, model.config, st.placement, "pallas", interpret=True)
+    step = lambda carry: PipelinedShadowKV(decode).decode_step(model.params, model.config, carry,
+                                                                jnp.zeros((2,), jnp.int32), st.values)
+
+    def kernels(jaxpr):  # the attention kernel's launches, in trace order, with their operands
+        for eqn in jaxpr.eqns:
+            name = eqn.params.get("name", eqn.params.get("name_and_src_info"))  # JAX 0.10 / 0.11
+            if eqn.primitive.name == "pallas_call" and "gather_reconstruct" in str(name):
+                yield eqn.invars
+            for p in eqn.params.values():
+                for sub in (p if isinstance(p, (tuple, list)) else [p]):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        yield from kernels(inner)
+
+    launches = list(kernels(jax.make_jaxpr(step)(split_state(st, (1, 1))).jaxpr))
+    first, later = launches[0], launches[1:]
+    assert later and all(len(l) == len(first) + 1 + 4 for l in later)  # maxima + 4 prepared (value reuse on)
+    # the held operands have the shapes of the launch's own padded query, rotated W, padded slots and hits
+    shapes = lambda vs: [tuple(v.aval.shape) for v in vs]
+    q_pad, w_rot, slots = shapes(first)[1], shapes(first)[4], shapes(first)[5]
+    for l in later:
+        assert shapes(l)[-4:] == [q_pad, w_rot, slots, slots]
