@@ -13,7 +13,7 @@
 #   pipe9-11: H200 rows; pipe12: the latency-hiding scheduler;
 #   pipe13: the streamed step's decode modules with buffer assignment; reuse1: emulated value reuse;
 #   groups1: the micro-batched step with XLA scheduling groups; hold1: the kernels' prepared operands held
-#   until the other micro-batch's kernel
+#   until the other micro-batch's kernel; prof3: where the held-operand and emulated-reuse steps spend their time
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -363,6 +363,14 @@ hold1)  # each kernel's prepared operands held until the other micro-batch's ker
     $(ls | grep -E "decode_loop.*after_optimizations(-buffer-assignment)?\.txt$"))
   BENCH_TIMEOUT=180 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_122k_shadowkv_mb2_stream_hold.json"
+  ;;
+prof3)  # profiles: the streamed micro-batched step with held operands at 65,536 (do A's and B's kernels now
+  # run beside the other's GEMMs?), the one-batch step at 122,880 with 60% emulated reuse (what bounds it
+  # once the value reads shrink)
+  BENCH_TIMEOUT=240 BTAIL=12 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 8 \
+      --micro-batches 2 --value-stream 1 --profile --json "$OUT/prof_llama_64k_shadowkv_mb2_stream_hold.json"
+  BENCH_TIMEOUT=240 BTAIL=12 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 16 \
+      --emulate-reuse 0.6 --profile --json "$OUT/prof_llama_122k_shadowkv_reuse0.6.json"
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
