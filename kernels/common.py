@@ -3,7 +3,9 @@ parameters and the shape of flash-decoding partials."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +49,66 @@ def partials_shape(b: int, hkv: int, splits: int, gp: int, d: int) -> tuple:
             jax.ShapeDtypeStruct((b, hkv, splits, gp), jnp.float32))
 
 
+@partial(jax.tree_util.register_dataclass, data_fields=("host", "device"), meta_fields=())
+@dataclasses.dataclass(frozen=True)
+class SplitValues:
+    """A batch's values in two arrays, both [L, rows, Hkv, n_c, c, D]: rows [0, H) of the batch in `host`
+    (pinned host memory on a GPU, read over PCIe), rows [H, B) in `device` (HBM). The GPU memory a ShadowKV
+    state leaves free holds whole sequences' values, so host RAM no longer bounds the batch alone and those
+    rows cost no PCIe bytes. `shape` and `dtype` are the whole batch's, as if one array."""
+
+    host: jax.Array
+    device: jax.Array
+
+    def __post_init__(self):
+        h, d = self.host, self.device
+        if isinstance(h, jax.Array) and isinstance(d, jax.Array):  # not when JAX rebuilds it from tracers etc.
+            if h.ndim != 6 or h.shape[:1] + h.shape[2:] != d.shape[:1] + d.shape[2:] or h.dtype != d.dtype:
+                raise ValueError(f"SplitValues parts must match but for their rows: host {h.shape} {h.dtype}, "
+                                 f"device {d.shape} {d.dtype}")
+
+    @property
+    def host_rows(self) -> int:
+        return self.host.shape[1]
+
+    @property
+    def shape(self) -> tuple:
+        h = self.host.shape
+        return h[:1] + (h[1] + self.device.shape[1],) + h[2:]
+
+    @property
+    def ndim(self) -> int:
+        return 6
+
+    @property
+    def dtype(self):
+        return self.host.dtype
+
+
+def value_parts(values) -> tuple:
+    """(arrays, rows in the first): (values,), None for one array; (host, device), H for SplitValues."""
+    if isinstance(values, SplitValues):
+        return (values.host, values.device), values.host_rows
+    return (values,), None
+
+
+def value_rows(values, layer, row: int, batch: int) -> jax.Array:
+    """Layer `layer`'s values of batch rows [row, row + batch) as one [batch, Hkv, n_c, c, D] array (jnp; for
+    references and device-resident values: a SplitValues' host part is read with ordinary indexing)."""
+    arrays, host_rows = value_parts(values)
+    at = lambda x, lo, hi: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)[lo:hi]
+    if host_rows is None:
+        return at(arrays[0], row, row + batch)
+    host, device = arrays
+    parts = [at(host, row, min(row + batch, host_rows))] if row < host_rows else []
+    if row + batch > host_rows:
+        parts.append(at(device, max(row - host_rows, 0), row + batch - host_rows))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+
+
 def check_value_rows(values, batch: int, kv_heads: int, value_row: int) -> None:
-    """values [L, >= value_row + batch, kv_heads, n_c, c, D]: rows value_row.. hold the batch's sequences."""
+    """values [L, >= value_row + batch, kv_heads, n_c, c, D] (an array or SplitValues): rows value_row.. hold
+    the batch's sequences."""
     if values.ndim != 6 or values.shape[2] != kv_heads or not 0 <= value_row <= values.shape[1] - batch:
         raise ValueError(f"values shape {values.shape} with value_row={value_row} does not hold {batch} sequences "
                          f"of {kv_heads} KV heads: expected [L, >= value_row + {batch}, {kv_heads}, n_c, c, D]")

@@ -15,7 +15,8 @@ Bytes read per (b, h): the A rows of k*c tokens (r each), W_h twice (r x D), k*c
 and k chunk ids; nothing is written back but the [G, D] partials. `expected_bytes` gives the roofline.
 
 Shapes: q [B, Hkv, G, D] (already scaled by 1/sqrt(D)); a [L, B, N, r]; w, w_rot [B, Hkv, r, D] (this
-layer); chunks [B, Hkv, k]; values [L, B, Hkv, n_c, c, D]; inv_freq [D] (the RoPE inverse frequencies
+layer); chunks [B, Hkv, k]; values [L, B, Hkv, n_c, c, D] (one array, or SplitValues: some rows on the host,
+the others on the device); inv_freq [D] (the RoPE inverse frequencies
 repeated for both halves, zeros on dims that partial rotary leaves alone). Limits of the Triton lowering: D a power of two, rank a multiple of 16,
 chunk_size a power of two.
 """
@@ -31,7 +32,7 @@ import numpy as np
 from jax.experimental import pallas as pl
 
 from .common import (NEG_INF, check_value_rows, compiler_params, dot as _dot, on_stream, pad_groups,
-                     partials_shape)
+                     partials_shape, value_parts, value_rows)
 
 
 def _pow2_parts(n: int, smallest: int = 16) -> list[tuple[int, int]]:
@@ -57,15 +58,18 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
     return jnp.concatenate(parts, axis=-1)
 
 
-def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq_ref, *rest,
+def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, freq_ref, *rest,
             num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, rank_parts,
-            groups_padded: int, reuse: bool, value_row: int, num_after: int):
+            groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int):
     # layer_ref [1] int32; q_ref [B, Hkv, Gp, D]; a_ref [L, B, N, r]; w_ref, wr_ref [B, Hkv, r, D];
-    # chunks_ref [B, Hkv, k_pad]; values_ref [L, >= value_row + B, Hkv, n_c, c, D]; freq_ref [D]
-    # with reuse: hit_ref [B, Hkv, k_pad] (slot of the chunk in the old cache, -1 = miss) and
+    # chunks_ref [B, Hkv, k_pad]; freq_ref [D]; then the values: one ref [L, >= value_row + B, Hkv, n_c, c, D],
+    # or with host_rows two (SplitValues: rows < host_rows of the whole batch in the first, the rest in the
+    # second); with reuse: hit_ref [B, Hkv, k_pad] (slot of the chunk in the old cache, -1 = miss) and
     # cache_ref [B, Hkv, k, c, D] in, new_cache_ref [B, Hkv, k, c, D] out
     # with after: num_after more inputs, never read (they only order this kernel after their writers)
     # outputs: o_ref [B, Hkv, S, Gp, D] f32; m_ref, l_ref [B, Hkv, S, Gp] f32
+    n_values = 1 if host_rows is None else 2
+    value_refs, rest = rest[:n_values], rest[n_values:]
     if num_after:  # drop them: the last inputs, before the outputs
         n_out = 4 if reuse else 3
         rest = rest[:-n_out - num_after] + rest[-n_out:]
@@ -102,10 +106,13 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq
         p = jnp.exp(scores - m_new[:, None])
         alpha = jnp.exp(m - m_new)
         if reuse:
-            v = _fetch_with_reuse(values_ref, hit_ref, cache_ref, new_cache_ref, layer, b, h, slot, chunk,
-                                  t_in_chunk, num_selected, d, value_row)
+            v = _fetch_with_reuse(value_refs, host_rows, hit_ref, cache_ref, new_cache_ref, layer, value_row + b,
+                                  b, h, slot, chunk, t_in_chunk, num_selected, d)
+        elif host_rows is None:
+            v = value_refs[0][layer, value_row + b, h, chunk, t_in_chunk, :]  # [T, D] straight from values' memory
         else:
-            v = values_ref[layer, value_row + b, h, chunk, t_in_chunk, :]  # [T, D] straight from values' memory
+            v = _load_values(value_refs, host_rows, layer, value_row + b, h, chunk, t_in_chunk, d,
+                             jnp.ones((block_tokens,), bool))
         acc = acc * alpha[:, None] + _dot(p.astype(v.dtype), v)
         return m_new, l * alpha + jnp.sum(p, axis=1), acc
 
@@ -117,9 +124,27 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, values_ref, freq
     l_ref[b, h, s] = l
 
 
-def _fetch_with_reuse(values_ref, hit_ref, cache_ref, new_cache_ref, layer, b, h, slot, chunk, t_in_chunk,
-                      num_selected: int, d: int, value_row: int):
-    """Values of a block: hits from last step's device cache, only misses from `values` (host).
+def _load_values(value_refs, host_rows: int | None, layer, row, h, chunk, t_in_chunk, d: int, mask):
+    """[T, D] value rows of sequence `row` (its row in the whole batch) for the lanes in `mask`, zeros
+    elsewhere. Split values: both parts are loaded under masks that are all-false for the part the row is
+    not in, and masked lanes issue no memory traffic: a device row reads HBM only, a host row PCIe only."""
+    from jax.experimental.pallas import triton as plt
+
+    col = jax.lax.broadcasted_iota(jnp.int32, (1, d), 1)
+    at = lambda ref, r: ref.at[layer, r, h, chunk[:, None], t_in_chunk[:, None], col]
+    if host_rows is None:
+        return plt.load(at(value_refs[0], row), mask=mask[:, None], other=0)
+    host_ref, device_ref = value_refs
+    on_host = row < host_rows
+    from_host = plt.load(at(host_ref, jnp.minimum(row, host_rows - 1)), mask=(mask & on_host)[:, None], other=0)
+    from_device = plt.load(at(device_ref, jnp.maximum(row - host_rows, 0)), mask=(mask & ~on_host)[:, None],
+                           other=0)
+    return jnp.where(on_host, from_host, from_device)
+
+
+def _fetch_with_reuse(value_refs, host_rows, hit_ref, cache_ref, new_cache_ref, layer, row, b, h, slot, chunk,
+                      t_in_chunk, num_selected: int, d: int):
+    """Values of a block: hits from last step's device cache, only misses from the values (host).
 
     Masked loads issue no memory traffic for masked lanes, so a hit costs an HBM read instead of
     a PCIe read. Every fetched row is also written to the new cache, at its slot of this step.
@@ -131,11 +156,10 @@ def _fetch_with_reuse(values_ref, hit_ref, cache_ref, new_cache_ref, layer, b, h
     hit = (old_slot >= 0) & valid
     col = jax.lax.broadcasted_iota(jnp.int32, (1, d), 1)
     t = t_in_chunk[:, None]
-    from_host = plt.load(values_ref.at[layer, value_row + b, h, chunk[:, None], t, col],
-                         mask=(valid & ~hit)[:, None], other=0)
+    missed = _load_values(value_refs, host_rows, layer, row, h, chunk, t_in_chunk, d, valid & ~hit)
     from_cache = plt.load(cache_ref.at[b, h, jnp.maximum(old_slot, 0)[:, None], t, col],
                           mask=hit[:, None], other=0)
-    v = jnp.where(hit[:, None], from_cache, from_host)
+    v = jnp.where(hit[:, None], from_cache, missed)
     # padded slots (>= k) are masked: no write on GPU, dropped as out of bounds when interpreted
     # (clamping them would collide with a real slot)
     plt.store(new_cache_ref.at[b, h, slot[:, None], t, col], v, mask=valid[:, None])
@@ -170,7 +194,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks.
 
     `values` may hold more sequences than q: q's row i reads values row `value_row + i` (micro-batches of
-    one batch share its value array: shadowkv/pipeline.py).
+    one batch share its value array: shadowkv/pipeline.py). `values` may be a SplitValues (kernels/common.py):
+    each row then reads only the part that holds it (host rows over PCIe, device rows from HBM).
 
     With `value_cache` [B, Hkv, k, c, D] (the values of last step's selection `previous` [B, Hkv, k],
     slot for slot) the chunks selected again are read from it and only the others from `values`;
@@ -208,12 +233,14 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     w_rot = _rotate_half(w, rotary_dim)  # rot(A W) = A rot(W): the kernel never permutes keys
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
     reuse = value_cache is not None
+    value_arrays, host_rows = value_parts(values)
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
                                blocks_per_split=per_split, rank_parts=tuple(parts), groups_padded=gp,
-                               reuse=reuse, value_row=value_row, num_after=len(jax.tree.leaves(after)))
+                               reuse=reuse, value_row=value_row, host_rows=host_rows,
+                               num_after=len(jax.tree.leaves(after)))
     params = compiler_params(interpret, num_warps, num_stages)
     out_shape = partials_shape(b, hkv, splits, gp, d)
-    args = [layer, qp, a, w, w_rot, chunks_p, values, inv_freq]
+    args = [layer, qp, a, w, w_rot, chunks_p, inv_freq, *value_arrays]
     prepared = (qp, w_rot, chunks_p)
     if reuse:
         hits = jnp.pad(hit_slots(chunks, previous), ((0, 0), (0, 0), (0, k_pad - k)), constant_values=-1)
@@ -244,7 +271,7 @@ def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer
     angle = pos.astype(jnp.float32)[..., None] * inv_freq.astype(jnp.float32)
     keys = (k_pre * jnp.cos(angle) + _rotate_half(k_pre, rotary_dim) * jnp.sin(angle)).astype(q.dtype)
     check_value_rows(values, b, hkv, value_row)
-    v_l = jax.lax.dynamic_index_in_dim(values, layer, 0, keepdims=False)[value_row:value_row + b]  # [B, ...]
+    v_l = value_rows(values, layer, value_row, b)  # [B, Hkv, n_c, c, D]
     v = jnp.take_along_axis(v_l, chunks[..., None, None], axis=2).reshape(b, hkv, k * chunk_size, d)
     s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32, precision=hi)
     m = jnp.max(s, axis=-1)

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     sk.add_argument("--outlier-chunks", type=int)
     sk.add_argument("--local-chunks", type=int)
     sk.add_argument("--factorization", choices=["svd", "gram"])
-    sk.add_argument("--value-placement", choices=["auto", "host", "device"])
+    sk.add_argument("--value-placement", choices=["auto", "host", "device", "split"])
     g.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (with --temperature)")
@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
                          "not ShadowKV's, and the rows say so")
     bk.add_argument("--top-k", choices=["auto", "xla", "pallas"],
                     help="chunk selection's top-k (default auto: the Pallas kernel on GPU)")
+    bk.add_argument("--value-placement", choices=["auto", "host", "device", "split"],
+                    help="where the values live (default auto: pinned host memory on GPU); split: the values of "
+                         "as many sequences as the GPU has room for stay on it, the rest on the host")
     bn.add_argument("--full-implementation", choices=["auto", "xla", "pallas"], default="auto",
                     help="full-attention decode: the Pallas flash-decoding kernel (auto on GPU) or XLA einsums")
     bn.add_argument("--unroll-layers", type=int, default=1, help="unroll the decode step's scan over layers")
@@ -219,7 +222,8 @@ def _bench(args) -> int:
     print(f"model: {args.model} ({note})")
     overrides = {k: v for k, v in dict(rank=args.rank, chunk_size=args.chunk_size, sparse_budget=args.sparse_budget,
                                        factorization=args.factorization, implementation=args.implementation,
-                                       value_reuse=not args.no_value_reuse, top_k=args.top_k).items()
+                                       value_reuse=not args.no_value_reuse, top_k=args.top_k,
+                                       value_placement=args.value_placement).items()
                  if v is not None}
     methods = ["full" if m == "full" else tp.shadowkv_factory(model.config, **overrides) for m in args.method]
     limits = tp.default_limits(args.gpu_memory_gb, args.host_memory_gb, args.margin)

@@ -115,6 +115,8 @@ def prefill_prompts(model: Model, prompts, *, method="full", max_new_tokens: int
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     logits, state = compiled(model.params, tokens, lengths)
+    # "split" keeps every row's values on the device here: the prefill held them all there, so all have room
+    # (a split matters where a batch is built in parts: the throughput bench, planner.split_plan)
     if method != "full" and method.resolved_placement(jax.devices()[0].platform) == "host":
         state = place_values(state, "host")
     jax.block_until_ready((logits, state))  # the host copy of the values counts as prefill time

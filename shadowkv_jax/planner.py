@@ -53,6 +53,7 @@ class Plan:
     context: int
     gpu: dict  # name -> bytes
     host: dict
+    device_value_rows: int = 0  # ShadowKV "split" placement: rows whose values stay on the GPU
 
     @property
     def gpu_total(self) -> int:
@@ -62,16 +63,21 @@ class Plan:
     def host_total(self) -> int:
         return sum(self.host.values())
 
+    def gpu_fits(self, limits: Limits) -> bool:
+        return self.gpu_total <= limits.gpu_bytes * (1 - limits.margin)
+
     def check(self, limits: Limits) -> str | None:
         """None if it fits within the limits less the margin, else why not (with the numbers)."""
         usable_gpu = limits.gpu_bytes * (1 - limits.margin)
         usable_host = limits.host_bytes * (1 - limits.margin)
+        split = (f" with the values of {self.device_value_rows} of the {self.batch} rows on the GPU"
+                 if self.device_value_rows else "")
         if self.gpu_total > usable_gpu:
-            return (f"batch={self.batch} at context={self.context} needs {self.gpu_total / GiB:.2f} GiB of GPU memory "
+            return (f"batch={self.batch} at context={self.context}{split} needs {self.gpu_total / GiB:.2f} GiB of GPU memory "
                     f"({_fmt(self.gpu)}), more than {usable_gpu / GiB:.2f} GiB usable "
                     f"({limits.gpu_bytes / GiB:.2f} GiB less a {limits.margin:.0%} margin)")
         if self.host_total > usable_host:
-            return (f"batch={self.batch} at context={self.context} needs {self.host_total / GiB:.2f} GiB of pinned host "
+            return (f"batch={self.batch} at context={self.context}{split} needs {self.host_total / GiB:.2f} GiB of pinned host "
                     f"memory ({_fmt(self.host)}), more than {usable_host / GiB:.2f} GiB usable "
                     f"({limits.host_bytes / GiB:.2f} GiB less a {limits.margin:.0%} margin; raise "
                     f"{HOST_LIMIT_ENV} before JAX starts if the machine has more)")
@@ -125,8 +131,12 @@ def decode_activation_bytes(config: ModelConfig, batch: int, attended_tokens: in
 
 
 def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: int = 1024,
-         prefill_batch: int = 1, workspace_fraction: float = 0.05, replicated: bool = False) -> Plan:
+         prefill_batch: int = 1, workspace_fraction: float = 0.05, replicated: bool = False,
+         device_rows: int = 0) -> Plan:
     """Bytes of decoding `batch` prompts of `context` tokens with "full" or a ShadowKVConfig.
+
+    A ShadowKVConfig whose value_placement is "split" keeps the values of `device_rows` rows on the GPU
+    and the others in pinned host memory (`split_plan` picks the most that fit).
 
     Prompts are prefilled `prefill_batch` at a time into the batch's cache or state, so the
     activation term is the larger of one such prefill and one decode step of the whole batch.
@@ -146,9 +156,15 @@ def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: 
     elif isinstance(method, ShadowKVConfig):
         cfg = dataclasses.replace(method, max_new_tokens=max_new_tokens)
         placement = cfg.resolved_placement("gpu")
-        state = state_bytes(config, cfg, context, batch, placement)  # same declaration as the state
-        gpu["shadow_state"] = state["device"] - (state["by_field"]["values"] if placement == "device" else 0)
-        (host if placement == "host" else gpu)["values"] = state["by_field"]["values"]
+        if placement != "split" and device_rows:
+            raise ValueError(f"device_rows={device_rows} needs value_placement='split' (got {placement!r})")
+        state = state_bytes(config, cfg, context, batch, placement, device_rows)  # same declaration as the state
+        on_host = state["host"]
+        gpu["shadow_state"] = state["device"] - (state["by_field"]["values"] - on_host)
+        if on_host:
+            host["values"] = on_host
+        if state["by_field"]["values"] - on_host:
+            gpu["values"] = state["by_field"]["values"] - on_host
         attended = cfg.local_capacity + (cfg.outlier_chunks + cfg.selected_chunks) * cfg.chunk_size + max_new_tokens
         name = "shadowkv"
         # a prefill builds its prompts' whole state, values included, on the device before they move
@@ -162,7 +178,27 @@ def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: 
     else:
         gpu["activations"] = max(prefill + prefilled, decode)
     gpu["workspace"] = int(workspace_fraction * sum(gpu.values()))
-    return Plan(name, batch, context, gpu, host)
+    return Plan(name, batch, context, gpu, host, device_rows if name == "shadowkv" else 0)
+
+
+def splits_values(method) -> bool:
+    return isinstance(method, ShadowKVConfig) and method.resolved_placement("gpu") == "split"
+
+
+def split_plan(config: ModelConfig, method: ShadowKVConfig, batch: int, context: int, limits: Limits,
+               max_new_tokens: int = 1024, **plan_args) -> Plan:
+    """The "split" plan of `batch` rows with the values of as many rows on the GPU as fit there (device rows
+    cost HBM reads instead of PCIe reads, so more is faster), the others in pinned host memory. Whether the
+    host holds the rest is for `Plan.check` to say."""
+    at = lambda n: plan(config, method, batch, context, max_new_tokens, device_rows=n, **plan_args)
+    lo, hi = 0, batch
+    while lo < hi:  # GPU bytes grow with the device rows
+        mid = (lo + hi + 1) // 2
+        if at(mid).gpu_fits(limits):
+            lo = mid
+        else:
+            hi = mid - 1
+    return at(lo)
 
 
 def require_fits(p: Plan, limits: Limits) -> Plan:
@@ -174,14 +210,18 @@ def require_fits(p: Plan, limits: Limits) -> Plan:
 
 def max_batch(config: ModelConfig, method, context: int, limits: Limits, max_new_tokens: int = 1024,
               upper: int = 4096, **plan_args) -> Plan:
-    """The plan of the largest batch that fits (bytes grow with the batch, so bisect)."""
-    first = plan(config, method, 1, context, max_new_tokens, **plan_args)
-    require_fits(first, limits)
+    """The plan of the largest batch that fits (bytes grow with the batch, so bisect). With split values,
+    each batch size is tried at its best split (`split_plan`)."""
+    if splits_values(method):
+        at = lambda b: split_plan(config, method, b, context, limits, max_new_tokens, **plan_args)
+    else:
+        at = lambda b: plan(config, method, b, context, max_new_tokens, **plan_args)
+    require_fits(at(1), limits)
     lo, hi = 1, upper
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if plan(config, method, mid, context, max_new_tokens, **plan_args).check(limits) is None:
+        if at(mid).check(limits) is None:
             lo = mid
         else:
             hi = mid - 1
-    return plan(config, method, lo, context, max_new_tokens, **plan_args)
+    return at(lo)

@@ -34,12 +34,13 @@ from .decoding import RowPrefill, decode_loop
 from .model.attention import DenseDecode
 from .model.llama import init_params
 from .profiling import profile_kernels
-from .planner import Limits, Plan, max_batch, plan, require_fits, weight_bytes
+from .planner import Limits, Plan, max_batch, plan, require_fits, split_plan, splits_values, weight_bytes
 from .sampling import Greedy
 from .shadowkv.config import ShadowKVConfig
 from .shadowkv.decode import ShadowKVDecode, resolve_implementation, resolved_top_k, select_layer
 from .shadowkv.pipeline import MicroBatches, PipelinedShadowKV
 from .shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
+from .kernels.common import SplitValues
 from .shadowkv.state import ShadowKVState, empty_state, host_sharding, selectable_slots
 from .shapes import NAMED_SHAPES
 
@@ -103,8 +104,9 @@ def after_probe(limits: Limits, rates: dict) -> Limits:
 
 
 def step_bytes(config: ModelConfig, method, batch: int, context: int, capacity: int,
-               hit_rate: float | None = None, placement: str = "host") -> dict:
-    """Bytes one decode step must move: HBM (weights, caches or shadow state) and PCIe (values)."""
+               hit_rate: float | None = None, placement: str = "host", device_rows: int = 0) -> dict:
+    """Bytes one decode step must move: HBM (weights, caches or shadow state) and PCIe (values: those of
+    the host rows; with placement "split", `device_rows` of the rows read theirs from HBM)."""
     it = np.dtype(config.jnp_dtype).itemsize
     L, B, H, D = config.num_layers, batch, config.num_kv_heads, config.head_dim
     embed = config.vocab_size * config.hidden_size * it
@@ -124,10 +126,9 @@ def step_bytes(config: ModelConfig, method, batch: int, context: int, capacity: 
         hbm += L * B * H * per_head
         if cfg.value_reuse:
             hbm += values * (1 + reused)  # write this step's cache, read the hits
-        if placement == "host":
-            pcie = values * (1 - reused)
-        else:
-            hbm += values * (1 - reused)
+        on_device = {"host": 0, "device": B, "split": device_rows}[placement]
+        pcie = values * (1 - reused) * (B - on_device) / B
+        hbm += values * (1 - reused) * on_device / B
     return {"hbm": int(hbm), "pcie": int(pcie)}
 
 
@@ -240,27 +241,45 @@ def replicate_device_fields(one: ShadowKVState, batch: int, placement: str) -> S
                                step_metrics=jax.tree.map(jnp.copy, one.step_metrics))
 
 
-def replicate_values(one: ShadowKVState, batch: int, placement: str) -> jax.Array:
-    """`one`'s values (on device) repeated to `batch` rows at `placement`."""
+def replicate_values(one: ShadowKVState, batch: int, placement: str, device_rows: int = 0):
+    """`one`'s values (on device) repeated to `batch` rows at `placement` ("split": SplitValues whose last
+    `device_rows` rows are on the device)."""
+    if placement == "split":
+        return SplitValues(_host_values(one.values, batch - device_rows), jnp.repeat(one.values, device_rows, axis=1))
     return _host_values(one.values, batch) if placement == "host" else jnp.repeat(one.values, batch, axis=1)
 
 
-def replicate_state(one: ShadowKVState, batch: int, placement: str) -> ShadowKVState:
+def replicate_state(one: ShadowKVState, batch: int, placement: str, device_rows: int = 0) -> ShadowKVState:
     """A batch-`batch` state whose rows are copies of the batch-1 state `one` (values on device)."""
-    values = replicate_values(one, batch, placement)
+    values = replicate_values(one, batch, placement, device_rows)
     return dataclasses.replace(replicate_device_fields(one, batch, placement), values=values)
+
+
+def resolved_split(placement: str, batch: int, device_rows: int) -> str:
+    """A "split" of no device rows is "host", of every row "device" (SplitValues has two non-empty parts)."""
+    if placement != "split":
+        return placement
+    if not 0 <= device_rows <= batch:
+        raise ValueError(f"device_rows={device_rows} must be in [0, batch={batch}]")
+    return {0: "host", batch: "device"}.get(device_rows, "split")
 
 
 # --- one run ----------------------------------------------------------------------------------------------
 
-def abstract_decode_state(cfg: ModelConfig, sk: ShadowKVConfig, batch: int, slots: int, placement: str):
+def abstract_decode_state(cfg: ModelConfig, sk: ShadowKVConfig, batch: int, slots: int, placement: str,
+                          device_rows: int = 0):
     """(state without values, values) as shapes with shardings: what a ShadowKV decode loop is compiled
-    from, taken from the one declaration the state is built from."""
+    from, taken from the one declaration the state is built from ("split": SplitValues of two shapes)."""
     state_abs = jax.eval_shape(partial(empty_state, cfg, sk, batch, slots, placement))
     dev = jax.devices()[0]
-    sharding = host_sharding(dev) if placement == "host" else jax.sharding.SingleDeviceSharding(dev)
     v = state_abs.values
-    return state_abs.without_values(), jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding)
+    shape = lambda rows, sharding: jax.ShapeDtypeStruct(v.shape[:1] + (rows,) + v.shape[2:], v.dtype,
+                                                        sharding=sharding)
+    on_device = jax.sharding.SingleDeviceSharding(dev)
+    if placement == "split":
+        return state_abs.without_values(), SplitValues(shape(batch - device_rows, host_sharding(dev)),
+                                                       shape(device_rows, on_device))
+    return state_abs.without_values(), shape(batch, host_sharding(dev) if placement == "host" else on_device)
 
 
 def _device_memory() -> dict:
@@ -357,11 +376,12 @@ def micro_batch_sizes(batch: int, micro_batches: int) -> tuple[int, ...]:
 
 def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates: dict,
             breakdown: bool = False, seed: int = 0, unroll: int = 1, full_attention: str = "auto",
-            profile: bool = False, step: ShadowKVStep = ShadowKVStep()) -> dict:
+            profile: bool = False, step: ShadowKVStep = ShadowKVStep(), device_rows: int = 0) -> dict:
     """Prefill one prompt, build a batch of `batch` rows, time decoding. Returns one result row.
 
     `step` says how ShadowKV's step runs (ShadowKVStep); the step-time stand-ins (`breakdown`) stand in for
-    the plain step only.
+    the plain step only. `device_rows`: with value_placement "split", the rows whose values stay on the
+    device (the planner's `Plan.device_value_rows`).
 
     Every executable is compiled from abstract shapes first: XLA's autotuner allocates scratch copies
     of operands, which would not fit next to a full-size cache."""
@@ -402,7 +422,8 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         placement = "device"
     else:
         sk: ShadowKVConfig = dataclasses.replace(method, max_new_tokens=new)
-        placement = sk.resolved_placement(platform)
+        placement = resolved_split(sk.resolved_placement(platform), batch, device_rows)
+        device_rows = {"host": 0, "device": batch}.get(placement, device_rows)
         impl = resolve_implementation(cfg, sk, platform)
         t_pad = padded_prompt_length(sk, context, 64)
         tokens = jnp.asarray(np.pad(ids, (0, t_pad - context)))[None]
@@ -417,12 +438,12 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         attention = (EmulatedReuse if extra else ShadowKVDecode)(sk, cfg, placement, impl, interpret=interpret, **extra)
         sizes = micro_batch_sizes(batch, step.micro_batches)
         if len(sizes) == 1:
-            state_abs, values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)
+            state_abs, values_abs = abstract_decode_state(cfg, sk, batch, slots, placement, device_rows)
             if breakdown:
                 stand_ins["select_only"] = SelectOnly(sk, impl, interpret=interpret)
         else:  # the parts' device fields, and the whole batch's values
             state_abs = MicroBatches(tuple(abstract_decode_state(cfg, sk, n, slots, placement)[0] for n in sizes))
-            values_abs = abstract_decode_state(cfg, sk, batch, slots, placement)[1]
+            values_abs = abstract_decode_state(cfg, sk, batch, slots, placement, device_rows)[1]
             attention = PipelinedShadowKV(attention, kernel_splits=step.kernel_splits or 1,
                                           value_stream=step.value_stream, schedule_groups=step.schedule_groups)
         loops = {name: compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
@@ -435,7 +456,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         t0 = time.perf_counter()
         # the values stay one array for all parts: XLA's pinned-host allocator rounded a first part's
         # array (52.5 GiB at 122,880 x 7) up to a 64 GiB region and then had no room for the second
-        consts = replicate_values(one, batch, placement)
+        consts = replicate_values(one, batch, placement, device_rows)
         parts = [replicate_device_fields(one, n, placement) for n in sizes]
         row["build_batch_s"] = time.perf_counter() - t0
         del one
@@ -448,7 +469,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         if step.emulated_reuse:
             row["emulated_reuse"] = step.emulated_reuse
         capacity = new
-        row.update(method="shadowkv", implementation=impl, placement=placement,
+        row.update(method="shadowkv", implementation=impl, placement=placement, device_value_rows=device_rows,
                    top_k=resolved_top_k(sk.top_k, impl, interpret),
                    config=dataclasses.asdict(sk))
         method = sk
@@ -468,7 +489,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         loop = loops["decode"][0]
         row["profile"], (_, carry, _) = profile_kernels(lambda: _run(model, loop, carry, first, consts),
                                                         loop.as_text(), per=steps)
-    b = step_bytes(cfg, method, batch, context, capacity, hit, placement)
+    b = step_bytes(cfg, method, batch, context, capacity, hit, placement, device_rows if method != "full" else 0)
     row["bytes_per_step"] = b
     row["roofline_step_ms"] = 1e3 * roofline_s(b, rates)
     row["roofline_fraction"] = row["roofline_step_ms"] / row["step_ms"]
@@ -481,6 +502,9 @@ def planned(config: ModelConfig, method, context: int, batch, steps: int, limits
     new = new_tokens(steps)
     if batch == "auto":
         return max_batch(config, method, context, limits, max_new_tokens=new, replicated=True)
+    if splits_values(method):
+        return require_fits(split_plan(config, method, int(batch), context, limits, max_new_tokens=new,
+                                       replicated=True), limits)
     return require_fits(plan(config, method, int(batch), context, max_new_tokens=new, replicated=True), limits)
 
 
@@ -514,11 +538,12 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
             m = method(context) if callable(method) else method
             for batch in batches:
                 p = planned(model.config, m, context, batch, steps, limits)
-                progress(f"{'full' if m == 'full' else 'shadowkv'} context={context} batch={p.batch} "
+                split = f", values of {p.device_value_rows} rows on the GPU" if splits_values(m) else ""
+                progress(f"{'full' if m == 'full' else 'shadowkv'} context={context} batch={p.batch}{split} "
                          f"(planned GPU {p.gpu_total / 2**30:.1f} GiB, host {p.host_total / 2**30:.1f} GiB)")
                 r = run_one(model, m, context, p.batch, steps, rates=rates, breakdown=breakdown, unroll=unroll,
                             full_attention=full_attention, profile=profile,
-                            step=ShadowKVStep() if m == "full" else step)
+                            step=ShadowKVStep() if m == "full" else step, device_rows=p.device_value_rows)
                 r["plan"] = {"gpu": p.gpu, "host": p.host, "gpu_total": p.gpu_total, "host_total": p.host_total,
                              "requested_batch": batch, "limits": dataclasses.asdict(limits),
                              "bound_by": bound_by(model.config, m, context, p, limits, steps)}
@@ -547,7 +572,12 @@ def profile_table(prof: dict) -> str:
 
 
 def bound_by(config, method, context, p: Plan, limits: Limits, steps: int) -> str:
-    """Which memory stops the next batch size: "gpu" or "host"."""
+    """Which memory stops the next batch size: "gpu" or "host" ("gpu+host" for split values: the next batch's
+    best split leaves more rows to the host than it holds, because the GPU is full)."""
+    if splits_values(method):
+        nxt = split_plan(config, method, p.batch + 1, context, limits, max_new_tokens=new_tokens(steps),
+                         replicated=True)
+        return "none" if nxt.check(limits) is None else "gpu+host"
     nxt = plan(config, method, p.batch + 1, context, max_new_tokens=new_tokens(steps), replicated=True)
     if nxt.gpu_total > limits.gpu_bytes * (1 - limits.margin):
         return "gpu"
@@ -559,6 +589,8 @@ def bound_by(config, method, context, p: Plan, limits: Limits, steps: int) -> st
 def method_label(row) -> str:
     """The row's method with how its step ran: "shadowkv, micro-batches 7+6, stream 1, emulated reuse 0.6"."""
     label, sizes = row["method"], row.get("micro_batches") or []
+    if row.get("placement") == "split":
+        label += f", values of {row['device_value_rows']} rows on the GPU"
     if len(sizes) > 1:
         label += f", micro-batches {'+'.join(map(str, sizes))}"
         if row.get("value_stream") is not None:

@@ -289,3 +289,54 @@ def test_landmark_scores_refuse_mismatched_shapes():
 
     with pytest.raises(ValueError, match=r"landmarks shape \(2, 1, 2, 16, 64\) does not match"):
         landmark_scores(jnp.zeros((1, 3, 4, 64)), jnp.zeros((2, 1, 2, 16, 64)), jnp.int32(0), interpret=True)
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["plain", "reuse"])
+@pytest.mark.parametrize("host_rows,value_row,batch", [(1, 0, 3), (2, 1, 3), (3, 0, 2), (1, 2, 2)],
+                         ids=["straddle", "offset-straddle", "host-only", "device-only"])
+def test_split_values_read_each_row_from_its_part(host_rows, value_row, batch, reuse):
+    """SplitValues: rows < host_rows of the whole batch from the host part, the others from the device part
+    (on a GPU the host part is in pinned host memory). Each part's unused rows hold 1e4, so reading a row
+    from the wrong part would be far off; the micro-batch offset (value_row) counts in the whole batch."""
+    from shadowkv_jax.kernels.common import SplitValues
+
+    total, c, k, n_c, h = 4, 8, 21, 50, 2
+    q, a, w, chunks, values, inv = make_inputs(6, batch=batch, kv_heads=h, groups=4, head_dim=128, chunk_size=c,
+                                               rank=160, selected=k, chunks_total=n_c, dtype=jnp.float32)
+    whole = np.full((2, total) + values.shape[2:], 1e4, np.float32)
+    whole[:, value_row:value_row + batch] = np.asarray(values)
+    host_arr, device_part = jnp.asarray(whole[:, :host_rows]), jnp.asarray(whole[:, host_rows:])
+    if COMPILED:
+        host_arr = jax.device_put(host_arr, jax.sharding.SingleDeviceSharding(jax.devices()[0],
+                                                                                memory_kind="pinned_host"))
+    split = SplitValues(host_arr, device_part)
+    assert split.shape == whole.shape and split.host_rows == host_rows
+    reuse_args = ()
+    if reuse:  # half the chunks were selected last step: hits from the cache, misses from the parts
+        prev = jnp.concatenate([chunks[..., ::2], jnp.full(chunks.shape[:-1] + (k - (k + 1) // 2,), -1, jnp.int32)],
+                               axis=-1)
+        reuse_args = (jax.random.normal(jax.random.key(7), (batch, h, k, c, 128)), prev)
+    layer = jnp.int32(1)
+    got = sparse_attention_partials(q, a, w, chunks, split, inv, layer, *reuse_args, chunk_size=c, block_tokens=32,
+                                    num_splits=2, interpret=INTERPRET, value_row=value_row)
+    want = sparse_attention_partials(q, a, w, chunks, jnp.asarray(whole), inv, layer, *reuse_args, chunk_size=c,
+                                     block_tokens=32, num_splits=2, interpret=INTERPRET, value_row=value_row)
+    for x, y in zip(got, want):  # the same values, read from another place: the same partials, bit for bit
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    if not COMPILED:  # the jnp reference reads the parts too (a host part is not jnp-indexable on a GPU)
+        ref = sparse_attention_partials_reference(q, a, w, chunks, split, inv, layer, *reuse_args, chunk_size=c,
+                                                  value_row=value_row)
+        direct = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, *reuse_args, chunk_size=c)
+        np.testing.assert_allclose(attend(ref[:3], q), attend(direct[:3], q), atol=1e-6, rtol=1e-6)
+        if not reuse:  # (with reuse the kernel reads hits from the random cache, the reference from values)
+            np.testing.assert_allclose(attend(got[:3], q), attend(direct[:3], q), atol=2e-4, rtol=2e-4)
+    with pytest.raises(ValueError, match=rf"value_row={total - batch + 1} does not hold {batch} sequences"):
+        sparse_attention_partials(q, a, w, chunks, split, inv, layer, chunk_size=c, interpret=True,
+                                  value_row=total - batch + 1)
+
+
+def test_split_values_refuse_parts_that_do_not_match():
+    from shadowkv_jax.kernels.common import SplitValues
+
+    with pytest.raises(ValueError, match=r"SplitValues parts must match but for their rows"):
+        SplitValues(jnp.zeros((2, 1, 2, 5, 8, 16)), jnp.zeros((2, 3, 2, 6, 8, 16)))

@@ -177,6 +177,63 @@ def test_host_placement_matches_device(smollm2, english_ids):
     np.testing.assert_allclose(outs["host"].stats["logits"], outs["device"].stats["logits"], atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", ["reference", "pallas"])
+def test_split_placement_matches_device(smollm2, english_ids, tmp_path, impl):
+    """Values split by rows (the first on the host, the last on the device) give the device decode's tokens
+    and logits, for a ragged batch of three with the split inside it; the split state's memory is accounted
+    by placement, and a saved split state comes back split. The interpreted kernel cannot read pinned host
+    memory on a CPU, so there both parts stay on the device (the kernel's own test covers host memory on
+    a GPU)."""
+    from shadowkv_jax.kernels.common import SplitValues
+    from shadowkv_jax.shadowkv.checkpoint import load_prefilled, save_prefilled
+    from shadowkv_jax.shadowkv.state import device_value_rows, place_values
+
+    cfg = sk.ShadowKVConfig(rank=48, chunk_size=8, sparse_budget=96, outlier_chunks=2, max_new_tokens=16,
+                            value_placement="device", implementation=impl, top_k="xla")
+    prompts = [english_ids[:300], english_ids[40:377], english_ids[7:333]]
+    pre = lambda: sk.prefill_prompts(smollm2, prompts, method=cfg, max_new_tokens=6)
+    want = sk.decode_prefilled(smollm2, pre(), max_new_tokens=6, return_logits=True)
+    split = pre()
+    st = place_values(split.state, "split", device_rows=1)
+    assert st.placement == "split" and isinstance(st.values, SplitValues) and device_value_rows(st) == 1
+    if impl == "reference":
+        assert st.values.host.sharding.memory_kind == "pinned_host"
+    else:
+        on_device = jax.sharding.SingleDeviceSharding(jax.devices()[0], memory_kind="device")
+        st = dataclasses.replace(st, values=SplitValues(jax.device_put(st.values.host, on_device), st.values.device))
+    per_row = st.values.device.nbytes
+    whole = split.state.nbytes_by_placement()
+    assert st.nbytes_by_placement() == {"device": whole["device"] - 2 * per_row, "host": 2 * per_row}
+    on_device = state_bytes(smollm2.config, cfg, 377, batch=3, placement="device")
+    expect = state_bytes(smollm2.config, cfg, 377, batch=3, placement="split", device_rows=1)
+    assert expect["host"] == on_device["by_field"]["values"] // 3 * 2
+    assert expect["device"] + expect["host"] == on_device["device"]
+    if impl == "reference":
+        save_prefilled(str(tmp_path / "split"), dataclasses.replace(split, state=st))
+        restored = load_prefilled(str(tmp_path / "split"))
+        assert restored.state.placement == "split" and device_value_rows(restored.state) == 1
+        np.testing.assert_array_equal(np.asarray(restored.state.values.host), np.asarray(st.values.host))
+    got = sk.decode_prefilled(smollm2, dataclasses.replace(split, state=st), max_new_tokens=6, return_logits=True)
+    for a, b in zip(got, want):
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(a.stats["logits"], b.stats["logits"], atol=1e-5)
+
+
+def test_place_values_refuses_bad_splits_and_keeps_whole_ones_whole(smollm2, english_ids):
+    from shadowkv_jax.shadowkv.state import place_values
+
+    cfg = sk.ShadowKVConfig(rank=48, chunk_size=8, sparse_budget=96, outlier_chunks=2, max_new_tokens=16,
+                            value_placement="device")
+    st = sk.prefill_prompts(smollm2, [english_ids[:300]] * 2, method=cfg, max_new_tokens=4).state
+    for bad in (3, -1, None):
+        with pytest.raises(ValueError, match=rf"device_rows={bad} must be an integer in \[0, batch=2\]"):
+            place_values(st, "split", device_rows=bad)
+    with pytest.raises(ValueError, match="device_rows=1 is for placement='split' only"):
+        place_values(st, "host", device_rows=1)
+    assert place_values(st, "split", device_rows=0).placement == "host"
+    assert place_values(st, "split", device_rows=2).placement == "device"
+
+
 def test_saved_state_decodes_like_a_fresh_prefill(smollm2, english_ids, tmp_path):
     from shadowkv_jax.shadowkv.checkpoint import load_prefilled, save_prefilled
 

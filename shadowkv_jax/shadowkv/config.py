@@ -13,7 +13,7 @@ from typing import Sequence
 from ..config import ModelConfig
 
 FACTORIZATIONS = ("svd", "gram")
-PLACEMENTS = ("auto", "host", "device")
+PLACEMENTS = ("auto", "host", "device", "split")
 TOP_K = ("auto", "xla", "pallas")
 IMPLEMENTATIONS = ("auto", "reference", "pallas")
 
@@ -36,7 +36,9 @@ class ShadowKVConfig:
     outlier_chunks: int = 48  # n_out: chunks kept exact, per KV head, for the whole decode
     local_chunks: int = 4  # n_loc: the last chunks of the prompt, kept exact
     factorization: str = "svd"  # "svd" (fp32 SVD) or "gram" (eigendecomposition of K^T K)
-    value_placement: str = "auto"  # "host" (pinned_host memory), "device", or "auto": host on GPU
+    value_placement: str = "auto"  # "host" (pinned_host memory), "device", "auto": host on GPU, or "split":
+    #                                the values of as many sequences as the GPU has room for on the device, the
+    #                                others on the host (planner.split_plan decides how many)
     max_new_tokens: int = 1024  # capacity of the generated-token K/V buffers
     implementation: str = "auto"  # decode attention: "reference" (jnp), "pallas", "auto"
     value_reuse: bool = True  # keep last step's selected values on the device; fetch only the misses

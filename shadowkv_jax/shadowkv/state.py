@@ -11,7 +11,9 @@ W_loc local slots, N_gen generated slots):
                                            alignment slots, which are never valid and never selected)
     outlier_k/v   [L, B, Hkv, n_out * c, D] exact post-RoPE keys / values of the outlier chunks
     local_k/v     [L, B, Hkv, W_loc, D]    exact local window (last n_loc chunks + remainder)
-    values        [L, B, Hkv, n_c, c, D]   values of every chunk, chunk-contiguous, at `placement`
+    values        [L, B, Hkv, n_c, c, D]   values of every chunk, chunk-contiguous, at `placement`: one array
+                                           ("host": pinned host memory, "device"), or "split": a SplitValues,
+                                           the first rows on the host and the last ones on the device
     gen_k/v       [L, B, Hkv, N_gen, D]    generated tokens, exact (always attended)
     prompt_lengths, lengths, num_chunks, local_lengths  [B] int32
     prev_selection [L, B, Hkv, k]          chunk ids selected at the previous step (-1 before)
@@ -32,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import ModelConfig
+from ..kernels.common import SplitValues
 from .config import ShadowKVConfig
 
 # The selection's score product q . landmarks has the selectable-chunk axis as its N dimension. XLA pads a
@@ -63,7 +66,7 @@ class ShadowKVState:
     outlier_v: jax.Array
     local_k: jax.Array
     local_v: jax.Array
-    values: jax.Array | None
+    values: jax.Array | SplitValues | None
     gen_k: jax.Array
     gen_v: jax.Array
     prompt_lengths: jax.Array
@@ -74,7 +77,7 @@ class ShadowKVState:
     value_cache: jax.Array
     step_metrics: dict
     config: ShadowKVConfig  # static
-    placement: str  # static: where `values` lives, "host" or "device"
+    placement: str  # static: where `values` lives, "host", "device" or "split" (SplitValues)
 
     def without_values(self) -> "ShadowKVState":
         """The part that decoding updates (values are read-only and travel separately)."""
@@ -84,8 +87,13 @@ class ShadowKVState:
         """Bytes of this state on the accelerator ("device") and in host memory ("host")."""
         out = {"device": 0, "host": 0}
         for name in ARRAY_FIELDS:
-            for leaf in jax.tree_util.tree_leaves(getattr(self, name)):
-                where = self.placement if name == "values" else "device"
+            x = getattr(self, name)
+            if name == "values" and isinstance(x, SplitValues):
+                parts = [("host", x.host), ("device", x.device)]
+            else:
+                parts = [(self.placement if name == "values" else "device", leaf)
+                         for leaf in jax.tree_util.tree_leaves(x)]
+            for where, leaf in parts:
                 out[where] += leaf.size * leaf.dtype.itemsize
         return out
 
@@ -138,10 +146,43 @@ def host_sharding(device=None):
     return jax.sharding.SingleDeviceSharding(device, memory_kind="pinned_host")
 
 
-def place_values(state: ShadowKVState, placement: str) -> ShadowKVState:
-    """Move `values` to pinned host memory ("host") or the accelerator ("device")."""
-    if placement not in ("host", "device"):
-        raise ValueError(f"placement={placement!r} must be 'host' or 'device'")
+def value_array(values) -> jax.Array:
+    """The batch's values as one array (a SplitValues' parts joined, on the device)."""
+    if isinstance(values, SplitValues):
+        dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jnp.concatenate([jax.device_put(values.host, dev), values.device], axis=1)
+    return values
+
+
+def device_value_rows(state: ShadowKVState) -> int:
+    """How many of the batch's rows keep their values on the device."""
+    if state.placement == "split":
+        return state.values.device.shape[1]
+    return state.values.shape[1] if state.placement == "device" else 0
+
+
+def place_values(state: ShadowKVState, placement: str, device_rows: int | None = None) -> ShadowKVState:
+    """Move `values` to pinned host memory ("host"), the accelerator ("device"), or "split": the last
+    `device_rows` rows of the batch on the device, the others on the host (0 rows: "host"; every row:
+    "device")."""
+    if placement not in ("host", "device", "split"):
+        raise ValueError(f"placement={placement!r} must be 'host', 'device' or 'split'")
+    values = value_array(state.values)
+    batch = values.shape[1]
+    if placement == "split":
+        if not isinstance(device_rows, int) or not 0 <= device_rows <= batch:
+            raise ValueError(f"device_rows={device_rows!r} must be an integer in [0, batch={batch}] for "
+                             f"placement='split'")
+        if device_rows in (0, batch):
+            placement = "device" if device_rows else "host"
+    elif device_rows is not None:
+        raise ValueError(f"device_rows={device_rows!r} is for placement='split' only (got {placement!r})")
     dev = jax.devices()[0]
-    sharding = host_sharding(dev) if placement == "host" else jax.sharding.SingleDeviceSharding(dev)
-    return dataclasses.replace(state, values=jax.device_put(state.values, sharding), placement=placement)
+    on_device = jax.sharding.SingleDeviceSharding(dev)
+    if placement == "split":
+        host_rows = batch - device_rows
+        values = SplitValues(jax.device_put(values[:, :host_rows], host_sharding(dev)),
+                             jax.device_put(values[:, host_rows:], on_device))
+    else:
+        values = jax.device_put(values, host_sharding(dev) if placement == "host" else on_device)
+    return dataclasses.replace(state, values=values, placement=placement)
