@@ -13,7 +13,8 @@
 #   pipe9-11: H200 rows; pipe12: the latency-hiding scheduler;
 #   pipe13: the streamed step's decode modules with buffer assignment; reuse1: emulated value reuse;
 #   groups1: the micro-batched step with XLA scheduling groups; hold1: the kernels' prepared operands held
-#   until the other micro-batch's kernel; prof3: where the held-operand and emulated-reuse steps spend their time
+#   until the other micro-batch's kernel; prof3: where the held-operand and emulated-reuse steps spend their time;
+#   split1, split2: split values (some sequences' values on the GPU, the rest in pinned host memory)
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -371,6 +372,28 @@ prof3)  # profiles: the streamed micro-batched step with held operands at 65,536
       --micro-batches 2 --value-stream 1 --profile --json "$OUT/prof_llama_64k_shadowkv_mb2_stream_hold.json"
   BENCH_TIMEOUT=240 BTAIL=12 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 16 \
       --emulate-reuse 0.6 --profile --json "$OUT/prof_llama_122k_shadowkv_reuse0.6.json"
+  ;;
+split1)  # split values (the GPU's free memory holds whole sequences' values, the rest in pinned host memory):
+  # compiled kernel tests (host part in pinned host memory), then ShadowKV split at both contexts and full
+  # attention at 122,880 in the same session
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "split or value_row or reuse or after_and_stream" 2>&1 | tee "$OUT/kernel_split_tests.txt" \
+      | grep -E "passed|failed|Error|assert" | tail -8
+  for ctx in ${CTXS:-122880 65536}; do
+    BENCH_TIMEOUT=240 BTAIL=4 bench --model llama-3.1-8b --context $ctx --method shadowkv --batch auto --steps 32 \
+        --value-placement split --json "$OUT/tput_llama_${ctx}_shadowkv_split.json"
+  done
+  [ -n "${NO_FULL:-}" ] || BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full \
+      --batch auto --steps 32 --json "$OUT/tput_llama_122880_full.json"
+  ;;
+split2)  # the split step micro-batched with the kernels on stream 1, full attention at 65,536, and both methods
+  # with the GPU limited to 80 GB (an H100's memory; the H200's HBM rate stays)
+  BENCH_TIMEOUT=240 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement split --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_122880_shadowkv_split_mb2.json"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_65536_full.json"
+  BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement split --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_split_80gb.json"
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \

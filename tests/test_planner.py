@@ -80,3 +80,38 @@ def test_replicated_batch_holds_the_copy_source_not_the_prefill():
     assert plan(CFG, SKV, 40, context, new, replicated=True).gpu_total < plan(CFG, SKV, 40, context, new).gpu_total
     # full attention prefills into the cache in both flows
     assert plan(CFG, "full", 4, context, new, replicated=True).gpu == plan(CFG, "full", 4, context, new).gpu
+
+
+def test_split_values_fill_the_gpu_then_the_host():
+    """value_placement "split": each batch keeps the values of as many rows on the GPU as fit there and the
+    rest on the host, so the largest batch exceeds what host memory alone holds; one more row is refused,
+    naming the split, and the planned bytes are the state's own."""
+    from shadowkv_jax import throughput as tp
+    from shadowkv_jax.planner import split_plan
+
+    context, new = 4096, 64
+    split = dataclasses.replace(SKV, value_placement="split")
+    host_only = plan(CFG, SKV, 1, context, new)
+    per_row_values = host_only.host["values"]
+    # host room for 4 rows' values; the GPU for the host-only plan of 4 rows plus about 3 more rows' values
+    limits = Limits(gpu_bytes=int((plan(CFG, SKV, 4, context, new).gpu_total + 3.5 * per_row_values) / 0.9),
+                    host_bytes=int(4.5 * per_row_values / 0.9), margin=0.10)
+    assert max_batch(CFG, SKV, context, limits, new).batch == 4
+    best = max_batch(CFG, split, context, limits, new)
+    assert best.batch > 4 and best.check(limits) is None
+    assert best.host["values"] == (best.batch - best.device_value_rows) * per_row_values
+    assert best.gpu["values"] == best.device_value_rows * per_row_values
+    cfg = dataclasses.replace(split, max_new_tokens=new)
+    expect = state_bytes(CFG, cfg, context, best.batch, "split", best.device_value_rows)
+    assert best.gpu["shadow_state"] + best.gpu["values"] == expect["device"] and best.host_total == expect["host"]
+    # the split is the most rows the GPU holds: one more would not fit it
+    more = plan(CFG, split, best.batch, context, new, device_rows=best.device_value_rows + 1)
+    assert best.device_value_rows == best.batch or not more.gpu_fits(limits)
+    nxt = split_plan(CFG, split, best.batch + 1, context, limits, new)
+    with pytest.raises(PlanError, match=rf"batch={best.batch + 1} at context=4096 with the values of "
+                                        rf"{nxt.device_value_rows} of the {best.batch + 1} rows on the GPU needs"):
+        require_fits(nxt, limits)
+    assert tp.bound_by(CFG, split, context, max_batch(CFG, split, context, limits, tp.new_tokens(3), replicated=True),
+                       limits, 3) == "gpu+host"
+    with pytest.raises(ValueError, match="device_rows=2 needs value_placement='split'"):
+        plan(CFG, SKV, 4, context, new, device_rows=2)

@@ -102,6 +102,37 @@ def test_bench_micro_batched_shadowkv_row(tiny):
             tp.ShadowKVStep(**bad)
 
 
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_bench_split_values_row(tiny, micro_batches, monkeypatch):
+    """--value-placement split with --batch auto: the planner fills host memory and keeps the other rows'
+    values on the device (as many as the GPU holds); the row records the split, its PCIe bytes are the host
+    rows' only, its label says so; a batch of 5 is the largest, bound by both memories."""
+    from shadowkv_jax.planner import plan
+
+    # on a CPU the interpreted kernel cannot read pinned host memory: the "host" part stays in device memory
+    # here; compiled on a GPU the kernel reads it from pinned host memory (tests/test_kernels.py)
+    monkeypatch.setattr(tp, "host_sharding", lambda device=None: jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    monkeypatch.setattr(tp, "_host_values", lambda row, batch: jnp.repeat(row, batch, axis=1))
+    rates = {"hbm_read_bytes_per_s": 1e10, "h2d_bytes_per_s": 1e9}
+    new = tp.new_tokens(3)
+    host_cfg = sk.ShadowKVConfig.for_model(CFG, 640, **SKV, value_placement="host")
+    per_row = plan(CFG, host_cfg, 1, 640, new, replicated=True).host["values"]
+    split = tp.shadowkv_factory(CFG, **SKV, value_placement="split", implementation="pallas")  # as on a GPU
+    gpu = plan(CFG, split(640), 5, 640, new, replicated=True, device_rows=3).gpu_total + per_row // 2
+    limits = Limits(gpu_bytes=int(gpu / 0.97), host_bytes=int(2.5 * per_row / 0.97), margin=0.03)
+    step = tp.ShadowKVStep(micro_batches=micro_batches)
+    out = tp.bench(tiny, [640], [split], [5], steps=3, limits=limits, rates=rates, progress=lambda *_: None,
+                   step=step)
+    [row] = out["rows"]
+    assert row["placement"] == "split" and row["device_value_rows"] == 3 and row["batch"] == 5
+    assert row["plan"]["host"]["values"] == 2 * per_row and row["plan"]["gpu"]["values"] == 3 * per_row
+    all_host = tp.step_bytes(CFG, split(640), 5, 640, new, row["hit_rate"], "host")
+    assert row["bytes_per_step"]["pcie"] == pytest.approx(all_host["pcie"] * 2 / 5, abs=1)
+    assert "values of 3 rows on the GPU" in tp.method_label(row)
+    auto = tp.bench(tiny, [640], [split], ["auto"], steps=3, limits=limits, rates=rates, progress=lambda *_: None)
+    assert auto["rows"][0]["batch"] == 5 and auto["rows"][0]["plan"]["bound_by"] == "gpu+host"
+
+
 def test_replicated_state_rows_are_copies(tiny):
     from shadowkv_jax.shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
 
