@@ -538,7 +538,7 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
             m = method(context) if callable(method) else method
             for batch in batches:
                 p = planned(model.config, m, context, batch, steps, limits)
-                split = f", values of {p.device_value_rows} rows on the GPU" if splits_values(m) else ""
+                split = f", values of {p.device_value_rows} of its rows on the GPU" if splits_values(m) else ""
                 progress(f"{'full' if m == 'full' else 'shadowkv'} context={context} batch={p.batch}{split} "
                          f"(planned GPU {p.gpu_total / 2**30:.1f} GiB, host {p.host_total / 2**30:.1f} GiB)")
                 r = run_one(model, m, context, p.batch, steps, rates=rates, breakdown=breakdown, unroll=unroll,
@@ -590,7 +590,8 @@ def method_label(row) -> str:
     """The row's method with how its step ran: "shadowkv, micro-batches 7+6, stream 1, emulated reuse 0.6"."""
     label, sizes = row["method"], row.get("micro_batches") or []
     if row.get("placement") == "split":
-        label += f", values of {row['device_value_rows']} rows on the GPU"
+        n = row["device_value_rows"]
+        label += f", values of {n} row{'s' if n != 1 else ''} on the GPU"
     if len(sizes) > 1:
         label += f", micro-batches {'+'.join(map(str, sizes))}"
         if row.get("value_stream") is not None:
