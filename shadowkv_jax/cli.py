@@ -217,6 +217,12 @@ def _bench(args) -> int:
     if not 0 <= args.emulate_reuse < 1 or (args.emulate_reuse and args.no_value_reuse):
         raise UsageError(f"--emulate-reuse {args.emulate_reuse} must be in [0, 1) and needs value reuse "
                          "(no --no-value-reuse)")
+    if args.value_placement in ("host", "split"):
+        import jax
+
+        if jax.devices()[0].platform != "gpu":  # neither decode path reads pinned host memory off a GPU here
+            raise UsageError(f"--value-placement {args.value_placement} keeps values in pinned host memory, which "
+                             f"the bench reads on a GPU only (this is {jax.devices()[0].platform}): use device or auto")
     batches = [_batch_arg(b) for b in args.batch]
     model, note = tp.bench_model(args.model)
     print(f"model: {args.model} ({note})")

@@ -195,6 +195,8 @@ def test_bench_cli(tmp_path, capsys, monkeypatch):
     assert "--emulate-reuse 1.5 must be in [0, 1)" in capsys.readouterr().err
     assert main(["bench", "--model", sk.default_model_path(), "--micro-batches", "2", "--schedule-groups"]) == 2
     assert "--schedule-groups needs --value-stream" in capsys.readouterr().err
+    assert main(["bench", "--model", sk.default_model_path(), "--value-placement", "split"]) == 2
+    assert "--value-placement split keeps values in pinned host memory" in capsys.readouterr().err
 
 
 def test_dense_decode_kernel_equals_xla_path(tiny):
