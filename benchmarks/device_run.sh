@@ -14,7 +14,7 @@
 #   pipe13: the streamed step's decode modules with buffer assignment; reuse1: emulated value reuse;
 #   groups1: the micro-batched step with XLA scheduling groups; hold1: the kernels' prepared operands held
 #   until the other micro-batch's kernel; prof3: where the held-operand and emulated-reuse steps spend their time;
-#   split1-3: split values (some sequences' values on the GPU, the rest in pinned host memory)
+#   split1-4: split values (some sequences' values on the GPU, the rest in pinned host memory)
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -401,6 +401,14 @@ split3)  # where the split step's time goes at 122,880 (profile, 16 steps), and 
       --value-placement split --profile --json "$OUT/prof_llama_122880_shadowkv_split.json"
   BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --value-placement split --emulate-reuse 0.6 --json "$OUT/tput_llama_122880_shadowkv_split_reuse0.6.json"
+  ;;
+split4)  # the split step micro-batched as host rows + device rows (one chain's kernel reads PCIe while the
+  # other runs from HBM), kernels on stream 1, both contexts
+  for ctx in ${CTXS:-122880 65536}; do
+    BENCH_TIMEOUT=230 BTAIL=3 bench --model llama-3.1-8b --context $ctx --method shadowkv --batch auto --steps 32 \
+        --value-placement split --micro-batches 2 --value-stream 1 \
+        --json "$OUT/tput_llama_${ctx}_shadowkv_split_mb2_aligned.json"
+  done
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \

@@ -365,13 +365,20 @@ class EmulatedReuse(ShadowKVDecode):
         return chunks, st
 
 
-def micro_batch_sizes(batch: int, micro_batches: int) -> tuple[int, ...]:
-    """Rows per micro-batch: (batch,), or two near-equal halves (the larger first)."""
+def micro_batch_sizes(batch: int, micro_batches: int, device_rows: int = 0) -> tuple[int, ...]:
+    """Rows per micro-batch: (batch,), or two near-equal halves (the larger first). With split values
+    (0 < device_rows < batch) the halves are the host rows and the device rows: one chain's kernel then reads
+    PCIe while the other chain runs from HBM alone (equal halves gave one chain most of the PCIe reads and
+    ran slower than the plain step on an H200)."""
     if micro_batches not in (1, 2):
         raise ValueError(f"micro_batches={micro_batches} must be 1 or 2")
     if micro_batches == 2 and batch < 2:
         raise ValueError(f"micro_batches=2 needs a batch of at least 2, got batch={batch}")
-    return (batch,) if micro_batches == 1 else ((batch + 1) // 2, batch // 2)
+    if micro_batches == 1:
+        return (batch,)
+    if 0 < device_rows < batch:
+        return (batch - device_rows, device_rows)
+    return ((batch + 1) // 2, batch // 2)
 
 
 def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates: dict,
@@ -436,7 +443,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
             raise ValueError(f"emulated_reuse={step.emulated_reuse} needs the config's value_reuse (it is off)")
         extra = {"reuse": step.emulated_reuse} if step.emulated_reuse else {}
         attention = (EmulatedReuse if extra else ShadowKVDecode)(sk, cfg, placement, impl, interpret=interpret, **extra)
-        sizes = micro_batch_sizes(batch, step.micro_batches)
+        sizes = micro_batch_sizes(batch, step.micro_batches, device_rows if placement == "split" else 0)
         if len(sizes) == 1:
             state_abs, values_abs = abstract_decode_state(cfg, sk, batch, slots, placement, device_rows)
             if breakdown:

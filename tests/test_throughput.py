@@ -129,6 +129,7 @@ def test_bench_split_values_row(tiny, micro_batches, monkeypatch):
     all_host = tp.step_bytes(CFG, split(640), 5, 640, new, row["hit_rate"], "host")
     assert row["bytes_per_step"]["pcie"] == pytest.approx(all_host["pcie"] * 2 / 5, abs=1)
     assert "values of 3 rows on the GPU" in tp.method_label(row)
+    assert row["micro_batches"] == ([5] if micro_batches == 1 else [2, 3])  # host rows, then device rows
     auto = tp.bench(tiny, [640], [split], ["auto"], steps=3, limits=limits, rates=rates, progress=lambda *_: None)
     assert auto["rows"][0]["batch"] == 5 and auto["rows"][0]["plan"]["bound_by"] == "gpu+host"
 
