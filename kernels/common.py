@@ -92,17 +92,22 @@ def value_parts(values) -> tuple:
     return (values,), None
 
 
+def row_pieces(values, row: int, batch: int) -> list[tuple]:
+    """Where batch rows [row, row + batch) live: (array, its first row, sequences lo, hi) per array that holds
+    some of them, in sequence order (one piece for one array; one or two for SplitValues)."""
+    arrays, host_rows = value_parts(values)
+    if host_rows is None:
+        return [(arrays[0], row, 0, batch)]
+    cut = min(max(host_rows - row, 0), batch)  # sequences [0, cut) are host rows
+    pieces = [(arrays[0], row, 0, cut)] if cut else []
+    return pieces + ([(arrays[1], row + cut - host_rows, cut, batch)] if cut < batch else [])
+
+
 def value_rows(values, layer, row: int, batch: int) -> jax.Array:
     """Layer `layer`'s values of batch rows [row, row + batch) as one [batch, Hkv, n_c, c, D] array (jnp; for
     references and device-resident values: a SplitValues' host part is read with ordinary indexing)."""
-    arrays, host_rows = value_parts(values)
-    at = lambda x, lo, hi: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)[lo:hi]
-    if host_rows is None:
-        return at(arrays[0], row, row + batch)
-    host, device = arrays
-    parts = [at(host, row, min(row + batch, host_rows))] if row < host_rows else []
-    if row + batch > host_rows:
-        parts.append(at(device, max(row - host_rows, 0), row + batch - host_rows))
+    at = lambda x, first, n: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)[first:first + n]
+    parts = [at(x, first, hi - lo) for x, first, lo, hi in row_pieces(values, row, batch)]
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
 
 

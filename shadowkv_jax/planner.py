@@ -72,7 +72,7 @@ class Plan:
         usable_host = limits.host_bytes * (1 - limits.margin)
         split = (f" with the values of {self.device_value_rows} of the {self.batch} rows on the GPU"
                  if self.device_value_rows else "")
-        if self.gpu_total > usable_gpu:
+        if not self.gpu_fits(limits):
             return (f"batch={self.batch} at context={self.context}{split} needs {self.gpu_total / GiB:.2f} GiB of GPU memory "
                     f"({_fmt(self.gpu)}), more than {usable_gpu / GiB:.2f} GiB usable "
                     f"({limits.gpu_bytes / GiB:.2f} GiB less a {limits.margin:.0%} margin)")
@@ -160,11 +160,12 @@ def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: 
             raise ValueError(f"device_rows={device_rows} needs value_placement='split' (got {placement!r})")
         state = state_bytes(config, cfg, context, batch, placement, device_rows)  # same declaration as the state
         on_host = state["host"]
-        gpu["shadow_state"] = state["device"] - (state["by_field"]["values"] - on_host)
+        on_gpu = state["by_field"]["values"] - on_host
+        gpu["shadow_state"] = state["device"] - on_gpu
         if on_host:
             host["values"] = on_host
-        if state["by_field"]["values"] - on_host:
-            gpu["values"] = state["by_field"]["values"] - on_host
+        if on_gpu:
+            gpu["values"] = on_gpu
         attended = cfg.local_capacity + (cfg.outlier_chunks + cfg.selected_chunks) * cfg.chunk_size + max_new_tokens
         name = "shadowkv"
         # a prefill builds its prompts' whole state, values included, on the device before they move
@@ -208,14 +209,19 @@ def require_fits(p: Plan, limits: Limits) -> Plan:
     return p
 
 
+def best_plan(config: ModelConfig, method, batch: int, context: int, limits: Limits, max_new_tokens: int = 1024,
+              **plan_args) -> Plan:
+    """`plan` of this batch; with split values at its best split (`split_plan`), which depends on the limits."""
+    if splits_values(method):
+        return split_plan(config, method, batch, context, limits, max_new_tokens, **plan_args)
+    return plan(config, method, batch, context, max_new_tokens, **plan_args)
+
+
 def max_batch(config: ModelConfig, method, context: int, limits: Limits, max_new_tokens: int = 1024,
               upper: int = 4096, **plan_args) -> Plan:
-    """The plan of the largest batch that fits (bytes grow with the batch, so bisect). With split values,
-    each batch size is tried at its best split (`split_plan`)."""
-    if splits_values(method):
-        at = lambda b: split_plan(config, method, b, context, limits, max_new_tokens, **plan_args)
-    else:
-        at = lambda b: plan(config, method, b, context, max_new_tokens, **plan_args)
+    """The plan of the largest batch that fits (bytes grow with the batch, so bisect), each batch size at its
+    best split where the values are split (`best_plan`)."""
+    at = lambda b: best_plan(config, method, b, context, limits, max_new_tokens, **plan_args)
     require_fits(at(1), limits)
     lo, hi = 1, upper
     while lo < hi:

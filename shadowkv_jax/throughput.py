@@ -31,17 +31,17 @@ from .api import Model, _round_up, load_model
 from .cache import KVCache, write_block
 from .config import ModelConfig
 from .decoding import RowPrefill, decode_loop
+from .kernels.common import SplitValues
 from .model.attention import DenseDecode
 from .model.llama import init_params
 from .profiling import profile_kernels
-from .planner import Limits, Plan, max_batch, plan, require_fits, split_plan, splits_values, weight_bytes
+from .planner import Limits, Plan, best_plan, max_batch, require_fits, splits_values, weight_bytes
 from .sampling import Greedy
 from .shadowkv.config import ShadowKVConfig
 from .shadowkv.decode import ShadowKVDecode, resolve_implementation, resolved_top_k, select_layer
 from .shadowkv.pipeline import MicroBatches, PipelinedShadowKV
 from .shadowkv.prefill import chunk_slots_for, padded_prompt_length, shadowkv_prefill
-from .kernels.common import SplitValues
-from .shadowkv.state import ShadowKVState, empty_state, host_sharding, selectable_slots
+from .shadowkv.state import ShadowKVState, empty_state, host_sharding, resolve_split, selectable_slots
 from .shapes import NAMED_SHAPES
 
 RANDOM_WEIGHTS_NOTE = ("random bf16 weights of the real architecture: decode speed does not depend on weight "
@@ -255,15 +255,6 @@ def replicate_state(one: ShadowKVState, batch: int, placement: str, device_rows:
     return dataclasses.replace(replicate_device_fields(one, batch, placement), values=values)
 
 
-def resolved_split(placement: str, batch: int, device_rows: int) -> str:
-    """A "split" of no device rows is "host", of every row "device" (SplitValues has two non-empty parts)."""
-    if placement != "split":
-        return placement
-    if not 0 <= device_rows <= batch:
-        raise ValueError(f"device_rows={device_rows} must be in [0, batch={batch}]")
-    return {0: "host", batch: "device"}.get(device_rows, "split")
-
-
 # --- one run ----------------------------------------------------------------------------------------------
 
 def abstract_decode_state(cfg: ModelConfig, sk: ShadowKVConfig, batch: int, slots: int, placement: str,
@@ -429,8 +420,8 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         placement = "device"
     else:
         sk: ShadowKVConfig = dataclasses.replace(method, max_new_tokens=new)
-        placement = resolved_split(sk.resolved_placement(platform), batch, device_rows)
-        device_rows = {"host": 0, "device": batch}.get(placement, device_rows)
+        placement = sk.resolved_placement(platform)
+        placement, device_rows = resolve_split(placement, batch, device_rows if placement == "split" else None)
         impl = resolve_implementation(cfg, sk, platform)
         t_pad = padded_prompt_length(sk, context, 64)
         tokens = jnp.asarray(np.pad(ids, (0, t_pad - context)))[None]
@@ -496,7 +487,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         loop = loops["decode"][0]
         row["profile"], (_, carry, _) = profile_kernels(lambda: _run(model, loop, carry, first, consts),
                                                         loop.as_text(), per=steps)
-    b = step_bytes(cfg, method, batch, context, capacity, hit, placement, device_rows if method != "full" else 0)
+    b = step_bytes(cfg, method, batch, context, capacity, hit, placement, device_rows)  # ignored by "full"
     row["bytes_per_step"] = b
     row["roofline_step_ms"] = 1e3 * roofline_s(b, rates)
     row["roofline_fraction"] = row["roofline_step_ms"] / row["step_ms"]
@@ -509,10 +500,8 @@ def planned(config: ModelConfig, method, context: int, batch, steps: int, limits
     new = new_tokens(steps)
     if batch == "auto":
         return max_batch(config, method, context, limits, max_new_tokens=new, replicated=True)
-    if splits_values(method):
-        return require_fits(split_plan(config, method, int(batch), context, limits, max_new_tokens=new,
-                                       replicated=True), limits)
-    return require_fits(plan(config, method, int(batch), context, max_new_tokens=new, replicated=True), limits)
+    return require_fits(best_plan(config, method, int(batch), context, limits, max_new_tokens=new, replicated=True),
+                        limits)
 
 
 def default_limits(gpu_gib: float | None = None, host_gib: float | None = None, margin: float = 0.10) -> Limits:
@@ -581,12 +570,10 @@ def profile_table(prof: dict) -> str:
 def bound_by(config, method, context, p: Plan, limits: Limits, steps: int) -> str:
     """Which memory stops the next batch size: "gpu" or "host" ("gpu+host" for split values: the next batch's
     best split leaves more rows to the host than it holds, because the GPU is full)."""
+    nxt = best_plan(config, method, p.batch + 1, context, limits, max_new_tokens=new_tokens(steps), replicated=True)
     if splits_values(method):
-        nxt = split_plan(config, method, p.batch + 1, context, limits, max_new_tokens=new_tokens(steps),
-                         replicated=True)
         return "none" if nxt.check(limits) is None else "gpu+host"
-    nxt = plan(config, method, p.batch + 1, context, max_new_tokens=new_tokens(steps), replicated=True)
-    if nxt.gpu_total > limits.gpu_bytes * (1 - limits.margin):
+    if not nxt.gpu_fits(limits):
         return "gpu"
     if nxt.host_total > limits.host_bytes * (1 - limits.margin):
         return "host"

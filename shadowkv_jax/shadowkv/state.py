@@ -161,22 +161,28 @@ def device_value_rows(state: ShadowKVState) -> int:
     return state.values.shape[1] if state.placement == "device" else 0
 
 
+def resolve_split(placement: str, batch: int, device_rows: int | None) -> tuple[str, int]:
+    """(placement, device rows) as the values will be held: a "split" of no device rows is "host", of every row
+    "device" (SplitValues has two non-empty parts); device_rows only with "split"."""
+    if placement not in ("host", "device", "split"):
+        raise ValueError(f"placement={placement!r} must be 'host', 'device' or 'split'")
+    if placement != "split":
+        if device_rows is not None:
+            raise ValueError(f"device_rows={device_rows!r} is for placement='split' only (got {placement!r})")
+        return placement, batch if placement == "device" else 0
+    if not isinstance(device_rows, int) or not 0 <= device_rows <= batch:
+        raise ValueError(f"device_rows={device_rows!r} must be an integer in [0, batch={batch}] for "
+                         f"placement='split'")
+    return {0: "host", batch: "device"}.get(device_rows, "split"), device_rows
+
+
 def place_values(state: ShadowKVState, placement: str, device_rows: int | None = None) -> ShadowKVState:
     """Move `values` to pinned host memory ("host"), the accelerator ("device"), or "split": the last
     `device_rows` rows of the batch on the device, the others on the host (0 rows: "host"; every row:
     "device")."""
-    if placement not in ("host", "device", "split"):
-        raise ValueError(f"placement={placement!r} must be 'host', 'device' or 'split'")
     values = value_array(state.values)
     batch = values.shape[1]
-    if placement == "split":
-        if not isinstance(device_rows, int) or not 0 <= device_rows <= batch:
-            raise ValueError(f"device_rows={device_rows!r} must be an integer in [0, batch={batch}] for "
-                             f"placement='split'")
-        if device_rows in (0, batch):
-            placement = "device" if device_rows else "host"
-    elif device_rows is not None:
-        raise ValueError(f"device_rows={device_rows!r} is for placement='split' only (got {placement!r})")
+    placement, device_rows = resolve_split(placement, batch, device_rows)
     dev = jax.devices()[0]
     on_device = jax.sharding.SingleDeviceSharding(dev)
     if placement == "split":

@@ -36,18 +36,12 @@ def gather_values(values, layer, chunk_ids: jax.Array, placement: str, row: int 
     """values [L, >= row + B, Hkv, n_c, c, D] at `placement` ("host", "device", or "split": a SplitValues
     whose first rows are on the host), chunk_ids [B, Hkv, k] -> [B, Hkv, k, c, D] on device: sequence i's
     chunks from values row `row + i`."""
-    from ..kernels.common import SplitValues, check_value_rows
+    from ..kernels.common import SplitValues, check_value_rows, row_pieces
 
     check_value_rows(values, chunk_ids.shape[0], chunk_ids.shape[1], row)
     if isinstance(values, SplitValues):  # each part gathers its own rows of the batch
-        h, b = values.host_rows, chunk_ids.shape[0]
-        parts = []
-        if row < h:
-            n = min(row + b, h) - row
-            parts.append(gather_values(values.host, layer, chunk_ids[:n], "host", row))
-        if row + b > h:
-            n = max(h - row, 0)
-            parts.append(gather_values(values.device, layer, chunk_ids[n:], "device", max(row - h, 0)))
+        parts = [gather_values(x, layer, chunk_ids[lo:hi], "host" if x is values.host else "device", first)
+                 for x, first, lo, hi in row_pieces(values, row, chunk_ids.shape[0])]
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
     if placement == "device":
         return _gather_layer(values, layer, chunk_ids, row)
