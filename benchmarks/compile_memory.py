@@ -1,13 +1,16 @@
-"""Temp memory XLA plans for the full-attention bench's executables (compiled from shapes only).
+"""Temp memory XLA plans for the bench's decode executables (compiled from shapes only, nothing allocated).
 
     python benchmarks/compile_memory.py --model llama-3.1-8b --context 122880 --batch 3
+    python benchmarks/compile_memory.py --method shadowkv --placement device --context 122880 --batch 10
 
-A temp as large as one cache array means XLA copies the cache inside that executable.
+A temp as large as one cache (or value) array means XLA copies it inside that executable. With
+XLA_FLAGS="--xla_dump_to=DIR --xla_dump_hlo_as_text" the buffer assignment says which instruction it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from functools import partial
 
 import jax
@@ -20,33 +23,66 @@ from shadowkv_jax.model.llama import abstract_params
 from shadowkv_jax.sampling import Greedy
 from shadowkv_jax.shapes import NAMED_SHAPES
 
+GIB = 2 ** 30
+
+
+def full_attention_executables(cfg, context: int, batch: int) -> dict:
+    params = abstract_params(cfg)
+    cap = -(-(context + 66) // 128) * 128
+    cache = jax.eval_shape(partial(KVCache.zeros, cfg, batch, cap))
+    print(f"one cache array: {cache.k.size * cache.k.dtype.itemsize / GIB:.2f} GiB")
+    lens = jax.ShapeDtypeStruct((1,), jnp.int32)
+    x = jax.ShapeDtypeStruct((1, context, cfg.hidden_size), cfg.jnp_dtype)
+    i32 = jax.ShapeDtypeStruct((), jnp.int32)
+    layer_kv = jax.ShapeDtypeStruct((1, 1, cfg.num_kv_heads, context, cfg.head_dim), cache.k.dtype)
+    exes = {"prefill_layer": _prefill_layer.lower(params, x, lens, i32, config=cfg),
+            "write_block": write_block.lower(cache.k, layer_kv, i32, i32)}
+    for impl in (("pallas", "xla") if jax.default_backend() == "gpu" else ("xla",)):
+        exes[f"decode_{impl}"] = decode_loop.lower(params, cache, jax.ShapeDtypeStruct((batch,), jnp.int32),
+                                                   jax.random.key(0), jnp.zeros((0,), jnp.int32), None, config=cfg,
+                                                   sampler=Greedy(), num_steps=4, attention=DenseDecode(impl))
+    return exes
+
+
+def shadowkv_executables(cfg, context: int, batch: int, placement: str, device_rows: int) -> dict:
+    from shadowkv_jax.shadowkv import ShadowKVConfig
+    from shadowkv_jax.shadowkv.decode import ShadowKVDecode
+    from shadowkv_jax.shadowkv.prefill import chunk_slots_for
+    from shadowkv_jax.shadowkv.state import resolve_split
+    from shadowkv_jax.throughput import abstract_decode_state
+
+    platform = jax.default_backend()
+    sk = dataclasses.replace(ShadowKVConfig.for_model(cfg, context), max_new_tokens=64, value_placement=placement)
+    placement, device_rows = resolve_split(placement, batch, device_rows if placement == "split" else None)
+    state, values = abstract_decode_state(cfg, sk, batch, chunk_slots_for(sk, [context]), placement, device_rows)
+    n = sum(v.size * v.dtype.itemsize for v in jax.tree.leaves(values))
+    print(f"values ({placement}, {device_rows} rows on the GPU): {n / GIB:.2f} GiB")
+    impl = "pallas" if platform == "gpu" else "reference"
+    attention = ShadowKVDecode(sk, cfg, placement, impl)
+    return {f"decode_shadowkv_{placement}": decode_loop.lower(
+        abstract_params(cfg), state, jax.ShapeDtypeStruct((batch,), jnp.int32), jax.random.key(0),
+        jnp.zeros((0,), jnp.int32), values, config=cfg, sampler=Greedy(), num_steps=4, attention=attention)}
+
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="llama-3.1-8b")
     p.add_argument("--context", type=int, default=122880)
     p.add_argument("--batch", type=int, default=3)
+    p.add_argument("--method", choices=["full", "shadowkv"], default="full")
+    p.add_argument("--placement", choices=["device", "host", "split"], default="device")
+    p.add_argument("--device-rows", type=int, default=0, help="with --placement split")
+    p.add_argument("--layers", type=int, default=None, help="fewer layers than the model (a faster compile)")
     args = p.parse_args()
     cfg = NAMED_SHAPES[args.model]
-    params = abstract_params(cfg)
-    cap = -(-(args.context + 66) // 128) * 128
-    cache = jax.eval_shape(partial(KVCache.zeros, cfg, args.batch, cap))
-    gib = 2 ** 30
-    print(f"one cache array: {cache.k.size * cache.k.dtype.itemsize / gib:.2f} GiB")
-    lens = jax.ShapeDtypeStruct((1,), jnp.int32)
-    x = jax.ShapeDtypeStruct((1, args.context, cfg.hidden_size), cfg.jnp_dtype)
-    i32 = jax.ShapeDtypeStruct((), jnp.int32)
-    layer_kv = jax.ShapeDtypeStruct((1, 1, cfg.num_kv_heads, args.context, cfg.head_dim), cache.k.dtype)
-    exes = {"prefill_layer": _prefill_layer.lower(params, x, lens, i32, config=cfg),
-            "write_block": write_block.lower(cache.k, layer_kv, i32, i32)}
-    for impl in (("pallas", "xla") if jax.default_backend() == "gpu" else ("xla",)):
-        exes[f"decode_{impl}"] = decode_loop.lower(params, cache, jax.ShapeDtypeStruct((args.batch,), jnp.int32),
-                                                   jax.random.key(0), jnp.zeros((0,), jnp.int32), None, config=cfg,
-                                                   sampler=Greedy(), num_steps=4, attention=DenseDecode(impl))
+    if args.layers:
+        cfg = dataclasses.replace(cfg, num_layers=args.layers)
+    exes = (full_attention_executables(cfg, args.context, args.batch) if args.method == "full" else
+            shadowkv_executables(cfg, args.context, args.batch, args.placement, args.device_rows))
     for name, low in exes.items():
         m = low.compile().memory_analysis()
-        print(f"{name}: temp {m.temp_size_in_bytes / gib:.2f} GiB, alias {m.alias_size_in_bytes / gib:.2f} GiB, "
-              f"args {m.argument_size_in_bytes / gib:.2f} GiB")
+        print(f"{name}: temp {m.temp_size_in_bytes / GIB:.2f} GiB, alias {m.alias_size_in_bytes / GIB:.2f} GiB, "
+              f"args {m.argument_size_in_bytes / GIB:.2f} GiB")
 
 
 if __name__ == "__main__":

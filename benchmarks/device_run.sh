@@ -15,6 +15,9 @@
 #   groups1: the micro-batched step with XLA scheduling groups; hold1: the kernels' prepared operands held
 #   until the other micro-batch's kernel; prof3: where the held-operand and emulated-reuse steps spend their time;
 #   split1-4: split values (some sequences' values on the GPU, the rest in pinned host memory)
+#   dev1, tune1: the attention kernel's launch with device values, ShadowKV at its largest device batch;
+#   mem1: the decode loop's temp with device values; dev2, lm1: ShadowKV with device values (device launch, no
+#   reuse) vs full attention at both contexts
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -409,6 +412,62 @@ split4)  # the split step micro-batched as host rows + device rows (one chain's 
         --value-placement split --micro-batches 2 --value-stream 1 \
         --json "$OUT/tput_llama_${ctx}_shadowkv_split_mb2_aligned.json"
   done
+  ;;
+mem1)  # what the decode loop's temp holds with values on the GPU (compiled from shapes, 4 layers), vs split
+  python3 benchmarks/compile_memory.py --method shadowkv --placement split --device-rows 7 --context 122880 --batch 19 \
+      --layers 4 2>&1 | grep -E "values|temp"
+  XLA_FLAGS="--xla_dump_to=/tmp/dump_dev $DUMP_DECODE" python3 benchmarks/compile_memory.py --method shadowkv \
+      --placement device --context 122880 --batch ${MB:-10} --layers ${ML:-4} 2>&1 | grep -E "values|temp"
+  f=$(ls /tmp/dump_dev/*decode_loop*buffer-assignment.txt | head -1); cp "$f" "$OUT/buffer_assignment_device.txt"
+  python3 - "$f" <<'PY'
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+for i, l in enumerate(lines):
+    m = re.match(r"allocation (\d+): size (\d+)", l)
+    if m and int(m.group(2)) > 2**30:
+        print(l[:200]); [print("   ", x[:220]) for x in lines[i + 1:i + 6]]
+PY
+  ;;
+lm1)  # full attention at 65,536 (same session as dev2's ShadowKV rows)
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_65536_full.json"
+  ;;
+dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
+  # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
+  # session, ShadowKV at 65,536 and with the GPU limited to 80 GB, then the changed kernel's compiled tests
+  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122880_full.json"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  SHADOWKV_KERNELS_COMPILED=1 timeout ${TEST_TIMEOUT:-90} python3 -m pytest -q -p no:cacheprovider --tb=short \
+      tests/test_kernels.py -k "fp32 or bf16_error or blocks_are" 2>&1 | tee "$OUT/kernel_launch_tests.txt" \
+      | grep -E "passed|failed|Error|assert" | tail -6
+  ;;
+tune1)  # launch shapes with device values: the attention kernel's splits/blocks/warps at 122,880 x 10 in a
+  # 32-layer loop (a W loaded once per program, tried here, changed nothing and was dropped)
+  KSPLITS="${KSPLITS:-8 16 32}" KBLOCKS="${KBLOCKS:-16 32}" KWARPS="${KWARPS:-4 8}" DEVFLAGS=skip \
+      bash "$0" dev1 | grep -v "^usage\|error:"
+  ;;
+dev1)  # values on the GPU (no PCIe in the step): the fused kernel's splits/block/warps with device values at
+  # 122,880 x 10 (one layer, in a compiled loop), then ShadowKV with device values at its largest batch (profiled)
+  timeout 200 python3 benchmarks/bench_kernels.py --contexts 122880 --batches ${KB:-10} --placements device \
+      --splits ${KSPLITS:-4 8 16} --block-tokens ${KBLOCKS:-16 32} --warps ${KWARPS:-4 8} --stages ${KSTAGES:-2} \
+      --repeats 10 --in-loop 32 \
+      --json "$OUT/kernels_device_sweep.json" 2>&1 | python3 -c "
+import json, sys
+for line in sys.stdin:
+    if line.startswith('{'):
+        r = json.loads(line)
+        print(r.get('impl', 'pallas'), r.get('splits'), r.get('block_tokens'), r.get('warps'), r.get('stages'), round(r['ms'], 3),
+              round(r.get('ms_in_loop', float('nan')), 3), 'err', r.get('max_abs_err_vs_reference'))
+    elif 'measured' in line or 'Error' in line: print(line.strip())"
+  [ "${DEVFLAGS:-}" = skip ] && exit 0
+  BENCH_TIMEOUT=${BT:-300} BTAIL=16 bench --model llama-3.1-8b --context ${CTX:-122880} --method shadowkv --batch auto \
+      --steps 32 --value-placement device --profile ${DEVFLAGS:-} --json "$OUT/tput_llama_${CTX:-122880}_shadowkv_device${TAG:-}.json"
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
   BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \

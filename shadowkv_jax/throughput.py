@@ -202,11 +202,18 @@ def _tile_device_fields(one: ShadowKVState, *, batch: int) -> ShadowKVState:
         if f.name in _BATCH_AXIS0:
             fields[f.name] = jnp.repeat(x, batch, axis=0)
             continue
-        out = jax.jit(partial(jnp.zeros, (x.shape[0], batch) + x.shape[2:], x.dtype))()
-        for b in range(batch):
-            out = write_block(out, x, 0, b)
-        fields[f.name] = out
+        fields[f.name] = _tiled_rows(x, batch)
     return dataclasses.replace(one, **fields)
+
+
+def _tiled_rows(x: jax.Array, batch: int) -> jax.Array:
+    """[L, 1, ...] -> [L, batch, ...] on the device, each row a copy of x's: zeros, then one donated row
+    write at a time. (An eager jnp.repeat held a second batch-sized temporary: at 122,880 tokens x 10 rows
+    of values, 75 GiB more than the result, out of memory on a 141 GB GPU.)"""
+    out = jax.jit(partial(jnp.zeros, (x.shape[0], batch) + x.shape[2:], x.dtype))()
+    for b in range(batch):
+        out = write_block(out, x, 0, b)
+    return out
 
 
 def _host_values(row: jax.Array, batch: int) -> jax.Array:
@@ -245,8 +252,8 @@ def replicate_values(one: ShadowKVState, batch: int, placement: str, device_rows
     """`one`'s values (on device) repeated to `batch` rows at `placement` ("split": SplitValues whose last
     `device_rows` rows are on the device)."""
     if placement == "split":
-        return SplitValues(_host_values(one.values, batch - device_rows), jnp.repeat(one.values, device_rows, axis=1))
-    return _host_values(one.values, batch) if placement == "host" else jnp.repeat(one.values, batch, axis=1)
+        return SplitValues(_host_values(one.values, batch - device_rows), _tiled_rows(one.values, device_rows))
+    return _host_values(one.values, batch) if placement == "host" else _tiled_rows(one.values, batch)
 
 
 def replicate_state(one: ShadowKVState, batch: int, placement: str, device_rows: int = 0) -> ShadowKVState:
@@ -581,8 +588,13 @@ def bound_by(config, method, context, p: Plan, limits: Limits, steps: int) -> st
 
 
 def method_label(row) -> str:
-    """The row's method with how its step ran: "shadowkv, micro-batches 7+6, stream 1, emulated reuse 0.6"."""
+    """The row's method with how its step ran: "shadowkv, micro-batches 7+6, stream 1, emulated reuse 0.6"
+    (values in pinned host memory unless the label says where)."""
     label, sizes = row["method"], row.get("micro_batches") or []
+    if row.get("placement") == "device" and row["method"] == "shadowkv":
+        label += ", values on the device"
+    if row.get("config", {}).get("value_reuse") is False:
+        label += ", no value reuse"
     if row.get("placement") == "split":
         n = row["device_value_rows"]
         label += f", values of {n} row{'s' if n != 1 else ''} on the GPU"

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shadowkv_jax.kernels.sparse_attention import (combine, rope_inv_freq_full, sparse_attention_partials,
+from shadowkv_jax.kernels.sparse_attention import (combine, rope_inv_freq_full, sparse_attention_partials, plan,
                                                    sparse_attention_partials_reference)
 from shadowkv_jax.kernels.top_k import top_k_indices, top_k_indices_reference
 
@@ -49,6 +49,7 @@ CASES = [  # (G, D, c, rank, selected chunks, total chunks, batch, block_tokens)
     (8, 128, 8, 160, 21, 50, 2, 64),
     (4, 64, 4, 160, 50, 70, 2, 64),
     (8, 64, 16, 16, 9, 20, 2, 16),
+    (4, 128, 8, 160, 37, 90, 2, 8),  # asks for one-chunk blocks: run as 16 tokens (MIN_BLOCK_TOKENS)
 ]
 
 
@@ -79,6 +80,14 @@ def test_bf16_error_within_reference_error(g, d, c, rank, k, n_c, batch, block):
                                              interpret=INTERPRET), args16[0])
     ref_err, kernel_err = np.abs(ref16 - truth).max(), np.abs(got16 - truth).max()
     assert kernel_err <= 1.5 * ref_err + 1e-6, (kernel_err, ref_err)
+
+
+def test_blocks_are_whole_chunks_of_at_least_16_tokens():
+    assert plan(37, 8, block_tokens=8)[0] == 16  # 8-token blocks computed wrong results compiled
+    assert plan(37, 32, block_tokens=16)[0] == 32  # never less than a chunk
+    block, per_split, splits, k_pad = plan(37, 8, block_tokens=16, num_splits=4)
+    assert (block, splits) == (16, 4) and per_split * splits * 2 == k_pad >= 37
+    assert plan(37, 8, block_tokens=16, num_splits=64)[2] == 19  # 19 blocks: no split without one
 
 
 def test_combine_equals_one_softmax_over_everything():

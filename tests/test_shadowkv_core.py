@@ -216,7 +216,9 @@ def test_split_placement_matches_device(smollm2, english_ids, tmp_path, impl):
     got = sk.decode_prefilled(smollm2, dataclasses.replace(split, state=st), max_new_tokens=6, return_logits=True)
     for a, b in zip(got, want):
         assert a.token_ids == b.token_ids
-        np.testing.assert_allclose(a.stats["logits"], b.stats["logits"], atol=1e-5)
+        # all-device values run the kernel in more, smaller splits (DEVICE_VALUES_LAUNCH): fp32 sums in
+        # another order, 4e-5 apart at logits up to 16
+        np.testing.assert_allclose(a.stats["logits"], b.stats["logits"], atol=1e-4 if impl == "pallas" else 1e-5)
 
 
 def test_place_values_refuses_bad_splits_and_keeps_whole_ones_whole(smollm2, english_ids):

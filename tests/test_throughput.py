@@ -84,7 +84,7 @@ def test_bench_micro_batched_shadowkv_row(tiny):
     [row] = out["rows"]
     assert row["micro_batches"] == [2, 1] and row["batch"] == 3 and row["tokens_per_s"] > 0
     assert row["value_stream"] == 1 and row["kernel_splits"] == 2 and row["schedule_groups"]
-    label = "shadowkv, micro-batches 2+1, stream 1, 2 splits, scheduling groups"
+    label = "shadowkv, values on the device, micro-batches 2+1, stream 1, 2 splits, scheduling groups"
     assert f"| {label} | 640 | 3 |" in tp.markdown(out["rows"])
     assert 0 <= row["hit_rate"] <= 1
     with pytest.raises(ValueError, match="micro_batches=2 needs a batch of at least 2, got batch=1"):
@@ -370,6 +370,8 @@ def test_plot_labels_and_panels(tmp_path):
              dict(base, method="shadowkv", batch=4, tokens_per_s=60.0, step_ms=2.5, micro_batches=[2, 2],
                   value_stream=1, kernel_splits=1)]
     assert [tp.method_label(r) for r in rows[2:]] == ["shadowkv", "shadowkv, micro-batches 2+2, stream 1"]
+    on_device = dict(rows[2], placement="device", config={"value_reuse": False})
+    assert tp.method_label(on_device) == "shadowkv, values on the device, no value reuse"
     # one ratio per ShadowKV setting, each against the best full-attention row
     assert [(s["shadowkv"], s["ratio"]) for s in tp.speedups(rows)] == [
         ("shadowkv", 2.5), ("shadowkv, micro-batches 2+2, stream 1", 3.0)]

@@ -41,7 +41,8 @@ class ShadowKVConfig:
     #                                others on the host (planner.split_plan decides how many)
     max_new_tokens: int = 1024  # capacity of the generated-token K/V buffers
     implementation: str = "auto"  # decode attention: "reference" (jnp), "pallas", "auto"
-    value_reuse: bool = True  # keep last step's selected values on the device; fetch only the misses
+    value_reuse: bool = True  # keep last step's selected values on the device; fetch only the misses (saves PCIe
+    #                           reads: with value_placement "device" the cache only adds writes, turn it off)
     top_k: str = "auto"  # selection's top-k: "xla" (lax.top_k), "pallas" (kernels/top_k.py), "auto": the
     #                      kernel wherever the attention kernel runs compiled (GPU), else XLA
 

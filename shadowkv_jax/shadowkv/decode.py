@@ -149,8 +149,8 @@ class ShadowKVDecode:
     implementation "pallas" runs the fused gather-reconstruct kernel over the selected chunks
     (interpreted when `interpret`, e.g. on CPU) and merges it with the exact segments. `value_row`: the
     state's rows are rows value_row.. of `consts` (a micro-batch of a larger batch's values).
-    `kernel_splits`: the kernel's splits per (sequence, KV head) (None: its default, 4), i.e. how many
-    SMs it occupies; the micro-batched step takes 1 to leave SMs to the other micro-batch's GEMMs.
+    `kernel_splits`: the kernel's splits per (sequence, KV head) (None: its default, 4, or with device values
+    kernels/sparse_attention.DEVICE_VALUES_LAUNCH), i.e. how many SMs it occupies; the micro-batched step takes 1 to leave SMs to the other micro-batch's GEMMs.
     `value_stream`: run the kernel (the value reads) as its own XLA call on GPU stream N
     (`jax.experimental.compute_on`), so work that does not need its result can run beside it (the
     micro-batched step, shadowkv/pipeline.py). None: in line. Ignored off GPU.
@@ -225,7 +225,7 @@ class ShadowKVDecode:
         """Fused kernel over the selected chunks, then one softmax with the exact segments.
         Returns (attention output, this step's value cache or None, done: see `attend`)."""
         from ..kernels.common import scaled_query_groups
-        from ..kernels.sparse_attention import (combine, rope_inv_freq_full,
+        from ..kernels.sparse_attention import (DEVICE_VALUES_LAUNCH, combine, rope_inv_freq_full,
                                                 sparse_attention_partials)
         from ..model.layers import rope_inv_freq
 
@@ -238,11 +238,14 @@ class ShadowKVDecode:
         if self.config.value_reuse:
             reuse = dict(value_cache=jax.lax.dynamic_index_in_dim(st.value_cache, layer, 0, keepdims=False),
                          previous=prev)
+        # values on the device: nothing waits on PCIe, so more and smaller programs (kernels/sparse_attention.py)
+        launch = (DEVICE_VALUES_LAUNCH if self.placement == "device" and self.kernel_splits is None
+                  else {"num_splits": self.kernel_splits})
         with jax.named_scope("gather_reconstruct_attention"):
             partials, prepared = sparse_attention_partials(
                 qs, st.a, w_layer, chunks, values, inv, layer, **reuse, chunk_size=self.config.chunk_size,
                 interpret=self.interpret, rotary_dim=self.model.rotary_dim, value_row=self.value_row,
-                num_splits=self.kernel_splits, after=after, stream=self.value_stream, return_prepared=True)
+                after=after, stream=self.value_stream, return_prepared=True, **launch)
         with jax.named_scope("combine"):
             out = combine(partials[:3], qs, exact)
         new_cache = partials[3] if reuse else None
