@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     bk.add_argument("--factorization", choices=["svd", "gram"], default="gram",
                     help="gram (default here: ~9x faster prefill at long context, same subspace) or svd")
     bk.add_argument("--implementation", choices=["auto", "reference", "pallas"], default="auto")
-    bk.add_argument("--no-value-reuse", action="store_true", help="fetch every selected value from where the values live (the faster choice with "
+    bk.add_argument("--no-value-reuse", action="store_true",
+                    help="fetch every selected value from where the values live (the faster choice with "
                          "--value-placement device: a reuse cache there only adds writes)")
     bk.add_argument("--micro-batches", type=int, choices=[1, 2], default=1,
                     help="2: decode the batch as two halves whose layers interleave, so one half's value reads "

@@ -208,8 +208,8 @@ def _tile_device_fields(one: ShadowKVState, *, batch: int) -> ShadowKVState:
 
 def _tiled_rows(x: jax.Array, batch: int) -> jax.Array:
     """[L, 1, ...] -> [L, batch, ...] on the device, each row a copy of x's: zeros, then one donated row
-    write at a time. (An eager jnp.repeat held a second batch-sized temporary: at 122,880 tokens x 10 rows
-    of values, 75 GiB more than the result, out of memory on a 141 GB GPU.)"""
+    write at a time. (An eager jnp.repeat held a temporary as large as the result: 122,880 tokens x 10 rows
+    of values ran out of memory on a 141 GB GPU.)"""
     out = jax.jit(partial(jnp.zeros, (x.shape[0], batch) + x.shape[2:], x.dtype))()
     for b in range(batch):
         out = write_block(out, x, 0, b)

@@ -149,8 +149,9 @@ class ShadowKVDecode:
     implementation "pallas" runs the fused gather-reconstruct kernel over the selected chunks
     (interpreted when `interpret`, e.g. on CPU) and merges it with the exact segments. `value_row`: the
     state's rows are rows value_row.. of `consts` (a micro-batch of a larger batch's values).
-    `kernel_splits`: the kernel's splits per (sequence, KV head) (None: its default, 4, or with device values
-    kernels/sparse_attention.DEVICE_VALUES_LAUNCH), i.e. how many SMs it occupies; the micro-batched step takes 1 to leave SMs to the other micro-batch's GEMMs.
+    `kernel_splits`: the kernel's splits per (sequence, KV head), i.e. how many SMs it occupies (None: its
+    default, 4, or with device values kernels/sparse_attention.DEVICE_VALUES_LAUNCH); the micro-batched step
+    takes 1 to leave SMs to the other micro-batch's GEMMs.
     `value_stream`: run the kernel (the value reads) as its own XLA call on GPU stream N
     (`jax.experimental.compute_on`), so work that does not need its result can run beside it (the
     micro-batched step, shadowkv/pipeline.py). None: in line. Ignored off GPU.
