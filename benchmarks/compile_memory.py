@@ -45,23 +45,23 @@ def full_attention_executables(cfg, context: int, batch: int) -> dict:
 
 
 def shadowkv_executables(cfg, context: int, batch: int, placement: str, device_rows: int) -> dict:
+    """The bench's own ShadowKV decode loop (throughput.compile_decode), from the same abstract state."""
+    from shadowkv_jax.api import Model
     from shadowkv_jax.shadowkv import ShadowKVConfig
-    from shadowkv_jax.shadowkv.decode import ShadowKVDecode
+    from shadowkv_jax.shadowkv.decode import ShadowKVDecode, resolve_implementation
     from shadowkv_jax.shadowkv.prefill import chunk_slots_for
     from shadowkv_jax.shadowkv.state import resolve_split
-    from shadowkv_jax.throughput import abstract_decode_state
+    from shadowkv_jax.throughput import abstract_decode_state, compile_decode
 
-    platform = jax.default_backend()
     sk = dataclasses.replace(ShadowKVConfig.for_model(cfg, context), max_new_tokens=64, value_placement=placement)
     placement, device_rows = resolve_split(placement, batch, device_rows if placement == "split" else None)
     state, values = abstract_decode_state(cfg, sk, batch, chunk_slots_for(sk, [context]), placement, device_rows)
     n = sum(v.size * v.dtype.itemsize for v in jax.tree.leaves(values))
-    print(f"values ({placement}, {device_rows} rows on the GPU): {n / GIB:.2f} GiB")
-    impl = "pallas" if platform == "gpu" else "reference"
-    attention = ShadowKVDecode(sk, cfg, placement, impl)
-    return {f"decode_shadowkv_{placement}": decode_loop.lower(
-        abstract_params(cfg), state, jax.ShapeDtypeStruct((batch,), jnp.int32), jax.random.key(0),
-        jnp.zeros((0,), jnp.int32), values, config=cfg, sampler=Greedy(), num_steps=4, attention=attention)}
+    print(f"values ({placement}, {device_rows if placement == 'split' else batch} rows there): {n / GIB:.2f} GiB")
+    attention = ShadowKVDecode(sk, cfg, placement, resolve_implementation(cfg, sk, jax.default_backend()))
+    model = Model(cfg, abstract_params(cfg), None, "abstract")
+    exe, _ = compile_decode(model, state, batch, values, attention, steps=4, unroll=1)
+    return {f"decode_shadowkv_{placement}": exe}
 
 
 def main() -> None:
@@ -79,8 +79,8 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, num_layers=args.layers)
     exes = (full_attention_executables(cfg, args.context, args.batch) if args.method == "full" else
             shadowkv_executables(cfg, args.context, args.batch, args.placement, args.device_rows))
-    for name, low in exes.items():
-        m = low.compile().memory_analysis()
+    for name, exe in exes.items():  # lowered (compiled here) or already compiled
+        m = (exe.compile() if isinstance(exe, jax.stages.Lowered) else exe).memory_analysis()
         print(f"{name}: temp {m.temp_size_in_bytes / GIB:.2f} GiB, alias {m.alias_size_in_bytes / GIB:.2f} GiB, "
               f"args {m.argument_size_in_bytes / GIB:.2f} GiB")
 
