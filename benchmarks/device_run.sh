@@ -17,7 +17,11 @@
 #   split1-4: split values (some sequences' values on the GPU, the rest in pinned host memory)
 #   dev1, tune1: the attention kernel's launch with device values, ShadowKV at its largest device batch;
 #   mem1: the decode loop's temp with device values; dev2, lm1: ShadowKV with device values (device launch, no
-#   reuse) vs full attention at both contexts
+#   reuse) vs full attention at both contexts; var1: variants of the device-values kernel and the landmark kernel
+#   rope1, rope2: RoPE by angle addition and the landmark dot: compiled tests, kernel times, both methods at 122,880;
+#   rope3: fp32 launches in one stage, the compiled tests again, both methods at 65,536; prof4: that step's profile;
+#   rope4: two small fp32-exact RoPE tables: compiled tests, a launch sweep, ShadowKV at both contexts (slower: not kept);
+#   rope5: the chunk-start table built from those two: compiled tests, the kernel, ShadowKV at both contexts
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -431,6 +435,67 @@ PY
 lm1)  # full attention at 65,536 (same session as dev2's ShadowKV rows)
   BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
       --json "$OUT/tput_llama_65536_full.json"
+  ;;
+var1)  # where the device-values kernel spends its time (variants of its loop body), the landmark kernel's launch
+  timeout 330 python3 benchmarks/attention_variants.py --launches 16/16/4 8/16/4 4/32/8 \
+      --json "$OUT/attention_variants_h200.json" 2>&1 | grep -v -i "warn\|stack_frame" | tail -12
+  timeout 200 python3 benchmarks/landmark_variants.py --json "$OUT/landmark_variants_h200.json" 2>&1 \
+      | grep -v -i "warn\|stack_frame" | tail -12
+  ;;
+rope1)  # RoPE from tables by angle addition, the landmark scores as one dot: compiled kernel tests, the kernel
+  # at 122,880 x 10 (device values), ShadowKV (device values) and full attention at 122,880 in the same session
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "fp32 or bf16_error or blocks_are or long_positions or landmark or split_values" 2>&1 | tail -3 \
+      | tee "$OUT/kernel_tests_rope1_h200.txt"
+  timeout 150 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 8 16 32 \
+      --block-tokens 16 32 --warps 4 --repeats 5 --json "$OUT/kernels_rope_tables_h200.json" 2>&1 | tail -8
+  timeout 100 python3 benchmarks/landmark_variants.py --launches rows/128/4 dot/128/4 --json "$OUT/landmark_dot_h200.json" \
+      2>&1 | tail -3
+  ;;
+rope2)
+  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122880_full.json"
+  ;;
+rope3)  # fp32 launches in one pipeline stage (shared memory): the compiled kernel tests again; both methods at 65,536
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "fp32 or bf16_error or blocks_are or long_positions or landmark or split_values or reuse" 2>&1 | tail -3 \
+      | tee "$OUT/kernel_tests_rope3_h200.txt"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_65536_full.json"
+  ;;
+prof4)  # where the step with RoPE tables spends its time (--profile), ShadowKV with the GPU capped at 80 GB
+  BENCH_TIMEOUT=150 BTAIL=30 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
+      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_rope_tables.json"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  ;;
+rope4)  # two small fp32-exact RoPE tables (no per-layer table of n_c rows): compiled kernel tests, a launch sweep at
+  # 122,880 x 10, ShadowKV (device values) at both contexts
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "fp32 or bf16_error or blocks_are or long_positions or landmark or split_values or reuse" 2>&1 | tail -3 \
+      | tee "$OUT/kernel_tests_rope4_h200.txt"
+  timeout 150 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 16 32 \
+      --block-tokens 16 --warps 2 4 --stages 1 2 --repeats 5 --json "$OUT/kernels_rope4_h200.json" 2>&1 | tail -9
+  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  ;;
+rope5)  # the chunk-start RoPE table again, now built from two small fp32-exact tables: compiled kernel tests,
+  # the kernel at 122,880 x 10, ShadowKV (device values) at both contexts
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "fp32 or bf16_error or blocks_are or long_positions or landmark or split_values or reuse" 2>&1 | tail -3 \
+      | tee "$OUT/kernel_tests_rope5_h200.txt"
+  timeout 60 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 16 \
+      --block-tokens 16 --warps 4 --repeats 5 --json "$OUT/kernels_rope5_h200.json" 2>&1 | tail -3
+  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

@@ -6,9 +6,11 @@ applied in fp32 so q is not rounded again in bf16).
 Why a kernel: inside the layer scan the layer's landmarks are a slice of the stacked [L, B, Hkv, n_sel, D]
 array, and XLA copied that slice (408 MB per layer at 122,880 tokens x batch 13, first as a pad for the
 tensor cores, then as a plain slice) before its batched GEMM: 9 ms of a 67 ms step on an H100. This
-kernel takes the whole array and the layer index and reads each landmark once. The G query heads of a
-group are few (1..8), so each score is a row-wise multiply-and-sum in fp32 on the CUDA cores; the kernel
-is bound by the landmark reads either way.
+kernel takes the whole array and the layer index and reads each landmark once, in one tensor-core dot
+per block of the query group (padded to 16 rows) against the block's landmarks. bf16 products are exact
+in fp32 and accumulate in fp32; the scale is applied after, in fp32. An earlier form summed fp32
+products row by row on the CUDA cores: 0.167 ms per layer at 122,880 tokens x 10 on an H200 against
+0.110 for the dot (benchmarks/landmark_variants.py), which reads the 315 MB at the HBM rate.
 
 Shapes: q [B, Hkv, G, D]; landmarks [L, B, Hkv, N, D]; layer int32 -> scores [B, Hkv, G, N] fp32.
 Limits of the Triton lowering: D a power of two.
@@ -22,11 +24,12 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from .common import compiler_params
+from .common import compiler_params, dot, pad_groups
 
 
 def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, groups: int, scale: float):
-    # layer_ref [1] int32; q_ref [B, Hkv, G, D]; lm_ref [L, B, Hkv, N, D]; s_ref [B, Hkv, G, N] f32
+    # layer_ref [1] int32; q_ref [B, Hkv, Gp, D] (groups padded to Gp >= 16); lm_ref [L, B, Hkv, N, D];
+    # s_ref [B, Hkv, G, N] f32
     from jax.experimental.pallas import triton as plt
 
     b, h, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
@@ -34,16 +37,17 @@ def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, groups: int,
     rows = j * block + jax.lax.broadcasted_iota(jnp.int32, (block,), 0)
     valid = rows < n
     col = jax.lax.broadcasted_iota(jnp.int32, (1, d), 1)
-    lm = plt.load(lm_ref.at[layer_ref[0], b, h, rows[:, None], col], mask=valid[:, None], other=0)
-    lm = lm.astype(jnp.float32)  # [T, D]
-    for g in range(groups):  # static: a handful of query heads per KV head
-        qg = q_ref[b, h, g, :].astype(jnp.float32) * scale  # [D]
-        plt.store(s_ref.at[b, h, g, rows], jnp.sum(lm * qg[None, :], axis=1), mask=valid)
+    lm = plt.load(lm_ref.at[layer_ref[0], b, h, rows[:, None], col], mask=valid[:, None], other=0)  # [T, D]
+    q = q_ref[b, h]  # [Gp, D], of the wider dtype of q and landmarks
+    s = dot(q, lm.astype(q.dtype).T) * scale  # [Gp, T] f32
+    # padded query rows are masked: no write on the GPU, dropped as out of bounds when interpreted
+    g = jax.lax.broadcasted_iota(jnp.int32, (q_ref.shape[2], 1), 0)
+    plt.store(s_ref.at[b, h, g, rows[None, :]], s, mask=(g < groups) & valid[None, :])
 
 
 @functools.partial(jax.jit, static_argnames=("scale", "block", "num_warps", "interpret"))
 def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0, block: int = 128,
-                    num_warps: int = 8, interpret: bool = False) -> jax.Array:
+                    num_warps: int = 4, interpret: bool = False) -> jax.Array:
     """q [B, Hkv, G, D], landmarks [L, B, Hkv, N, D], layer -> scale * q . landmarks [B, Hkv, G, N] fp32."""
     b, hkv, g, d = q.shape
     if landmarks.ndim != 5 or landmarks.shape[1:3] != (b, hkv) or landmarks.shape[-1] != d:
@@ -52,11 +56,13 @@ def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, scale: float =
         raise ValueError(f"head_dim={d} must be a power of two for the Pallas kernel")
     n = landmarks.shape[3]
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
+    # the dot's operands share the wider of the two dtypes, so neither is rounded (landmarks cast per block)
+    qp, _ = pad_groups(q.astype(jnp.promote_types(q.dtype, landmarks.dtype)))
     kernel = functools.partial(_kernel, n=n, block=block, groups=g, scale=float(scale))
     return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((b, hkv, g, n), jnp.float32),
                           grid=(b, hkv, pl.cdiv(n, block)), interpret=interpret,
                           compiler_params=compiler_params(interpret, num_warps, 1),
-                          name="shadowkv_landmark_scores")(layer, q, landmarks)
+                          name="shadowkv_landmark_scores")(layer, qp, landmarks)
 
 
 def landmark_scores_reference(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0) -> jax.Array:

@@ -3,7 +3,9 @@
 Per (sequence b, KV head h, split s), in blocks of T tokens (whole chunks):
   1. load the chunk ids of the block's selected chunks, expand to token positions p;
   2. gather the A rows of those tokens, k_pre = A_rows @ W_h and rot(k_pre) = A_rows @ rot(W_h);
-  3. RoPE at the true positions: k = k_pre * cos(p) + rot(k_pre) * sin(p)   (keys stay in registers);
+  3. RoPE at the true positions: k = k_pre * cos(p) + rot(k_pre) * sin(p)   (keys stay in registers), with
+     cos(p) and sin(p) from tables at chunk starts and offsets by angle addition (rope_tables), not computed
+     per token;
   4. scores for the G query heads of the group, online softmax;
   5. gather the selected values straight from `values` (device or pinned host memory), accumulate;
      with value reuse, chunks also selected at the previous step come from a device cache instead
@@ -58,11 +60,12 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
     return jnp.concatenate(parts, axis=-1)
 
 
-def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, freq_ref, *rest,
+def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, cos_c_ref, sin_c_ref, cos_t_ref, sin_t_ref, *rest,
             num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, rank_parts,
             groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int):
     # layer_ref [1] int32; q_ref [B, Hkv, Gp, D]; a_ref [L, B, N, r]; w_ref, wr_ref [B, Hkv, r, D];
-    # chunks_ref [B, Hkv, k_pad]; freq_ref [D]; then the values: one ref [L, >= value_row + B, Hkv, n_c, c, D],
+    # chunks_ref [B, Hkv, k_pad]; cos_c_ref, sin_c_ref [n_c, D] and cos_t_ref, sin_t_ref [c, D] f32 (rope_tables);
+    # then the values: one ref [L, >= value_row + B, Hkv, n_c, c, D],
     # or with host_rows two (SplitValues: rows < host_rows of the whole batch in the first, the rest in the
     # second); with reuse: hit_ref [B, Hkv, k_pad] (slot of the chunk in the old cache, -1 = miss) and
     # cache_ref [B, Hkv, k, c, D] in, new_cache_ref [B, Hkv, k, c, D] out
@@ -81,10 +84,10 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, freq_ref, *rest,
     layer = layer_ref[0]
     q = q_ref[b, h]  # [Gp, D]
     d = q.shape[-1]
-    freq = freq_ref[...].astype(jnp.float32)  # [D]
     iota = jax.lax.broadcasted_iota(jnp.int32, (block_tokens,), 0)
     slot_in_block = iota // chunk_size
     t_in_chunk = iota % chunk_size
+    cos_t, sin_t = cos_t_ref[t_in_chunk, :], sin_t_ref[t_in_chunk, :]  # [T, D]: the same in every block
 
     def body(i, carry):
         m, l, acc = carry
@@ -98,8 +101,12 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, freq_ref, *rest,
             rows = a_ref[layer, b, pos, pl.ds(off, size)]  # [T, size] gathered A rows
             k_pre += _dot(rows, w_ref[b, h, pl.ds(off, size), :])
             k_rot += _dot(rows, wr_ref[b, h, pl.ds(off, size), :])
-        angle = pos.astype(jnp.float32)[:, None] * freq[None, :]
-        k = (k_pre * jnp.cos(angle) + k_rot * jnp.sin(angle)).astype(q.dtype)  # [T, D]
+        # cos/sin at chunk start + offset by angle addition: computing them per token was half the kernel's time
+        # (two small tables read here instead, 16 distinct rows per block, took 0.23 ms per layer against 0.18)
+        cos_c, sin_c = cos_c_ref[chunk, :], sin_c_ref[chunk, :]  # [T, D] (rows repeat within a chunk)
+        cos = cos_c * cos_t - sin_c * sin_t
+        sin = sin_c * cos_t + cos_c * sin_t
+        k = (k_pre * cos + k_rot * sin).astype(q.dtype)  # [T, D]
         scores = _dot(q, k.T)  # [Gp, T]
         scores = jnp.where((slot < num_selected)[None, :], scores, NEG_INF)
         m_new = jnp.maximum(m, jnp.max(scores, axis=1))
@@ -237,8 +244,9 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     check_value_rows(values, b, hkv, value_row)
     parts = _pow2_parts(rank)
     if jnp.dtype(a.dtype).itemsize >= 4 and d >= 128:
-        # fp32 tiles of 32 x 128 with rank 160 and the reuse cache overflow an H100's shared memory (244 KB)
-        block_tokens = min(block_tokens, 16)
+        # fp32 tiles of 32 x 128 with rank 160 and the reuse cache overflow an H100's shared memory (227 KB);
+        # with the RoPE tables, 16-token blocks in two pipeline stages did too (232,640 bytes on an H200)
+        block_tokens, num_stages = min(block_tokens, 16), 1
     block_tokens, per_split, splits, k_pad = plan(k, chunk_size, block_tokens, num_splits)
     qp, gp = pad_groups(q)
     chunks_p = jnp.pad(chunks, ((0, 0), (0, 0), (0, k_pad - k)))  # padded slots read chunk 0, masked
@@ -252,7 +260,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
                                num_after=len(jax.tree.leaves(after)))
     params = compiler_params(interpret, num_warps, num_stages)
     out_shape = partials_shape(b, hkv, splits, gp, d)
-    args = [layer, qp, a, w, w_rot, chunks_p, inv_freq, *value_arrays]
+    args = [layer, qp, a, w, w_rot, chunks_p, *rope_tables(inv_freq, values.shape[3], chunk_size), *value_arrays]
     prepared = (qp, w_rot, chunks_p)
     if reuse:
         hits = jnp.pad(hit_slots(chunks, previous), ((0, 0), (0, 0), (0, k_pad - k)), constant_values=-1)
@@ -327,6 +335,37 @@ def expected_bytes(batch: int, kv_heads: int, selected_tokens: int, rank: int, h
     w = 2 * batch * kv_heads * rank * head_dim * itemsize
     values = batch * kv_heads * selected_tokens * head_dim * itemsize
     return {"a_rows": a_rows, "w": w, "values": values, "total": a_rows + w + values}
+
+
+# Chunks per step of the coarse table that rope_tables builds the chunk-start table from.
+ROPE_FINE_CHUNKS = 64
+
+
+def _cos_sin_at(n: int, step: int, f: jax.Array) -> tuple:
+    """cos and sin of (i * step) * f for i < n, [n, D], to fp32 accuracy: f is split into f_hi (its top 12 bits)
+    and f_lo = f - f_hi, so (i * step) * f_hi is exact in fp32 for i * step of up to 12 significant bits, and
+    the small (i * step) * f_lo adds by angle addition."""
+    f_hi = jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(f, jnp.int32) & jnp.int32(-4096), jnp.float32)
+    x = (jnp.arange(n, dtype=jnp.int32) * step).astype(jnp.float32)[:, None]
+    a, b = x * f_hi, x * (f - f_hi)
+    return jnp.cos(a) * jnp.cos(b) - jnp.sin(a) * jnp.sin(b), jnp.sin(a) * jnp.cos(b) + jnp.cos(a) * jnp.sin(b)
+
+
+def rope_tables(inv_freq: jax.Array, num_chunks: int, chunk_size: int) -> tuple:
+    """(cos, sin) [n_c, D] at chunk starts n * c and (cos, sin) [c, D] at offsets 0 .. c - 1, fp32: the kernel gets
+    cos and sin at p = n * c + t by angle addition. The chunk-start table is itself the angle addition of two
+    small tables (steps of F = ROPE_FINE_CHUNKS chunks, and chunks within a step), each exact to fp32
+    (_cos_sin_at): no cos or sin of n_c rows (XLA recomputed those in every layer: 0.47 ms of an 18.9 ms step on
+    an H200), and the kernel's RoPE is closer to exact than cos(fp32(p * f)), whose rounding of p * f moves the
+    angle by up to ~0.004 rad near 122K (the kernel tests measure both against float64)."""
+    f = jnp.asarray(inv_freq, jnp.float32)
+    steps = -(-num_chunks // ROPE_FINE_CHUNKS)
+    cos_h, sin_h = _cos_sin_at(steps, ROPE_FINE_CHUNKS * chunk_size, f)  # [steps, D]
+    cos_l, sin_l = _cos_sin_at(ROPE_FINE_CHUNKS, chunk_size, f)  # [F, D]
+    start = lambda x: x.reshape(steps * ROPE_FINE_CHUNKS, -1)[:num_chunks]
+    cos_c = start(cos_h[:, None] * cos_l[None] - sin_h[:, None] * sin_l[None])
+    sin_c = start(sin_h[:, None] * cos_l[None] + cos_h[:, None] * sin_l[None])
+    return (cos_c, sin_c) + _cos_sin_at(chunk_size, 1, f)
 
 
 def rope_inv_freq_full(inv_freq_half: np.ndarray, head_dim: int | None = None) -> np.ndarray:

@@ -82,6 +82,42 @@ def test_bf16_error_within_reference_error(g, d, c, rank, k, n_c, batch, block):
     assert kernel_err <= 1.5 * ref_err + 1e-6, (kernel_err, ref_err)
 
 
+def _attention_float64(q, a, w, chunks, values, inv, layer, c):
+    """The kernel's computation in float64 with exact RoPE angles: the yardstick for fp32 rounding."""
+    f64 = lambda x: np.asarray(x, np.float64)
+    q, a, w, values, inv = f64(q), f64(a)[layer], f64(w), f64(values)[layer], f64(inv)
+    chunks = np.asarray(chunks)
+    d = q.shape[-1]
+    out = np.zeros(q.shape)
+    for b, h in np.ndindex(*chunks.shape[:2]):
+        pos = (chunks[b, h][:, None] * c + np.arange(c)).reshape(-1)
+        k_pre = a[b, pos] @ w[b, h]
+        rot = np.concatenate([-k_pre[:, d // 2:], k_pre[:, :d // 2]], axis=1)
+        angle = pos[:, None] * inv[None, :]
+        keys = k_pre * np.cos(angle) + rot * np.sin(angle)
+        s = q[b, h] @ keys.T
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        out[b, h] = (p / p.sum(axis=1, keepdims=True)) @ values[b, h, chunks[b, h]].reshape(-1, d)
+    return out
+
+
+def test_rope_at_long_positions_is_exact_to_fp32():
+    """The kernel takes cos/sin from two tables by angle addition (rope_tables), each built to fp32 accuracy; at
+    positions near 131K its output must match exact (float64) RoPE to fp32 rounding, while the reference's
+    cos(fp32(p * f)) is off by its rounding of the angle (which shows these positions are a real test)."""
+    c, n_c = 8, 16384
+    q, a, w, _, values, inv = make_inputs(0, batch=1, kv_heads=2, groups=4, head_dim=64, chunk_size=c, rank=16,
+                                          selected=24, chunks_total=n_c, dtype=jnp.float32, layers=1)
+    chunks = jnp.asarray(np.sort(n_c - 1 - np.arange(48).reshape(1, 2, 24), -1), jnp.int32)  # the last 48 chunks
+    layer = jnp.int32(0)
+    exact = _attention_float64(q, a, w, chunks, values, inv, 0, c)
+    got = attend(sparse_attention_partials(q, a, w, chunks, values, inv, layer, chunk_size=c, interpret=INTERPRET), q)
+    ref = attend(sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, chunk_size=c), q)
+    err, ref_err = np.abs(got - exact).max(), np.abs(ref - exact).max()
+    assert ref_err > 1e-4, ref_err  # fp32 angles at these positions are visibly off
+    assert err < 2e-5, (err, ref_err)  # 8e-7 interpreted on CPU
+
+
 def test_blocks_are_whole_chunks_of_at_least_16_tokens():
     assert plan(37, 8, block_tokens=8)[0] == 16  # 8-token blocks computed wrong results compiled
     assert plan(37, 32, block_tokens=16)[0] == 32  # never less than a chunk
@@ -275,16 +311,17 @@ def test_top_k_kernel_refuses_k_beyond_the_row():
         top_k_indices(jnp.zeros((2, 8)), 9, interpret=True)
 
 
-@pytest.mark.parametrize("b,hkv,g,d,n,block", [
-    (2, 2, 4, 128, 300, 128),  # N past a block edge
-    (1, 3, 1, 64, 128, 128),  # MQA-like group of 1, N exactly one block
-    (3, 1, 7, 64, 77, 32),  # odd group, N straddling three blocks
+@pytest.mark.parametrize("b,hkv,g,d,n,block,q_dtype", [
+    (2, 2, 4, 128, 300, 128, jnp.bfloat16),  # N past a block edge
+    (1, 3, 1, 64, 128, 128, jnp.bfloat16),  # MQA-like group of 1, N exactly one block
+    (3, 1, 7, 64, 77, 32, jnp.bfloat16),  # odd group, N straddling three blocks
+    (2, 2, 4, 64, 100, 64, jnp.float32),  # fp32 queries, bf16 landmarks: the dot runs in fp32
 ])
-def test_landmark_scores_match_reference(b, hkv, g, d, n, block):
+def test_landmark_scores_match_reference(b, hkv, g, d, n, block, q_dtype):
     from shadowkv_jax.kernels.landmark_scores import landmark_scores, landmark_scores_reference
 
     rng = np.random.default_rng(3)
-    q = jnp.asarray(rng.standard_normal((b, hkv, g, d)), jnp.bfloat16)
+    q = jnp.asarray(rng.standard_normal((b, hkv, g, d)), q_dtype)
     lm = jnp.asarray(rng.standard_normal((3, b, hkv, n, d)), jnp.bfloat16)
     for layer in (0, 2):
         got = landmark_scores(q, lm, jnp.int32(layer), scale=d ** -0.5, block=block, interpret=INTERPRET)
@@ -349,3 +386,26 @@ def test_split_values_refuse_parts_that_do_not_match():
 
     with pytest.raises(ValueError, match=r"SplitValues parts must match but for their rows"):
         SplitValues(jnp.zeros((2, 1, 2, 5, 8, 16)), jnp.zeros((2, 3, 2, 6, 8, 16)))
+
+
+def test_variant_scripts_check_their_kernels_on_a_small_shape(tmp_path):
+    """benchmarks/attention_variants.py and landmark_variants.py (GPU studies) at toy sizes, interpreted: the
+    exact variants agree with the jnp reference and every launch gives a time."""
+    import json
+
+    from script_loader import load_benchmark
+
+    out = tmp_path / "att.json"
+    assert load_benchmark("attention_variants").main([
+        "--interpret", "--batch", "1", "--context", "512", "--layers", "1", "--budget", "32",
+        "--variants", "base", "prefetch", "no_trig", "--launches", "2/16/4", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["check"] for r in rows if "check" in r} == {"base", "prefetch"}
+    assert all(r["max_abs_err"] < 5e-3 for r in rows if "check" in r)
+    assert [r["variant"] for r in rows if "variant" in r] == ["base", "prefetch", "no_trig"]
+    out = tmp_path / "lm.json"
+    assert load_benchmark("landmark_variants").main([
+        "--interpret", "--batch", "1", "--context", "512", "--layers", "2", "--launches", "rows/64/4", "dot/64/4",
+        "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 and all(r["max_abs_err"] < 1e-5 and r["ms_per_layer"] > 0 for r in rows)

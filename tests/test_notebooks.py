@@ -8,7 +8,12 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "notebooks", "*.ipynb")))
+# The ablation notebook compiles six ShadowKV configurations twice each (generation and the error probe):
+# about 180 s on the 2-core CI machine, which kept the suite near its 20-minute limit. It runs with
+# `make test-slow`; the sweep it calls is checked in CI by tests/test_eval.py.
+SLOW = {"02_ablation_rank_chunk.ipynb"}
+NOTEBOOKS = [pytest.param(p, marks=pytest.mark.slow) if os.path.basename(p) in SLOW else p
+             for p in sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "notebooks", "*.ipynb")))]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
