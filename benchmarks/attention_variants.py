@@ -143,6 +143,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=["base", "no_trig", "no_values", "prefetch", "chunk_trig", "both"])
     p.add_argument("--launches", nargs="+", default=["16/16/4", "4/32/8", "8/16/4", "32/16/4"],
                    help="splits/block_tokens/warps")
+    p.add_argument("--calls", type=int, default=32, help="kernel calls per timed loop (as many as layers)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs of the loop (median)")
     p.add_argument("--interpret", action="store_true", help="on the CPU: check that the variants run")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -178,7 +180,7 @@ def main(argv=None) -> int:
         for variant in args.variants:
             fn = functools.partial(variant_partials, variant=variant, block_tokens=block, num_splits=splits,
                                    num_warps=warps, **interp)
-            ms = timed_loop(fn, (q, a, w, sels, v, inv))
+            ms = timed_loop(fn, (q, a, w, sels, v, inv), args.calls, args.repeats)
             rows.append({"variant": variant, "launch": launch, "ms_per_layer": ms})
             print(json.dumps(rows[-1]), flush=True)
     save_json(args.json, {"meta": run_meta(), "rows": rows})

@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     p.add_argument("--launches", nargs="+", default=["rows/128/8", "rows/256/8", "rows/512/8", "rows/128/4",
                                                      "rows/256/4", "dot/128/4", "dot/256/4", "dot/256/8",
                                                      "dot/512/8"], help="form/block/warps")
+    p.add_argument("--calls", type=int, default=32, help="kernel calls per timed loop (as many as layers)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs of the loop (median)")
     p.add_argument("--interpret", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
         f = rows_scores if form == "rows" else landmark_scores
         fn = functools.partial(f, scale=scale, block=int(block), num_warps=int(warps), interpret=args.interpret)
         err = float(np.abs(np.asarray(fn(q, lm, 1)) - ref).max())
-        t = timed_loop(fn, q, lm)
+        t = timed_loop(fn, q, lm, args.calls, args.repeats)
         rows.append({"launch": launch, "ms_per_layer": 1e3 * t, "pct_of_hbm": 100 * nbytes / t / hbm,
                      "max_abs_err": err})
         print(json.dumps(rows[-1]), flush=True)

@@ -398,7 +398,8 @@ def test_variant_scripts_check_their_kernels_on_a_small_shape(tmp_path):
     out = tmp_path / "att.json"
     assert load_benchmark("attention_variants").main([
         "--interpret", "--batch", "1", "--context", "512", "--layers", "1", "--budget", "32",
-        "--variants", "base", "prefetch", "no_trig", "--launches", "2/16/4", "--json", str(out)]) == 0
+        "--variants", "base", "prefetch", "no_trig", "--launches", "2/16/4", "--calls", "2", "--repeats", "1",
+        "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert {r["check"] for r in rows if "check" in r} == {"base", "prefetch"}
     assert all(r["max_abs_err"] < 5e-3 for r in rows if "check" in r)
@@ -406,6 +407,7 @@ def test_variant_scripts_check_their_kernels_on_a_small_shape(tmp_path):
     out = tmp_path / "lm.json"
     assert load_benchmark("landmark_variants").main([
         "--interpret", "--batch", "1", "--context", "512", "--layers", "2", "--launches", "rows/64/4", "dot/64/4",
+        "--calls", "2", "--repeats", "1",
         "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 2 and all(r["max_abs_err"] < 1e-5 and r["ms_per_layer"] > 0 for r in rows)
