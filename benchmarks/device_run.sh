@@ -21,7 +21,8 @@
 #   rope1, rope2: RoPE by angle addition and the landmark dot: compiled tests, kernel times, both methods at 122,880;
 #   rope3: fp32 launches in one stage, the compiled tests again, both methods at 65,536; prof4: that step's profile;
 #   rope4: two small fp32-exact RoPE tables: compiled tests, a launch sweep, ShadowKV at both contexts (slower: not kept);
-#   rope5: the chunk-start table built from those two: compiled tests, the kernel, ShadowKV at both contexts
+#   rope5: the chunk-start table built from those two: compiled tests, the kernel, ShadowKV at both contexts;
+#   sel4: the selection by log-probabilities (no faster: not kept), ShadowKV at both contexts
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -495,6 +496,12 @@ rope5)  # the chunk-start RoPE table again, now built from two small fp32-exact 
   BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
   BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  ;;
+sel4)  # the selection ranks by log-probabilities (no softmax pass): ShadowKV (device values) at both contexts
+  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
       --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value

@@ -350,3 +350,27 @@ def test_landmark_axis_is_aligned_and_alignment_slots_never_valid():
     ids_ = np.asarray(st.chunk_ids)
     assert (ids_[..., 18:] == n_c).all() and (ids_[..., :18] < n_c).all()
     assert not np.asarray(st.landmarks[..., 18:, :]).any()
+
+
+@pytest.mark.parametrize("top_k,in_place", [("xla", False), ("pallas", True)], ids=["xla", "kernels"])
+def test_selection_is_the_top_k_of_the_groups_max_softmax(top_k, in_place):
+    """ALGORITHM.md step 2, in float64: softmax over chunks per query head, max over the G heads of a group,
+    top-k (random scores: no near-ties between fp32 and float64). Padded chunks (id >= num_chunks) never win."""
+    from shadowkv_jax.shadowkv.decode import select_chunks
+
+    rng = np.random.default_rng(4)
+    b, hkv, g, d, n, k, layers = 2, 2, 3, 32, 70, 9, 2
+    q = rng.standard_normal((b, hkv * g, d)).astype(np.float32)
+    lm = rng.standard_normal((layers, b, hkv, n, d)).astype(np.float32)
+    chunk_ids = np.broadcast_to(np.arange(n, dtype=np.int32), (b, hkv, n)) + 100  # ids are not slot numbers
+    num_chunks = np.array([100 + n, 100 + 50], np.int32)  # the second sequence: 20 padded slots
+    layer = 1
+    args = (jnp.asarray(q), jnp.asarray(lm if in_place else lm[layer]), jnp.asarray(chunk_ids), jnp.asarray(num_chunks))
+    got = select_chunks(*args, k, top_k=top_k, interpret=True, layer=jnp.int32(layer) if in_place else None)
+    s = np.einsum("bhgd,bhnd->bhgn", q.astype(np.float64).reshape(b, hkv, g, d), lm[layer].astype(np.float64)) / np.sqrt(d)
+    s = np.where((chunk_ids < num_chunks[:, None, None])[:, :, None], s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    score = (p / p.sum(-1, keepdims=True)).max(axis=2)
+    want = np.sort(np.take_along_axis(chunk_ids, np.argsort(-score, axis=-1)[..., :k], -1), -1)
+    np.testing.assert_array_equal(np.sort(np.asarray(got), -1), want)
+    assert (np.asarray(got)[1] < 150).all()
