@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from common import run_meta, save_json
+from common import median_seconds, run_meta, save_json
 from shadowkv_jax.kernels.common import compiler_params
 from shadowkv_jax.kernels.landmark_scores import landmark_scores, landmark_scores_reference
 
@@ -60,26 +58,13 @@ def rows_scores(q, landmarks, layer, *, scale=1.0, block=128, num_warps=8, inter
 def timed_loop(fn, q, lm, n=32, repeats=5):
     run = jax.jit(lambda q, lm: jax.lax.fori_loop(
         0, n, lambda i, acc: acc + fn(q, lm, i % lm.shape[0])[0, 0, 0, 0], jnp.float32(0)))
-    jax.block_until_ready(run(q, lm))
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(run(q, lm))
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) / n
+    return median_seconds(run, q, lm, repeats=repeats) / n
 
 
 def hbm_rate() -> float:
     """Bytes per second of a 1 GiB read-modify-write (as bench_kernels measures it)."""
     x = jnp.ones((1 << 28,), jnp.float32)
-    f = jax.jit(lambda x: x * 1.0001)
-    jax.block_until_ready(f(x))
-    ts = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(x))
-        ts.append(time.perf_counter() - t0)
-    return 2 * x.nbytes / statistics.median(ts)
+    return 2 * x.nbytes / median_seconds(jax.jit(lambda x: x * 1.0001), x, repeats=10)
 
 
 def main(argv=None) -> int:
