@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import statistics
 import sys
 
 import jax
@@ -26,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from common import median_seconds, run_meta, save_json
+from common import run_meta, save_json
+from shadowkv_jax.throughput import wall_times
 from shadowkv_jax.kernels.common import NEG_INF, compiler_params, dot, pad_groups, partials_shape
 from shadowkv_jax.kernels.sparse_attention import (_pow2_parts, _rotate_half, combine, plan, rope_inv_freq_full,
                                                    sparse_attention_partials_reference)
@@ -122,7 +124,8 @@ def timed_loop(fn, args, n=32, repeats=5):
             out = fn(q, a, w, sels[i % sels.shape[0]], v, inv, i % a.shape[0])
             return acc + out[0][0, 0, 0, 0, 0]
         return jax.lax.fori_loop(0, n, body, jnp.float32(0))
-    return 1e3 * median_seconds(jax.jit(run), *args, repeats=repeats) / n
+    run = jax.jit(run)
+    return 1e3 * statistics.median(wall_times(lambda: run(*args), repeats)) / n
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import statistics
 import sys
 
 import jax
@@ -21,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from common import median_seconds, run_meta, save_json
+from common import run_meta, save_json
+from shadowkv_jax.throughput import wall_times
 from shadowkv_jax.kernels.common import compiler_params
 from shadowkv_jax.kernels.landmark_scores import landmark_scores, landmark_scores_reference
 
@@ -58,13 +60,14 @@ def rows_scores(q, landmarks, layer, *, scale=1.0, block=128, num_warps=8, inter
 def timed_loop(fn, q, lm, n=32, repeats=5):
     run = jax.jit(lambda q, lm: jax.lax.fori_loop(
         0, n, lambda i, acc: acc + fn(q, lm, i % lm.shape[0])[0, 0, 0, 0], jnp.float32(0)))
-    return median_seconds(run, q, lm, repeats=repeats) / n
+    return statistics.median(wall_times(lambda: run(q, lm), repeats)) / n
 
 
 def hbm_rate() -> float:
     """Bytes per second of a 1 GiB read-modify-write (as bench_kernels measures it)."""
     x = jnp.ones((1 << 28,), jnp.float32)
-    return 2 * x.nbytes / median_seconds(jax.jit(lambda x: x * 1.0001), x, repeats=10)
+    copy = jax.jit(lambda x: x * 1.0001)
+    return 2 * x.nbytes / statistics.median(wall_times(lambda: copy(x), 10))
 
 
 def main(argv=None) -> int:
