@@ -18,4 +18,3 @@ def save_json(path: str | None, obj) -> None:
     if path:
         with open(path, "w") as f:
             json.dump(obj, f, indent=1)
-
