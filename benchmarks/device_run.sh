@@ -22,7 +22,10 @@
 #   rope3: fp32 launches in one stage, the compiled tests again, both methods at 65,536; prof4: that step's profile;
 #   rope4: two small fp32-exact RoPE tables: compiled tests, a launch sweep, ShadowKV at both contexts (slower: not kept);
 #   rope5: the chunk-start table built from those two: compiled tests, the kernel, ShadowKV at both contexts;
-#   sel4: the selection by log-probabilities (no faster: not kept), ShadowKV at both contexts
+#   sel4: the selection by log-probabilities (no faster: not kept), ShadowKV at both contexts;
+#   sel5: the selection in one kernel and the combine without a segment copy: compiled tests, the selection's
+#         paths, ShadowKV at 122,880 x 10 and its profile (the combine rewrite was slower: not kept);
+#   sel6: the fused selection again (one pass per row, 16 warps): its tests, the paths, ShadowKV at 122,880 x 10
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -503,6 +506,27 @@ sel4)  # the selection ranks by log-probabilities (no softmax pass): ShadowKV (d
       --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
   BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
       --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  ;;
+sel5)  # the selection in one kernel (kernels/chunk_selection.py) and the combine without a copy of the segments:
+  # compiled kernel tests, the selection's three paths, ShadowKV (device values) at 122,880 x 10 and its profile
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "fp32 or bf16_error or blocks_are or long_positions or landmark or split_values or reuse or chunk_selection \
+      or top_k or combine" 2>&1 | tail -3 | tee "$OUT/kernel_tests_sel5_h200.txt"
+  (cd benchmarks && timeout 90 python3 bench_select.py --batch 10 --context 122880 --json "$OUT/select_sel5_h200.json" \
+      2>&1 | tail -6)
+  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=130 BTAIL=30 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
+      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_sel5.json"
+  ;;
+sel6)  # the fused selection with the score in one pass per row, 16 warps, the combine as before: its compiled tests,
+  # the selection's paths, ShadowKV (device values) at 122,880 x 10
+  SHADOWKV_KERNELS_COMPILED=1 timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "chunk_selection or top_k or combine" 2>&1 | tail -2 | tee "$OUT/kernel_tests_sel6_h200.txt"
+  (cd benchmarks && timeout 90 python3 bench_select.py --batch 10 --context 122880 --json "$OUT/select_sel6_h200.json" \
+      2>&1 | tail -7)
+  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

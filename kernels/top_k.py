@@ -24,10 +24,33 @@ from .common import compiler_params
 INT_MIN = -(2 ** 31)
 
 
-def _sortable(x: jax.Array) -> jax.Array:
+def sortable(x: jax.Array) -> jax.Array:
     """fp32 -> int32 with the same order (for non-NaN values)."""
     bits = jax.lax.bitcast_convert_type(x, jnp.int32)
     return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+
+
+def kth_largest_key(count_at_least, k: int) -> jax.Array:
+    """The k-th largest sortable key of a row, given count_at_least(c) = how many of its keys are >= c:
+    its sign first, then bits 30..0, each kept if at least k keys reach the candidate (32 counting passes)."""
+    prefix = jnp.where(count_at_least(jnp.int32(0)) >= k, jnp.int32(0), jnp.int32(INT_MIN))
+
+    def add_bit(j, p):
+        cand = p | jnp.left_shift(jnp.int32(1), 30 - j)
+        return jnp.where(count_at_least(cand) >= k, cand, p)
+
+    return jax.lax.fori_loop(0, 31, add_bit, prefix)
+
+
+def take_slots(key, in_row, t, ties_wanted, taken, ties):
+    """Output slots of one tile's keys, given the threshold t: keys above it, then ties at it, lowest index
+    first, while `ties_wanted` remain. Returns (slot [tile], take [tile], taken, ties) with the running counts
+    of slots used and ties seen updated for the next tile."""
+    tie = (key == t) & in_row
+    tie_rank = ties + jnp.cumsum(tie.astype(jnp.int32))  # 1-based among all ties so far
+    take = (key > t) | (tie & (tie_rank <= ties_wanted))
+    slot = taken + jnp.cumsum(take.astype(jnp.int32)) - 1
+    return slot, take, taken + jnp.sum(take.astype(jnp.int32)), ties + jnp.sum(tie.astype(jnp.int32))
 
 
 def _kernel(x_ref, slot_ref, *, k: int, n: int, tile: int):
@@ -36,7 +59,7 @@ def _kernel(x_ref, slot_ref, *, k: int, n: int, tile: int):
     lane = jax.lax.broadcasted_iota(jnp.int32, (tile,), 0)
 
     def keys(i):
-        key = _sortable(x_ref[0, pl.ds(i * tile, tile)].astype(jnp.float32))
+        key = sortable(x_ref[0, pl.ds(i * tile, tile)].astype(jnp.float32))
         return jnp.where(i * tile + lane < n, key, INT_MIN)  # padding never outranks a real element
 
     if n_tiles == 1:  # the whole row stays in registers: each counting pass is a reduction, no reload
@@ -46,29 +69,13 @@ def _kernel(x_ref, slot_ref, *, k: int, n: int, tile: int):
         count = lambda pred: jax.lax.fori_loop(
             0, n_tiles, lambda i, acc: acc + jnp.sum(pred(keys(i)).astype(jnp.int32)), jnp.int32(0))
 
-    def count_at_least(c):
-        return count(lambda key: key >= c)
-
-    # the k-th largest key: its sign first, then bits 30..0, each kept if >= k keys reach the candidate
-    prefix = jnp.where(count_at_least(jnp.int32(0)) >= k, jnp.int32(0), jnp.int32(INT_MIN))
-
-    def add_bit(j, p):
-        cand = p | jnp.left_shift(jnp.int32(1), 30 - j)
-        return jnp.where(count_at_least(cand) >= k, cand, p)
-
-    t = jax.lax.fori_loop(0, 31, add_bit, prefix)
-    above = count(lambda key: key > t)
-    ties_wanted = k - above
+    t = kth_largest_key(lambda c: count(lambda key: key >= c), k)
+    ties_wanted = k - count(lambda key: key > t)
 
     def place(i, carry):
-        taken, ties = carry  # slots used and ties taken so far
-        key = keys(i)
-        tie = (key == t) & (i * tile + lane < n)
-        tie_rank = ties + jnp.cumsum(tie.astype(jnp.int32))  # 1-based among all ties so far
-        take = (key > t) | (tie & (tie_rank <= ties_wanted))
-        slot = taken + jnp.cumsum(take.astype(jnp.int32)) - 1
+        slot, take, *carry = take_slots(keys(i), i * tile + lane < n, t, ties_wanted, *carry)
         slot_ref[0, pl.ds(i * tile, tile)] = jnp.where(take, slot, k)
-        return taken + jnp.sum(take.astype(jnp.int32)), ties + jnp.sum(tie.astype(jnp.int32))
+        return tuple(carry)
 
     jax.lax.fori_loop(0, n_tiles, place, (jnp.int32(0), jnp.int32(0)))
 

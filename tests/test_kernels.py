@@ -311,6 +311,42 @@ def test_top_k_kernel_refuses_k_beyond_the_row():
         top_k_indices(jnp.zeros((2, 8)), 9, interpret=True)
 
 
+@pytest.mark.parametrize("b,hkv,g,n,k,tile", [
+    (2, 2, 4, 100, 7, 16384),   # one tile, row shorter than the block
+    (2, 3, 3, 1000, 240, 256),  # several tiles (keys staged), the last one ragged; the decode step's k
+    (1, 2, 1, 300, 50, 64),     # a group of one
+    (2, 1, 4, 37, 37, 16),      # k = n: every slot
+    (1, 2, 4, 15312, 240, 16384),  # Llama-3.1-8B at 122,880 tokens: selectable chunks per KV head, in registers
+])
+def test_chunk_selection_kernel_matches_reference(b, hkv, g, n, k, tile):
+    """Softmax, group max, top-k and chunk ids in one kernel: the same ids as the jnp path, in the same
+    (increasing slot) order; padding chunks (id >= num_chunks) never win; ties go to the lower slot."""
+    from shadowkv_jax.kernels.chunk_selection import select_top_chunks, select_top_chunks_reference
+
+    rng = np.random.default_rng(n)
+    s = rng.standard_normal((b, hkv, g, n)).astype(np.float32) * 3
+    s[..., 3:9] = s[..., 2:3]  # equal logits in every head: tied scores
+    ids = np.stack([rng.permuted(np.broadcast_to(np.arange(n, dtype=np.int32), (b, hkv, n)), axis=-1)
+                    for _ in range(2)]) + 10  # two layers; ids are not slot numbers
+    num_chunks = np.array([n + 10, n // 2 + 10][:b], np.int32)  # the second sequence: half its slots padding
+    for layer in (0, 1):
+        args = (jnp.asarray(s), jnp.asarray(ids), jnp.asarray(num_chunks), k, jnp.int32(layer))
+        got = np.asarray(select_top_chunks(*args, tile=tile, interpret=INTERPRET))
+        np.testing.assert_array_equal(got, np.asarray(select_top_chunks_reference(*args)))
+        if b > 1 and k <= n // 2:
+            assert (got[1] < num_chunks[1]).all()
+
+
+def test_chunk_selection_kernel_refuses_bad_shapes():
+    from shadowkv_jax.kernels.chunk_selection import select_top_chunks
+
+    s = jnp.zeros((2, 2, 4, 8))
+    with pytest.raises(ValueError, match="k=9 must be in"):
+        select_top_chunks(s, jnp.zeros((1, 2, 2, 8), jnp.int32), jnp.full((2,), 8), 9, interpret=True)
+    with pytest.raises(ValueError, match=r"chunk_ids shape \(2, 2, 8\) does not match"):
+        select_top_chunks(s, jnp.zeros((2, 2, 8), jnp.int32), jnp.full((2,), 8), 4, interpret=True)
+
+
 @pytest.mark.parametrize("b,hkv,g,d,n,block,q_dtype", [
     (2, 2, 4, 128, 300, 128, jnp.bfloat16),  # N past a block edge
     (1, 3, 1, 64, 128, 128, jnp.bfloat16),  # MQA-like group of 1, N exactly one block

@@ -365,7 +365,10 @@ def test_selection_is_the_top_k_of_the_groups_max_softmax(top_k, in_place):
     chunk_ids = np.broadcast_to(np.arange(n, dtype=np.int32), (b, hkv, n)) + 100  # ids are not slot numbers
     num_chunks = np.array([100 + n, 100 + 50], np.int32)  # the second sequence: 20 padded slots
     layer = 1
-    args = (jnp.asarray(q), jnp.asarray(lm if in_place else lm[layer]), jnp.asarray(chunk_ids), jnp.asarray(num_chunks))
+    # in place: the stacked landmarks and chunk ids (another layer's ids differ: reading them would fail)
+    stacked_ids = np.stack([chunk_ids[..., ::-1], chunk_ids])
+    args = (jnp.asarray(q), jnp.asarray(lm if in_place else lm[layer]),
+            jnp.asarray(stacked_ids if in_place else chunk_ids), jnp.asarray(num_chunks))
     got = select_chunks(*args, k, top_k=top_k, interpret=True, layer=jnp.int32(layer) if in_place else None)
     s = np.einsum("bhgd,bhnd->bhgn", q.astype(np.float64).reshape(b, hkv, g, d), lm[layer].astype(np.float64)) / np.sqrt(d)
     s = np.where((chunk_ids < num_chunks[:, None, None])[:, :, None], s, -np.inf)

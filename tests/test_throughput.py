@@ -260,16 +260,16 @@ def test_limits_after_the_probe_leave_out_its_buffers():
     assert (both.gpu_bytes, both.host_bytes, both.margin) == (76 << 30, 106 << 30, 0.03)
 
 
-def test_bench_select_script_checks_both_top_k_paths(tmp_path):
-    """benchmarks/bench_select.py (run on the GPU) on a small shape: same set from both paths, JSON written."""
+def test_bench_select_script_checks_every_selection_path(tmp_path):
+    """benchmarks/bench_select.py (run on the GPU) on a small shape: every path picks the same set, JSON written."""
     from script_loader import load_benchmark
 
     out = tmp_path / "select.json"
-    assert load_benchmark("bench_select").main(["--batch", "1", "--context", "16384", "--repeats", "1",
-                                                "--json", str(out)]) == 0
+    assert load_benchmark("bench_select").main(["--batch", "1", "--context", "16384", "--layers", "2", "--calls", "2",
+                                                "--repeats", "1", "--warps", "8", "--json", str(out)]) == 0
     row = json.loads(out.read_text())
-    assert row["same_set"] is True and row["k"] == 32
-    assert {"select_xla", "select_pallas", "top_k_xla", "top_k_pallas"} <= set(row["ms_per_layer"])
+    assert row["k"] == 32 and row["same_set"] == {"xla": True, "two_kernels": True, "fused_warps8": True}
+    assert set(row["ms_per_layer"]) == {"xla", "two_kernels", "fused_warps8"}
 
 
 _HLO = """HloModule m

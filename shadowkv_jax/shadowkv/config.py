@@ -43,8 +43,9 @@ class ShadowKVConfig:
     implementation: str = "auto"  # decode attention: "reference" (jnp), "pallas", "auto"
     value_reuse: bool = True  # keep last step's selected values on the device; fetch only the misses (saves PCIe
     #                           reads: with value_placement "device" the cache only adds writes, turn it off)
-    top_k: str = "auto"  # selection's top-k: "xla" (lax.top_k), "pallas" (kernels/top_k.py), "auto": the
-    #                      kernel wherever the attention kernel runs compiled (GPU), else XLA
+    top_k: str = "auto"  # selection after the scores: "xla" (softmax, lax.top_k), "pallas" (one kernel:
+    #                      kernels/chunk_selection.py), "auto": the kernel wherever the attention kernel runs
+    #                      compiled (GPU), else XLA
 
     def __post_init__(self):
         for name in ("rank", "chunk_size", "sparse_budget", "local_chunks", "max_new_tokens"):

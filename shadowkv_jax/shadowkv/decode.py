@@ -3,7 +3,7 @@
 1. append the new token's exact K/V to the generated segment;
 2. select: per query head, softmax over chunks of q . landmark / sqrt(D); per KV head, max over its
    G query heads; top-k chunks (outliers are not selectable; padding chunks never win). The kernel
-   path computes the scores with kernels/landmark_scores.py and the top-k with kernels/top_k.py;
+   path computes the scores with kernels/landmark_scores.py and the rest with kernels/chunk_selection.py;
 3. rebuild the selected keys: A rows of the selected tokens times W_h, RoPE at the true positions;
 4. gather the selected values (device or pinned host memory); with value_reuse the chunks selected
    at the previous step too come from a device cache of last step's selection (the kernel reads
@@ -31,10 +31,11 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
                   k: int, top_k: str = "xla", interpret: bool = False, layer=None) -> jax.Array:
     """q [B, Hq, D], landmarks [B, Hkv, n_sel, D], chunk_ids [B, Hkv, n_sel] -> chunk ids [B, Hkv, k].
 
-    With `layer`, landmarks are the whole stacked [L, B, Hkv, n_sel, D] array and the scores come from
+    With `layer`, landmarks and chunk_ids are the whole stacked [L, ...] arrays and the scores come from
     kernels/landmark_scores.py, which reads the layer's landmarks in place (XLA copies the slice first).
-    top_k "xla": `lax.top_k` (winners by score); "pallas": the same set from kernels/top_k.py (in
-    increasing chunk order; the step does not depend on the order)."""
+    top_k "xla": softmax, group max and `lax.top_k` in XLA (winners by score); "pallas": the same set from
+    kernels/chunk_selection.py, one kernel from the scores to the chunk ids (in increasing slot order; the
+    step does not depend on the order)."""
     b, hq, d = q.shape
     hkv = landmarks.shape[-3]
     qg = q.reshape(b, hkv, hq // hkv, d)
@@ -44,28 +45,31 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
         s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret)
     else:
         s = jnp.einsum("bhgd,bhnd->bhgn", qg, landmarks, preferred_element_type=jnp.float32) / math.sqrt(d)
+    if top_k == "pallas":
+        from ..kernels.chunk_selection import select_top_chunks
+
+        stacked = chunk_ids if layer is not None else chunk_ids[None]
+        return select_top_chunks(s, stacked, num_chunks, k, 0 if layer is None else layer, interpret=interpret)
+    if layer is not None:
+        chunk_ids = jax.lax.dynamic_index_in_dim(chunk_ids, layer, 0, keepdims=False)
     valid = chunk_ids < num_chunks[:, None, None]  # [B, Hkv, n_sel]
     s = jnp.where(valid[:, :, None], s, NEG_INF)
     score = jnp.max(jax.nn.softmax(s, axis=-1), axis=2)  # [B, Hkv, n_sel]
     score = jnp.where(valid, score, -1.0)  # below any probability: padding never wins
-    if top_k == "pallas":
-        from ..kernels.top_k import top_k_indices
-
-        top = top_k_indices(score, k, interpret=interpret)
-    else:
-        _, top = jax.lax.top_k(score, k)
+    _, top = jax.lax.top_k(score, k)
     return jnp.take_along_axis(chunk_ids, top, axis=-1)
 
 
 def select_layer(q: jax.Array, st: ShadowKVState, layer, cfg: ShadowKVConfig, implementation: str,
                  interpret: bool) -> jax.Array:
     """This layer's chunk ids [B, Hkv, k] as the decode step selects them (q [B, Hq, D]): the kernel path
-    scores the stacked landmarks in place, the jnp path takes the layer's slice."""
+    reads the stacked landmarks and chunk ids in place, the jnp path takes the layer's slices."""
     at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
-    in_place = implementation == "pallas"
-    return select_chunks(q, st.landmarks if in_place else at(st.landmarks), at(st.chunk_ids), st.num_chunks,
-                         cfg.selected_chunks, resolved_top_k(cfg.top_k, implementation, interpret), interpret,
-                         layer=layer if in_place else None)
+    if implementation == "pallas":
+        return select_chunks(q, st.landmarks, st.chunk_ids, st.num_chunks, cfg.selected_chunks,
+                             resolved_top_k(cfg.top_k, implementation, interpret), interpret, layer=layer)
+    return select_chunks(q, at(st.landmarks), at(st.chunk_ids), st.num_chunks, cfg.selected_chunks,
+                         resolved_top_k(cfg.top_k, implementation, interpret), interpret)
 
 
 def resolved_top_k(top_k: str, implementation: str, interpret: bool) -> str:
