@@ -25,7 +25,9 @@
 #   sel4: the selection by log-probabilities (no faster: not kept), ShadowKV at both contexts;
 #   sel5: the selection in one kernel and the combine without a segment copy: compiled tests, the selection's
 #         paths, ShadowKV at 122,880 x 10 and its profile (the combine rewrite was slower: not kept);
-#   sel6: the fused selection again (one pass per row, 16 warps): its tests, the paths, ShadowKV at 122,880 x 10
+#   sel6: the fused selection again (one pass per row, 16 warps): its tests, the paths, ShadowKV at 122,880 x 10;
+#   pad7: no XLA pads before the landmark and attention kernels: compiled tests, both methods at both contexts;
+#   launch8: a launch sweep of the attention kernel at 122,880 x 10
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -527,6 +529,24 @@ sel6)  # the fused selection with the score in one pass per row, 16 warps, the c
       2>&1 | tail -7)
   BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
       --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  ;;
+pad7)  # no XLA pads before the landmark and attention kernels (query groups and chunk ids padded as loaded): the
+  # compiled kernel tests, then both methods at both contexts in one session (ShadowKV with device values)
+  SHADOWKV_KERNELS_COMPILED=1 timeout 220 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "fp32 or bf16_error or blocks_are or long_positions or landmark or split_values or reuse or chunk_selection \
+      or top_k" 2>&1 | tail -2 | tee "$OUT/kernel_tests_pad7_h200.txt"
+  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122880_full.json"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_65536_full.json"
+  ;;
+launch8)  # the attention kernel's launch again, now that cos/sin come from tables: 24 shapes at 122,880 x 10
+  timeout 400 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 8 16 32 \
+      --block-tokens 16 32 --warps 4 8 --stages 1 2 --repeats 5 --json "$OUT/kernels_launch8_h200.json" 2>&1 | tail -28
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

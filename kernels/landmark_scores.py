@@ -7,7 +7,7 @@ Why a kernel: inside the layer scan the layer's landmarks are a slice of the sta
 array, and XLA copied that slice (408 MB per layer at 122,880 tokens x batch 13, first as a pad for the
 tensor cores, then as a plain slice) before its batched GEMM: 9 ms of a 67 ms step on an H100. This
 kernel takes the whole array and the layer index and reads each landmark once, in one tensor-core dot
-per block of the query group (padded to 16 rows) against the block's landmarks. bf16 products are exact
+per block of the query group (padded to 16 rows as it is loaded) against the block's landmarks. bf16 products are exact
 in fp32 and accumulate in fp32; the scale is applied after, in fp32. An earlier form summed fp32
 products row by row on the CUDA cores: 0.167 ms per layer at 122,880 tokens x 10 on an H200 against
 0.110 for the dot (benchmarks/landmark_variants.py), which reads the 315 MB at the HBM rate.
@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from .common import compiler_params, dot, pad_groups
+from .common import compiler_params, dot, load_query_group, padded_groups
 
 
-def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, groups: int, scale: float):
-    # layer_ref [1] int32; q_ref [B, Hkv, Gp, D] (groups padded to Gp >= 16); lm_ref [L, B, Hkv, N, D];
+def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, groups_padded: int, scale: float):
+    # layer_ref [1] int32; q_ref [B, Hkv, G, D] (loaded as Gp >= 16 rows); lm_ref [L, B, Hkv, N, D];
     # s_ref [B, Hkv, G, N] f32
     from jax.experimental.pallas import triton as plt
 
@@ -38,11 +38,11 @@ def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, groups: int,
     valid = rows < n
     col = jax.lax.broadcasted_iota(jnp.int32, (1, d), 1)
     lm = plt.load(lm_ref.at[layer_ref[0], b, h, rows[:, None], col], mask=valid[:, None], other=0)  # [T, D]
-    q = q_ref[b, h]  # [Gp, D], of the wider dtype of q and landmarks
+    q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D], of the wider dtype of q and landmarks
     s = dot(q, lm.astype(q.dtype).T) * scale  # [Gp, T] f32
     # padded query rows are masked: no write on the GPU, dropped as out of bounds when interpreted
-    g = jax.lax.broadcasted_iota(jnp.int32, (q_ref.shape[2], 1), 0)
-    plt.store(s_ref.at[b, h, g, rows[None, :]], s, mask=(g < groups) & valid[None, :])
+    g = jax.lax.broadcasted_iota(jnp.int32, (groups_padded, 1), 0)
+    plt.store(s_ref.at[b, h, g, rows[None, :]], s, mask=(g < q_ref.shape[2]) & valid[None, :])
 
 
 @functools.partial(jax.jit, static_argnames=("scale", "block", "num_warps", "interpret"))
@@ -57,12 +57,12 @@ def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, scale: float =
     n = landmarks.shape[3]
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
     # the dot's operands share the wider of the two dtypes, so neither is rounded (landmarks cast per block)
-    qp, _ = pad_groups(q.astype(jnp.promote_types(q.dtype, landmarks.dtype)))
-    kernel = functools.partial(_kernel, n=n, block=block, groups=g, scale=float(scale))
+    q = q.astype(jnp.promote_types(q.dtype, landmarks.dtype))
+    kernel = functools.partial(_kernel, n=n, block=block, groups_padded=padded_groups(g), scale=float(scale))
     return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((b, hkv, g, n), jnp.float32),
                           grid=(b, hkv, pl.cdiv(n, block)), interpret=interpret,
                           compiler_params=compiler_params(interpret, num_warps, 1),
-                          name="shadowkv_landmark_scores")(layer, qp, landmarks)
+                          name="shadowkv_landmark_scores")(layer, q, landmarks)
 
 
 def landmark_scores_reference(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0) -> jax.Array:

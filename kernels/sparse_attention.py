@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from .common import (NEG_INF, check_value_rows, compiler_params, dot as _dot, on_stream, pad_groups,
-                     partials_shape, value_parts, value_rows)
+from .common import (NEG_INF, check_value_rows, compiler_params, dot as _dot, load_query_group, on_stream,
+                     padded_groups, partials_shape, value_parts, value_rows)
 
 
 def _pow2_parts(n: int, smallest: int = 16) -> list[tuple[int, int]]:
@@ -63,14 +63,17 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
 def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, cos_c_ref, sin_c_ref, cos_t_ref, sin_t_ref, *rest,
             num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, rank_parts,
             groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int):
-    # layer_ref [1] int32; q_ref [B, Hkv, Gp, D]; a_ref [L, B, N, r]; w_ref, wr_ref [B, Hkv, r, D];
-    # chunks_ref [B, Hkv, k_pad]; cos_c_ref, sin_c_ref [n_c, D] and cos_t_ref, sin_t_ref [c, D] f32 (rope_tables);
+    # layer_ref [1] int32; q_ref [B, Hkv, G, D] (loaded as Gp rows); a_ref [L, B, N, r];
+    # w_ref, wr_ref [B, Hkv, r, D]; chunks_ref [B, Hkv, k] (read as k_pad slots, the padded ones masked);
+    # cos_c_ref, sin_c_ref [n_c, D] and cos_t_ref, sin_t_ref [c, D] f32 (rope_tables);
     # then the values: one ref [L, >= value_row + B, Hkv, n_c, c, D],
     # or with host_rows two (SplitValues: rows < host_rows of the whole batch in the first, the rest in the
     # second); with reuse: hit_ref [B, Hkv, k_pad] (slot of the chunk in the old cache, -1 = miss) and
     # cache_ref [B, Hkv, k, c, D] in, new_cache_ref [B, Hkv, k, c, D] out
     # with after: num_after more inputs, never read (they only order this kernel after their writers)
     # outputs: o_ref [B, Hkv, S, Gp, D] f32; m_ref, l_ref [B, Hkv, S, Gp] f32
+    from jax.experimental.pallas import triton as plt
+
     n_values = 1 if host_rows is None else 2
     value_refs, rest = rest[:n_values], rest[n_values:]
     if num_after:  # drop them: the last inputs, before the outputs
@@ -82,7 +85,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, cos_c_ref, sin_c
         o_ref, m_ref, l_ref = rest
     b, h, s = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     layer = layer_ref[0]
-    q = q_ref[b, h]  # [Gp, D]
+    q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D]
     d = q.shape[-1]
     iota = jax.lax.broadcasted_iota(jnp.int32, (block_tokens,), 0)
     slot_in_block = iota // chunk_size
@@ -93,7 +96,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, cos_c_ref, sin_c
         m, l, acc = carry
         first = (s * blocks_per_split + i) * (block_tokens // chunk_size)
         slot = first + slot_in_block  # [T] which selected chunk each token belongs to
-        chunk = chunks_ref[b, h, slot]  # [T] (chunks_ref is padded; padded slots are masked)
+        chunk = plt.load(chunks_ref.at[b, h, slot], mask=slot < num_selected, other=0)  # [T] padding: chunk 0, masked
         pos = chunk * chunk_size + t_in_chunk  # [T] true positions
         k_pre = jnp.zeros((block_tokens, d), jnp.float32)
         k_rot = jnp.zeros((block_tokens, d), jnp.float32)
@@ -225,7 +228,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     (shadowkv/pipeline.py) runs one micro-batch's value reads after the other's so that the two do not
     split PCIe while the GEMMs that should overlap them wait.
 
-    `return_prepared`: also return the arrays prepared here for the launch (padded query and slots,
+    `return_prepared`: also return the arrays the launch reads besides the state (query, chunk ids,
     rotated W, hit slots) as a second result, to pass on as another kernel's `after`. Held that way, XLA
     cannot hand their memory to work scheduled between the two kernels: in a CUDA graph with concurrent
     nodes such reuse orders that work after this kernel (BENCHMARKS.md, command_buffer_deps.py).
@@ -248,8 +251,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
         # with the RoPE tables, 16-token blocks in two pipeline stages did too (232,640 bytes on an H200)
         block_tokens, num_stages = min(block_tokens, 16), 1
     block_tokens, per_split, splits, k_pad = plan(k, chunk_size, block_tokens, num_splits)
-    qp, gp = pad_groups(q)
-    chunks_p = jnp.pad(chunks, ((0, 0), (0, 0), (0, k_pad - k)))  # padded slots read chunk 0, masked
+    gp = padded_groups(g)  # q and the chunk ids are padded as the kernel loads them: no XLA pads before the launch
     w_rot = _rotate_half(w, rotary_dim)  # rot(A W) = A rot(W): the kernel never permutes keys
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
     reuse = value_cache is not None
@@ -260,8 +262,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
                                num_after=len(jax.tree.leaves(after)))
     params = compiler_params(interpret, num_warps, num_stages)
     out_shape = partials_shape(b, hkv, splits, gp, d)
-    args = [layer, qp, a, w, w_rot, chunks_p, *rope_tables(inv_freq, values.shape[3], chunk_size), *value_arrays]
-    prepared = (qp, w_rot, chunks_p)
+    args = [layer, q, a, w, w_rot, chunks, *rope_tables(inv_freq, values.shape[3], chunk_size), *value_arrays]
+    prepared = (q, w_rot, chunks)
     if reuse:
         hits = jnp.pad(hit_slots(chunks, previous), ((0, 0), (0, 0), (0, k_pad - k)), constant_values=-1)
         args += [hits, value_cache]
