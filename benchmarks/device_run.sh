@@ -27,7 +27,9 @@
 #         paths, ShadowKV at 122,880 x 10 and its profile (the combine rewrite was slower: not kept);
 #   sel6: the fused selection again (one pass per row, 16 warps): its tests, the paths, ShadowKV at 122,880 x 10;
 #   pad7: no XLA pads before the landmark and attention kernels: compiled tests, both methods at both contexts;
-#   launch8: a launch sweep of the attention kernel at 122,880 x 10
+#   launch8: a launch sweep of the attention kernel at 122,880 x 10 (no shape beats the default: kept);
+#   prof9: the kept version on another machine: both methods at 122,880, ShadowKV under 80 GB, its profile;
+#   bar10: the append ordered after the selection: both methods at 122,880, the ShadowKV profile
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -547,6 +549,26 @@ pad7)  # no XLA pads before the landmark and attention kernels (query groups and
 launch8)  # the attention kernel's launch again, now that cos/sin come from tables: 24 shapes at 122,880 x 10
   timeout 400 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 8 16 32 \
       --block-tokens 16 32 --warps 4 8 --stages 1 2 --repeats 5 --json "$OUT/kernels_launch8_h200.json" 2>&1 | tail -28
+  ;;
+prof9)  # this session's kept version once more on another machine: both methods at 122,880, ShadowKV under an 80 GB
+  # cap, and where the ShadowKV step spends its time (--profile)
+  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122880_full.json"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  BENCH_TIMEOUT=130 BTAIL=24 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
+      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_prof9.json"
+  ;;
+bar10)  # the new token's append (and the combine's copy of the exact segments) ordered after the selection: ShadowKV
+  # at 122,880 x 10, full attention at its largest batch, the ShadowKV step's profile
+  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122880_full.json"
+  BENCH_TIMEOUT=130 BTAIL=24 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
+      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_bar10.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

@@ -1,11 +1,13 @@
-"""Top-k of each row without sorting: the chunk selection of a ShadowKV decode step.
+"""Top-k of each row without sorting, and the threshold search the chunk selection kernel shares.
 
 XLA's `lax.top_k` for k = 240 of 15,315 landmark scores sorts every row (bitonic, several passes over
-memory per layer). Only the set of winners matters to the step, not their order, so this kernel finds
-the k-th largest value of a row by building it bit by bit (31 counting passes over the row, held in
-one program's registers up to 16,384 elements, in tiles beyond), then gives every element its output slot: elements above the threshold, and
-as many ties at it as still fit, lowest index first (what `lax.top_k` keeps). A scatter in XLA
-places the indices. The result is the same set of indices as `lax.top_k`, in increasing index order.
+memory per layer). Only the set of winners matters to a decode step, not their order, so this kernel finds
+the k-th largest value of a row by building it bit by bit (kth_largest_key: 32 counting passes over the row,
+held in one program's registers up to 16,384 elements, in tiles beyond), then gives every element its output
+slot (take_slots): elements above the threshold, and as many ties at it as still fit, lowest index first (what
+`lax.top_k` keeps). A scatter in XLA places the indices. The result is the same set of indices as `lax.top_k`,
+in increasing index order. The decode step uses the same search inside kernels/chunk_selection.py, which also
+computes the scores it ranks and writes chunk ids itself.
 
 Floats are compared through their "sortable" int32 images (sign-magnitude to two's complement), so
 negative scores (e.g. -1 for padding chunks) rank correctly.

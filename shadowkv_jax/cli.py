@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
                          "value reuse real weights show (SmolLM2: 0.69; random weights: 0.04); outputs are then "
                          "not ShadowKV's, and the rows say so")
     bk.add_argument("--top-k", choices=["auto", "xla", "pallas"],
-                    help="chunk selection's top-k (default auto: the Pallas kernel on GPU)")
+                    help="chunk selection after the scores: softmax and top-k in XLA, or one Pallas kernel "
+                         "(default auto: the kernel on GPU)")
     bk.add_argument("--value-placement", choices=["auto", "host", "device", "split"],
                     help="where the values live (default auto: pinned host memory on GPU); split: the values of "
                          "as many sequences as the GPU has room for stay on it, the rest on the host")

@@ -73,8 +73,9 @@ def select_layer(q: jax.Array, st: ShadowKVState, layer, cfg: ShadowKVConfig, im
 
 
 def resolved_top_k(top_k: str, implementation: str, interpret: bool) -> str:
-    """"auto" -> the kernel where the attention kernel runs compiled (2.3x faster than lax.top_k on an
-    H100 at 122,880 tokens x batch 13), else XLA (interpreting the kernel on CPU is slow)."""
+    """"auto" -> the selection kernel where the attention kernel runs compiled (with the landmark scores, 0.148
+    ms per layer against 0.285 for XLA's softmax and lax.top_k on an H200 at 122,880 tokens x batch 10), else
+    XLA (interpreting the kernel on CPU is slow)."""
     if top_k == "auto":
         return "pallas" if implementation == "pallas" and not interpret else "xla"
     return top_k
