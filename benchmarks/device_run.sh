@@ -29,7 +29,8 @@
 #   pad7: no XLA pads before the landmark and attention kernels: compiled tests, both methods at both contexts;
 #   launch8: a launch sweep of the attention kernel at 122,880 x 10 (no shape beats the default: kept);
 #   prof9: the kept version on another machine: both methods at 122,880, ShadowKV under 80 GB, its profile;
-#   bar10: the append ordered after the selection: both methods at 122,880, the ShadowKV profile
+#   bar10: the append ordered after the selection (no change: not kept): both methods at 122,880, the profile;
+#   seg11: the exact segments read after the selection: both methods at 122,880, the ShadowKV profile
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -569,6 +570,15 @@ bar10)  # the new token's append (and the combine's copy of the exact segments) 
       --json "$OUT/tput_llama_122880_full.json"
   BENCH_TIMEOUT=130 BTAIL=24 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
       --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_bar10.json"
+  ;;
+seg11)  # the exact segments read after the selection (their copy beside the attention kernel): ShadowKV at
+  # 122,880 x 10, full attention at its largest batch, then the ShadowKV step's profile
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122880_full.json"
+  BENCH_TIMEOUT=100 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
+      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_seg11.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

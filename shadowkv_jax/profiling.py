@@ -9,8 +9,9 @@ loop bodies), where it is the kernel's own name: XLA's fusion kernels are named 
 instruction ("loop_pad_fusion_2" runs "loop_pad_fusion.2") and Pallas kernels after the pallas_call,
 which the custom call's line in the HLO mentions. cuBLAS kernels inside command buffers stay
 unattributed ("other"). `concurrency` says how the kernels sat in time: idle gaps, kernels side by side
-(command buffers in CONCURRENT mode spread a graph's kernels over many streams). Off the GPU the trace
-has no device kernels and the result is empty.
+(command buffers in CONCURRENT mode spread a graph's kernels over many streams), and `window_ops` gives the
+op_name and result shape of every kernel in its time window. Off the GPU the trace has no device kernels and
+the result is empty.
 """
 
 from __future__ import annotations
@@ -164,8 +165,16 @@ def summarize(events: list[dict], hlo_text: str, per: int = 1, top: int = 15) ->
                 "scope": scope_of(op_name[(op, k)]), "op_name": op_name[(op, k)][-160:],
                 "shape": result_shape(op, k, hlo_text)}
                for (op, k), ms in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:top]]
+    conc = concurrency(events, per)
+    # what each kernel of the time window is (the top list names only the longest): tells apart the small
+    # fusions that sit between two kernels of the critical path
+    window_ops = {}
+    for *_, name in conc.get("window", []):
+        if name not in window_ops:
+            window_ops[name] = {"op_name": op_name_of("", name, names, hlo_text)[-160:],
+                                "shape": result_shape("", name, hlo_text)}
     return {"total_ms": sum(by_scope.values()), "by_scope_ms": dict(by_scope), "kernels": kernels,
-            "lines": sorted({ev["line"] for ev in events}), "concurrency": concurrency(events, per)}
+            "lines": sorted({ev["line"] for ev in events}), "concurrency": conc, "window_ops": window_ops}
 
 
 def profile_kernels(fn, hlo_text: str, per: int = 1, trace_dir: str | None = None):

@@ -75,3 +75,21 @@ def test_concurrency_finds_idle_gaps_and_kernels_side_by_side():
     assert (c["focus_ms"], c["focus_beside_others_ms"], c["streams"]) == (5.0, 1.0, 2)
     assert c["window"] == [(1.5, 2.0, "Stream #101", "nvjet_gemm")]  # from the middle of step 2 (10.5 ms) on
     assert profiling.concurrency([], per=1) == {}
+
+
+def test_every_kernel_of_the_time_window_is_named():
+    """summarize's window_ops: the op_name and result shape behind each kernel in the concurrency window, the
+    small fusions included (the top-kernel list names only the longest)."""
+    ms = 1_000_000
+    events = [dict(_ev("shadowkv_landmark_scores", "command_buffer_13", 3 * ms, "Stream #99(Compute)"), start_ns=0),
+              dict(_ev("loop_dynamic_slice_fusion_2", "command_buffer_13", ms // 10, "Stream #94(Compute)"),
+                   start_ns=3 * ms),
+              dict(_ev("nvjet_sm90_gemm", "command_buffer_13", ms, "Stream #99(Compute)"), start_ns=4 * ms)]
+    out = profiling.summarize(events, _HLO, top=1)
+    assert [k["kernel"] for k in out["kernels"]] == ["shadowkv_landmark_scores"]  # the top list: one kernel
+    names = [w[3] for w in out["concurrency"]["window"]]
+    assert "loop_dynamic_slice_fusion_2" in names and set(out["window_ops"]) == set(names)
+    copy = out["window_ops"]["loop_dynamic_slice_fusion_2"]
+    assert copy["shape"] == "bf16[1,13,8,240,8,128]{5,4,3,2,1,0}"
+    assert copy["op_name"].endswith("attention/jit(dynamic_index_in_dim)/dynamic_slice")
+    assert out["window_ops"]["nvjet_sm90_gemm"] == {"op_name": "", "shape": ""}  # cuBLAS: not in the HLO by name
