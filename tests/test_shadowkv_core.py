@@ -292,7 +292,7 @@ def test_more_than_max_new_tokens_is_an_error(smollm2):
 
 
 def test_pallas_decode_matches_reference(smollm2, english_ids):
-    """The decode step with the fused kernel, and with the top-k kernel too (interpreted on CPU), equals
+    """The decode step with the fused kernel, and with the chunk selection kernel too (interpreted on CPU), equals
     the jnp path; ragged batch."""
     base = sk.ShadowKVConfig(rank=48, chunk_size=8, sparse_budget=96, outlier_chunks=2, max_new_tokens=8,
                              value_placement="device")
@@ -302,7 +302,7 @@ def test_pallas_decode_matches_reference(smollm2, english_ids):
         cfg = dataclasses.replace(base, implementation=impl, top_k=top_k)
         out[impl, top_k] = sk.generate(smollm2, prompts, method=cfg, max_new_tokens=6, return_logits=True)
         assert all(r.stats["implementation"] == impl for r in out[impl, top_k])
-    for kernels in (("pallas", "xla"), ("pallas", "pallas")):  # the fused kernel, then also the top-k kernel
+    for kernels in (("pallas", "xla"), ("pallas", "pallas")):  # the fused kernel, then also the selection kernel
         for ref, ker in zip(out["reference", "xla"], out[kernels]):
             assert ref.token_ids == ker.token_ids
             err = np.abs(ref.stats["logits"] - ker.stats["logits"]).max()
