@@ -370,7 +370,8 @@ def test_selection_is_the_top_k_of_the_groups_max_softmax(top_k, in_place):
     args = (jnp.asarray(q), jnp.asarray(lm if in_place else lm[layer]),
             jnp.asarray(stacked_ids if in_place else chunk_ids), jnp.asarray(num_chunks))
     got = select_chunks(*args, k, top_k=top_k, interpret=True, layer=jnp.int32(layer) if in_place else None)
-    s = np.einsum("bhgd,bhnd->bhgn", q.astype(np.float64).reshape(b, hkv, g, d), lm[layer].astype(np.float64)) / np.sqrt(d)
+    q64 = q.astype(np.float64).reshape(b, hkv, g, d)
+    s = np.einsum("bhgd,bhnd->bhgn", q64, lm[layer].astype(np.float64)) / np.sqrt(d)
     s = np.where((chunk_ids < num_chunks[:, None, None])[:, :, None], s, -np.inf)
     p = np.exp(s - s.max(-1, keepdims=True))
     score = (p / p.sum(-1, keepdims=True)).max(axis=2)
