@@ -316,6 +316,7 @@ def test_top_k_kernel_refuses_k_beyond_the_row():
     (2, 3, 3, 1000, 240, 256),  # several tiles (keys staged), the last one ragged; the decode step's k
     (1, 2, 1, 300, 50, 64),     # a group of one
     (2, 1, 4, 37, 37, 16),      # k = n: every slot
+    (1, 2, 16, 500, 64, 16384),  # GLM-4-9B's group of 16 query heads per KV head
     (1, 2, 4, 15312, 240, 16384),  # Llama-3.1-8B at 122,880 tokens: selectable chunks per KV head, in registers
 ])
 def test_chunk_selection_kernel_matches_reference(b, hkv, g, n, k, tile):
