@@ -425,6 +425,7 @@ def test_split_values_refuse_parts_that_do_not_match():
         SplitValues(jnp.zeros((2, 1, 2, 5, 8, 16)), jnp.zeros((2, 3, 2, 6, 8, 16)))
 
 
+@pytest.mark.slow  # a GPU study script's smoke test (20-25 s on a 2-core CPU): make test-slow
 def test_variant_scripts_check_their_kernels_on_a_small_shape(tmp_path):
     """benchmarks/attention_variants.py and landmark_variants.py (GPU studies) at toy sizes, interpreted: the
     exact variants agree with the jnp reference and every launch gives a time."""

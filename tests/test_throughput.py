@@ -342,6 +342,7 @@ def test_hlo_traffic_script_runs_on_a_small_model(tmp_path):
     assert row["args"]["method"] == "shadowkv" and isinstance(row["rows"], list)
 
 
+@pytest.mark.slow  # a GPU study script's smoke test (20-25 s on a 2-core CPU): make test-slow
 def test_bench_overlap_script_runs_on_a_small_model(tmp_path):
     """The stream-overlap probe (a GPU question) at toy sizes, kernel interpreted: every kind gives a time
     or a recorded error, never a crash."""
