@@ -20,39 +20,37 @@ import argparse
 import json
 import statistics
 import sys
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from common import run_meta, save_json
-from shadowkv_jax.kernels.chunk_selection import select_top_chunks
+from shadowkv_jax.kernels.chunk_selection import max_group_softmax, select_top_chunks
 from shadowkv_jax.kernels.landmark_scores import landmark_scores
 from shadowkv_jax.kernels.top_k import top_k_indices
-from shadowkv_jax.model.attention import NEG_INF
 from shadowkv_jax.shadowkv.decode import select_chunks
 from shadowkv_jax.shapes import NAMED_SHAPES
 from shadowkv_jax.throughput import shadowkv_factory, wall_times
 
 
-def two_kernels(q, landmarks, chunk_ids, num_chunks, k, layer, interpret):
-    """Landmark kernel, softmax and group max in XLA, kernels/top_k.py, chunk ids gathered in XLA."""
+def _scores(q, landmarks, layer, interpret):
+    """The landmark kernel's scores [B, Hkv, G, N], as select_chunks computes them in place."""
     b, hq, d = q.shape
     hkv = landmarks.shape[2]
-    s = landmark_scores(q.reshape(b, hkv, hq // hkv, d), landmarks, layer, scale=d ** -0.5, interpret=interpret)
+    return landmark_scores(q.reshape(b, hkv, hq // hkv, d), landmarks, layer, scale=d ** -0.5, interpret=interpret)
+
+
+def two_kernels(q, landmarks, chunk_ids, num_chunks, k, layer, interpret):
+    """Landmark kernel, softmax and group max in XLA, kernels/top_k.py, chunk ids gathered in XLA."""
     ids = jax.lax.dynamic_index_in_dim(chunk_ids, layer, 0, keepdims=False)
-    valid = ids < num_chunks[:, None, None]
-    score = jnp.max(jax.nn.softmax(jnp.where(valid[:, :, None], s, NEG_INF), axis=-1), axis=2)
-    top = top_k_indices(jnp.where(valid, score, -1.0), k, interpret=interpret)
-    return jnp.take_along_axis(ids, top, axis=-1)
+    score = max_group_softmax(_scores(q, landmarks, layer, interpret), ids, num_chunks)
+    return jnp.take_along_axis(ids, top_k_indices(score, k, interpret=interpret), axis=-1)
 
 
 def fused(q, landmarks, chunk_ids, num_chunks, k, layer, interpret, num_warps):
-    b, hq, d = q.shape
-    hkv = landmarks.shape[2]
-    s = landmark_scores(q.reshape(b, hkv, hq // hkv, d), landmarks, layer, scale=d ** -0.5, interpret=interpret)
-    return select_top_chunks(s, chunk_ids, num_chunks, k, layer, num_warps=num_warps, interpret=interpret)
+    return select_top_chunks(_scores(q, landmarks, layer, interpret), chunk_ids, num_chunks, k, layer,
+                             num_warps=num_warps, interpret=interpret)
 
 
 def ms_per_call(fn, args, layers: int, calls: int, repeats: int) -> float:

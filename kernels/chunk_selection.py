@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from .common import NEG_INF, compiler_params
-from .top_k import INT_MIN, kth_largest_key, sortable, take_slots
+from .top_k import INT_MIN, sortable, take_slots, threshold
 
 # The largest row held in registers; longer rows run in tiles of this many slots.
 MAX_TILE = 16384
@@ -46,36 +46,34 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
     def ids(i):
         return plt.load(ids_ref.at[layer, b, h, slots(i)], mask=in_row(i), other=0)
 
+    def valid(i):  # slots of the row whose chunk is within the sequence
+        return in_row(i) & (ids(i) < num)
+
     def logits(i, g, valid):
         x = plt.load(s_ref.at[b, h, g, slots(i)], mask=in_row(i), other=NEG_INF)
         return jnp.where(valid, x, NEG_INF)
 
-    def keys_of(i, stats, valid):
-        """Sortable keys of tile i: the group's max softmax, -1 on padding chunks, INT_MIN past the row."""
-        score = jnp.full((tile,), -1.0, jnp.float32)
-        for g, (m, l) in enumerate(stats):
-            score = jnp.maximum(score, jnp.exp(logits(i, g, valid) - m) / l)
-        score = jnp.where(valid, score, -1.0)
-        return jnp.where(in_row(i), sortable(score), INT_MIN)
+    def keys_from(i, score, valid):
+        """Sortable keys of tile i from its scores: -1 on padding chunks, INT_MIN past the row."""
+        return jnp.where(in_row(i), sortable(jnp.where(valid, score, -1.0)), INT_MIN)
 
     if n_tiles == 1:  # one load of each row: statistics, score and keys in registers
-        valid = in_row(0) & (ids(0) < num)
+        v = valid(0)
         score = jnp.full((tile,), -1.0, jnp.float32)
         for g in range(groups):
-            e = logits(0, g, valid)
+            e = logits(0, g, v)
             e = jnp.exp(e - jnp.max(e))
             score = jnp.maximum(score, e / jnp.sum(e))
-        row = jnp.where(in_row(0), sortable(jnp.where(valid, score, -1.0)), INT_MIN)
+        row = keys_from(0, score, v)
         keys = lambda i: row
-        count = lambda pred: jnp.sum(pred(row).astype(jnp.int32))
     else:  # online softmax statistics over the tiles, then the keys staged in the scratch output
         (keys_ref,) = scratch
 
         def add_tile(i, stats):
-            valid = in_row(i) & (ids(i) < num)
+            v = valid(i)
             out = []
             for g, (m, l) in enumerate(stats):
-                x = logits(i, g, valid)
+                x = logits(i, g, v)
                 m_new = jnp.maximum(m, jnp.max(x))
                 out.append((m_new, l * jnp.exp(m - m_new) + jnp.sum(jnp.exp(x - m_new))))
             return tuple(out)
@@ -84,16 +82,17 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
         stats = jax.lax.fori_loop(0, n_tiles, add_tile, init)
 
         def stage(i, _):
-            keys_ref[b, h, pl.ds(i * tile, tile)] = keys_of(i, stats, in_row(i) & (ids(i) < num))
+            v = valid(i)
+            score = jnp.full((tile,), -1.0, jnp.float32)
+            for g, (m, l) in enumerate(stats):
+                score = jnp.maximum(score, jnp.exp(logits(i, g, v) - m) / l)
+            keys_ref[b, h, pl.ds(i * tile, tile)] = keys_from(i, score, v)
             return 0
 
         jax.lax.fori_loop(0, n_tiles, stage, 0)
         keys = lambda i: keys_ref[b, h, pl.ds(i * tile, tile)]
-        count = lambda pred: jax.lax.fori_loop(
-            0, n_tiles, lambda i, acc: acc + jnp.sum(pred(keys(i)).astype(jnp.int32)), jnp.int32(0))
 
-    t = kth_largest_key(lambda c: count(lambda key: key >= c), k)
-    ties_wanted = k - count(lambda key: key > t)
+    t, ties_wanted = threshold(keys, n_tiles, k)
 
     def place(i, carry):
         slot, take, *carry = take_slots(keys(i), in_row(i), t, ties_wanted, *carry)
@@ -130,11 +129,17 @@ def select_top_chunks(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array,
     return out[0]
 
 
+def max_group_softmax(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array) -> jax.Array:
+    """What the selection ranks, in jnp: s [B, Hkv, G, N], chunk_ids [B, Hkv, N] -> [B, Hkv, N], the max over the
+    group of each head's softmax over the chunks within the sequence; -1 (below any probability) elsewhere."""
+    valid = chunk_ids < num_chunks[:, None, None]
+    s = jnp.where(valid[:, :, None], s, NEG_INF)
+    return jnp.where(valid, jnp.max(jax.nn.softmax(s, axis=-1), axis=2), -1.0)
+
+
 def select_top_chunks_reference(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array, k: int,
                                 layer=0) -> jax.Array:
-    """The same selection in jnp (softmax, group max, lax.top_k), chunk ids in increasing slot order."""
+    """The same selection in jnp (max_group_softmax, lax.top_k), chunk ids in increasing slot order."""
     ids = jax.lax.dynamic_index_in_dim(chunk_ids, layer, 0, keepdims=False)
-    valid = ids < num_chunks[:, None, None]
-    s = jnp.where(valid[:, :, None], s, NEG_INF)
-    score = jnp.where(valid, jnp.max(jax.nn.softmax(s, axis=-1), axis=2), -1.0)
+    score = max_group_softmax(s, ids, num_chunks)
     return jnp.take_along_axis(ids, jnp.sort(jax.lax.top_k(score, k)[1], axis=-1), axis=-1)

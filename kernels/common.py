@@ -26,6 +26,11 @@ def scaled_query_groups(q: jax.Array, kv_heads: int) -> jax.Array:
     return (q.astype(jnp.float32) / math.sqrt(d)).astype(q.dtype).reshape(b, kv_heads, hq // kv_heads, d)
 
 
+def padded_groups(g: int) -> int:
+    """Rows of a query group as the kernels' dots take it: a power of two >= 16."""
+    return max(16, 1 << (g - 1).bit_length())
+
+
 def pad_groups(q: jax.Array) -> tuple[jax.Array, int]:
     """q [B, Hkv, G, D] -> (q padded to Gp >= 16 rows, Gp): Triton dots need at least 16 rows."""
     g = q.shape[2]
@@ -41,11 +46,6 @@ def load_query_group(q_ref, b, h, rows: int) -> jax.Array:
     g = jax.lax.broadcasted_iota(jnp.int32, (rows, 1), 0)
     col = jax.lax.broadcasted_iota(jnp.int32, (1, q_ref.shape[-1]), 1)
     return plt.load(q_ref.at[b, h, g, col], mask=g < q_ref.shape[2], other=0)
-
-
-def padded_groups(g: int) -> int:
-    """Rows of a query group as the kernels' dots take it: a power of two >= 16."""
-    return max(16, 1 << (g - 1).bit_length())
 
 
 def compiler_params(interpret: bool, num_warps: int, num_stages: int):

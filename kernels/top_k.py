@@ -44,6 +44,20 @@ def kth_largest_key(count_at_least, k: int) -> jax.Array:
     return jax.lax.fori_loop(0, 31, add_bit, prefix)
 
 
+def threshold(keys, n_tiles: int, k: int) -> tuple:
+    """(t, ties_wanted) of a row whose sortable keys tile i has as keys(i): t the k-th largest key, ties_wanted how
+    many keys equal to t the top k takes. One tile: the row stays in registers and each counting pass is a
+    reduction, no reload; more: each pass reloads the tiles."""
+    if n_tiles == 1:
+        row = keys(0)
+        count = lambda pred: jnp.sum(pred(row).astype(jnp.int32))
+    else:
+        count = lambda pred: jax.lax.fori_loop(
+            0, n_tiles, lambda i, acc: acc + jnp.sum(pred(keys(i)).astype(jnp.int32)), jnp.int32(0))
+    t = kth_largest_key(lambda c: count(lambda key: key >= c), k)
+    return t, k - count(lambda key: key > t)
+
+
 def take_slots(key, in_row, t, ties_wanted, taken, ties):
     """Output slots of one tile's keys, given the threshold t: keys above it, then ties at it, lowest index
     first, while `ties_wanted` remain. Returns (slot [tile], take [tile], taken, ties) with the running counts
@@ -64,15 +78,7 @@ def _kernel(x_ref, slot_ref, *, k: int, n: int, tile: int):
         key = sortable(x_ref[0, pl.ds(i * tile, tile)].astype(jnp.float32))
         return jnp.where(i * tile + lane < n, key, INT_MIN)  # padding never outranks a real element
 
-    if n_tiles == 1:  # the whole row stays in registers: each counting pass is a reduction, no reload
-        row = keys(0)
-        count = lambda pred: jnp.sum(pred(row).astype(jnp.int32))
-    else:
-        count = lambda pred: jax.lax.fori_loop(
-            0, n_tiles, lambda i, acc: acc + jnp.sum(pred(keys(i)).astype(jnp.int32)), jnp.int32(0))
-
-    t = kth_largest_key(lambda c: count(lambda key: key >= c), k)
-    ties_wanted = k - count(lambda key: key > t)
+    t, ties_wanted = threshold(keys, n_tiles, k)
 
     def place(i, carry):
         slot, take, *carry = take_slots(keys(i), i * tile + lane < n, t, ties_wanted, *carry)

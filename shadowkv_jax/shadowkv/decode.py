@@ -45,18 +45,14 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
         s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret)
     else:
         s = jnp.einsum("bhgd,bhnd->bhgn", qg, landmarks, preferred_element_type=jnp.float32) / math.sqrt(d)
-    if top_k == "pallas":
-        from ..kernels.chunk_selection import select_top_chunks
+    from ..kernels.chunk_selection import max_group_softmax, select_top_chunks
 
+    if top_k == "pallas":
         stacked = chunk_ids if layer is not None else chunk_ids[None]
         return select_top_chunks(s, stacked, num_chunks, k, 0 if layer is None else layer, interpret=interpret)
     if layer is not None:
         chunk_ids = jax.lax.dynamic_index_in_dim(chunk_ids, layer, 0, keepdims=False)
-    valid = chunk_ids < num_chunks[:, None, None]  # [B, Hkv, n_sel]
-    s = jnp.where(valid[:, :, None], s, NEG_INF)
-    score = jnp.max(jax.nn.softmax(s, axis=-1), axis=2)  # [B, Hkv, n_sel]
-    score = jnp.where(valid, score, -1.0)  # below any probability: padding never wins
-    _, top = jax.lax.top_k(score, k)
+    _, top = jax.lax.top_k(max_group_softmax(s, chunk_ids, num_chunks), k)
     return jnp.take_along_axis(chunk_ids, top, axis=-1)
 
 
