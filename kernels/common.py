@@ -38,13 +38,15 @@ def pad_groups(q: jax.Array) -> tuple[jax.Array, int]:
     return jnp.pad(q, ((0, 0), (0, 0), (0, gp - g), (0, 0))), gp
 
 
-def load_query_group(q_ref, b, h, rows: int) -> jax.Array:
+def load_query_group(q_ref, b, h, rows: int, cols: tuple[int, int] | None = None) -> jax.Array:
     """q_ref [B, Hkv, G, D] -> [rows, D] of (b, h), rows >= G zero: the padding Triton dots need (>= 16 rows),
-    done in the load instead of an XLA pad before the launch (a kernel of its own on the step's critical path)."""
+    done in the load instead of an XLA pad before the launch (a kernel of its own on the step's critical path).
+    cols = (offset, size): only those head dims, [rows, size]."""
     from jax.experimental.pallas import triton as plt
 
+    off, size = (0, q_ref.shape[-1]) if cols is None else cols
     g = jax.lax.broadcasted_iota(jnp.int32, (rows, 1), 0)
-    col = jax.lax.broadcasted_iota(jnp.int32, (1, q_ref.shape[-1]), 1)
+    col = off + jax.lax.broadcasted_iota(jnp.int32, (1, size), 1)
     return plt.load(q_ref.at[b, h, g, col], mask=g < q_ref.shape[2], other=0)
 
 

@@ -2,25 +2,26 @@
 
 Per (sequence b, KV head h, split s), in blocks of T tokens (whole chunks):
   1. load the chunk ids of the block's selected chunks, expand to token positions p;
-  2. gather the A rows of those tokens, k_pre = A_rows @ W_h and rot(k_pre) = A_rows @ rot(W_h);
-  3. RoPE at the true positions: k = k_pre * cos(p) + rot(k_pre) * sin(p)   (keys stay in registers), with
-     cos(p) and sin(p) from tables at chunk starts and offsets by angle addition (rope_tables), not computed
-     per token;
-  4. scores for the G query heads of the group, online softmax;
+  2. gather the A rows of those tokens and reconstruct k_pre = A_rows @ W_h by pieces of the head dims
+     (head_parts): the two rotate-half halves x1, x2 of the rotary dims, then the dims partial rotary leaves alone;
+  3. RoPE at the true positions on the halves: (x1 cos(p) - x2 sin(p), x2 cos(p) + x1 sin(p)) (keys stay in
+     registers), with cos(p) and sin(p) from tables at chunk starts and offsets by angle addition (rope_tables),
+     not computed per token;
+  4. scores for the G query heads of the group (one dot per piece, summed), online softmax;
   5. gather the selected values straight from `values` (device or pinned host memory), accumulate;
      with value reuse, chunks also selected at the previous step come from a device cache instead
      and only the misses cross PCIe.
 Each split writes an unnormalised partial (acc, m, l); `combine` merges splits with the exact
 segments [local | outliers | generated] into one softmax (flash-decoding).
 
-Bytes read per (b, h): the A rows of k*c tokens (r each), W_h twice (r x D), k*c value rows (D each)
+Bytes read per (b, h): the A rows of k*c tokens (r each), W_h (r x D), k*c value rows (D each)
 and k chunk ids; nothing is written back but the [G, D] partials. `expected_bytes` gives the roofline.
 
-Shapes: q [B, Hkv, G, D] (already scaled by 1/sqrt(D)); a [L, B, N, r]; w, w_rot [B, Hkv, r, D] (this
-layer); chunks [B, Hkv, k]; values [L, B, Hkv, n_c, c, D] (one array, or SplitValues: some rows on the host,
-the others on the device); inv_freq [D] (the RoPE inverse frequencies
-repeated for both halves, zeros on dims that partial rotary leaves alone). Limits of the Triton lowering: D a power of two, rank a multiple of 16,
-chunk_size a power of two.
+Shapes: q [B, Hkv, G, D] (already scaled by 1/sqrt(D)); a [L, B, N, r]; w [B, Hkv, r, D] (this layer);
+chunks [B, Hkv, k]; values [L, B, Hkv, n_c, c, D] (one array, or SplitValues: some rows on the host, the others
+on the device); inv_freq [D] (the RoPE inverse frequencies repeated for both halves, zeros on dims that partial
+rotary leaves alone). Limits of the Triton lowering: D a power of two, rank a multiple of 16, chunk_size a power
+of two, and each piece of head_parts a power of two of at least 16.
 """
 
 from __future__ import annotations
@@ -50,6 +51,25 @@ def _pow2_parts(n: int, smallest: int = 16) -> list[tuple[int, int]]:
     return parts
 
 
+def head_parts(head_dim: int, rotary_dim: int | None = None) -> tuple[tuple[int, int], ...]:
+    """(offset, size) of the head dims as the kernel takes them: the two rotate-half halves of the R rotary
+    dims, then the D - R dims partial rotary leaves alone (if any). Each is one block of the Triton dots,
+    so each must be a power of two of at least 16 (not checked when interpreted)."""
+    r = head_dim if rotary_dim is None else rotary_dim
+    if r % 2 or not 0 < r <= head_dim:
+        raise ValueError(f"rotary_dim={rotary_dim} must be even and in (0, head_dim={head_dim}]")
+    half = r // 2
+    return ((0, half), (half, half)) + (((r, head_dim - r),) if r < head_dim else ())
+
+
+def _check_triton_parts(parts, head_dim: int, rotary_dim: int | None) -> None:
+    bad = [size for _, size in parts if size < 16 or size & (size - 1)]
+    if bad:
+        raise ValueError(f"head_dim={head_dim} with rotary_dim={rotary_dim} splits into pieces of "
+                         f"{[size for _, size in parts]} dims; the compiled Pallas kernel needs each to be a power "
+                         f"of two of at least 16 (run it with interpret=True, or use the XLA path)")
+
+
 def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
     """rotate-half on the first `rotary_dim` dims; zeros elsewhere (those dims have sin = 0)."""
     r = x.shape[-1] if rotary_dim is None else rotary_dim
@@ -60,12 +80,12 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
     return jnp.concatenate(parts, axis=-1)
 
 
-def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, cos_c_ref, sin_c_ref, cos_t_ref, sin_t_ref, *rest,
-            num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, rank_parts,
+def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, cos_t_ref, sin_t_ref, *rest,
+            num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, rank_parts, head_parts,
             groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int):
-    # layer_ref [1] int32; q_ref [B, Hkv, G, D] (loaded as Gp rows); a_ref [L, B, N, r];
-    # w_ref, wr_ref [B, Hkv, r, D]; chunks_ref [B, Hkv, k] (read as k_pad slots, the padded ones masked);
-    # cos_c_ref, sin_c_ref [n_c, D] and cos_t_ref, sin_t_ref [c, D] f32 (rope_tables);
+    # layer_ref [1] int32; q_ref [B, Hkv, G, D] (loaded as Gp rows); a_ref [L, B, N, r]; w_ref [B, Hkv, r, D];
+    # chunks_ref [B, Hkv, k] (read as k_pad slots, the padded ones masked);
+    # cos_c_ref, sin_c_ref [n_c, R/2] and cos_t_ref, sin_t_ref [c, R/2] f32 (rope_tables);
     # then the values: one ref [L, >= value_row + B, Hkv, n_c, c, D],
     # or with host_rows two (SplitValues: rows < host_rows of the whole batch in the first, the rest in the
     # second); with reuse: hit_ref [B, Hkv, k_pad] (slot of the chunk in the old cache, -1 = miss) and
@@ -85,12 +105,14 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, cos_c_ref, sin_c
         o_ref, m_ref, l_ref = rest
     b, h, s = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     layer = layer_ref[0]
-    q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D]
-    d = q.shape[-1]
+    d = q_ref.shape[-1]
+    # the query by head_parts: the two rotated halves, then the dims partial rotary leaves alone (if any)
+    q_parts = [load_query_group(q_ref, b, h, groups_padded, cols) for cols in head_parts]  # [Gp, size] each
+    dtype = q_parts[0].dtype
     iota = jax.lax.broadcasted_iota(jnp.int32, (block_tokens,), 0)
     slot_in_block = iota // chunk_size
     t_in_chunk = iota % chunk_size
-    cos_t, sin_t = cos_t_ref[t_in_chunk, :], sin_t_ref[t_in_chunk, :]  # [T, D]: the same in every block
+    cos_t, sin_t = cos_t_ref[t_in_chunk, :], sin_t_ref[t_in_chunk, :]  # [T, R/2]: the same in every block
 
     def body(i, carry):
         m, l, acc = carry
@@ -98,19 +120,24 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, wr_ref, chunks_ref, cos_c_ref, sin_c
         slot = first + slot_in_block  # [T] which selected chunk each token belongs to
         chunk = plt.load(chunks_ref.at[b, h, slot], mask=slot < num_selected, other=0)  # [T] padding: chunk 0, masked
         pos = chunk * chunk_size + t_in_chunk  # [T] true positions
-        k_pre = jnp.zeros((block_tokens, d), jnp.float32)
-        k_rot = jnp.zeros((block_tokens, d), jnp.float32)
+        k_pre = [jnp.zeros((block_tokens, size), jnp.float32) for _, size in head_parts]
         for off, size in rank_parts:  # static pieces of the rank, each a power of two
             rows = a_ref[layer, b, pos, pl.ds(off, size)]  # [T, size] gathered A rows
-            k_pre += _dot(rows, w_ref[b, h, pl.ds(off, size), :])
-            k_rot += _dot(rows, wr_ref[b, h, pl.ds(off, size), :])
+            for j, (col, width) in enumerate(head_parts):
+                k_pre[j] += _dot(rows, w_ref[b, h, pl.ds(off, size), pl.ds(col, width)])
         # cos/sin at chunk start + offset by angle addition: computing them per token was half the kernel's time
         # (two small tables read here instead, 16 distinct rows per block, took 0.23 ms per layer against 0.18)
-        cos_c, sin_c = cos_c_ref[chunk, :], sin_c_ref[chunk, :]  # [T, D] (rows repeat within a chunk)
+        cos_c, sin_c = cos_c_ref[chunk, :], sin_c_ref[chunk, :]  # [T, R/2] (rows repeat within a chunk)
         cos = cos_c * cos_t - sin_c * sin_t
         sin = sin_c * cos_t + cos_c * sin_t
-        k = (k_pre * cos + k_rot * sin).astype(q.dtype)  # [T, D]
-        scores = _dot(q, k.T)  # [Gp, T]
+        # RoPE on rotate-half pairs (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin): the halves are separate dots,
+        # so rot(k) needs neither a second product with rot(W) (half the kernel's reconstruction flops and W
+        # reads) nor a permutation of the keys in registers
+        x1, x2 = k_pre[0], k_pre[1]
+        keys = [x1 * cos - x2 * sin, x2 * cos + x1 * sin] + k_pre[2:]
+        scores = _dot(q_parts[0], keys[0].astype(dtype).T)  # [Gp, T]
+        for qp, kp in zip(q_parts[1:], keys[1:]):
+            scores += _dot(qp, kp.astype(dtype).T)
         scores = jnp.where((slot < num_selected)[None, :], scores, NEG_INF)
         m_new = jnp.maximum(m, jnp.max(scores, axis=1))
         p = jnp.exp(scores - m_new[:, None])
@@ -229,7 +256,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     split PCIe while the GEMMs that should overlap them wait.
 
     `return_prepared`: also return the arrays the launch reads besides the state (query, chunk ids,
-    rotated W, hit slots) as a second result, to pass on as another kernel's `after`. Held that way, XLA
+    W, hit slots) as a second result, to pass on as another kernel's `after`. Held that way, XLA
     cannot hand their memory to work scheduled between the two kernels: in a CUDA graph with concurrent
     nodes such reuse orders that work after this kernel (BENCHMARKS.md, command_buffer_deps.py).
 
@@ -246,24 +273,28 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
         raise ValueError(f"chunk_size={chunk_size} must be a power of two for the Pallas kernel")
     check_value_rows(values, b, hkv, value_row)
     parts = _pow2_parts(rank)
+    heads = head_parts(d, rotary_dim)
+    if not interpret:
+        _check_triton_parts(heads, d, rotary_dim)
     if jnp.dtype(a.dtype).itemsize >= 4 and d >= 128:
         # fp32 tiles of 32 x 128 with rank 160 and the reuse cache overflow an H100's shared memory (227 KB);
         # with the RoPE tables, 16-token blocks in two pipeline stages did too (232,640 bytes on an H200)
         block_tokens, num_stages = min(block_tokens, 16), 1
     block_tokens, per_split, splits, k_pad = plan(k, chunk_size, block_tokens, num_splits)
     gp = padded_groups(g)  # q and the chunk ids are padded as the kernel loads them: no XLA pads before the launch
-    w_rot = _rotate_half(w, rotary_dim)  # rot(A W) = A rot(W): the kernel never permutes keys
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
     reuse = value_cache is not None
     value_arrays, host_rows = value_parts(values)
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
-                               blocks_per_split=per_split, rank_parts=tuple(parts), groups_padded=gp,
+                               blocks_per_split=per_split, rank_parts=tuple(parts), head_parts=heads,
+                               groups_padded=gp,
                                reuse=reuse, value_row=value_row, host_rows=host_rows,
                                num_after=len(jax.tree.leaves(after)))
     params = compiler_params(interpret, num_warps, num_stages)
     out_shape = partials_shape(b, hkv, splits, gp, d)
-    args = [layer, q, a, w, w_rot, chunks, *rope_tables(inv_freq, values.shape[3], chunk_size), *value_arrays]
-    prepared = (q, w_rot, chunks)
+    half = heads[0][1]
+    args = [layer, q, a, w, chunks, *rope_tables(inv_freq[:half], values.shape[3], chunk_size), *value_arrays]
+    prepared = (q, w, chunks)
     if reuse:
         hits = jnp.pad(hit_slots(chunks, previous), ((0, 0), (0, 0), (0, k_pad - k)), constant_values=-1)
         args += [hits, value_cache]
@@ -332,9 +363,9 @@ def combine(partials, q, segments) -> jax.Array:
 
 def expected_bytes(batch: int, kv_heads: int, selected_tokens: int, rank: int, head_dim: int,
                    itemsize: int = 2) -> dict:
-    """Bytes one layer's kernel must read: A rows, W and rot(W), values (HBM or PCIe), chunk ids."""
+    """Bytes one layer's kernel must read: A rows, W, values (HBM or PCIe), chunk ids."""
     a_rows = batch * kv_heads * selected_tokens * rank * itemsize
-    w = 2 * batch * kv_heads * rank * head_dim * itemsize
+    w = batch * kv_heads * rank * head_dim * itemsize
     values = batch * kv_heads * selected_tokens * head_dim * itemsize
     return {"a_rows": a_rows, "w": w, "values": values, "total": a_rows + w + values}
 

@@ -119,7 +119,7 @@ def step_bytes(config: ModelConfig, method, batch: int, context: int, capacity: 
         c, r, k = cfg.chunk_size, cfg.rank, cfg.selected_chunks
         n_sel = selectable_slots(cfg, cfg.num_chunks(context))
         per_head = (n_sel * D * it + n_sel * 4  # landmarks + chunk ids (selection)
-                    + k * c * r * it + 3 * r * D * it  # A rows; W read twice (and rot(W) written)
+                    + k * c * r * it + r * D * it  # A rows; W
                     + 2 * (cfg.local_capacity + cfg.outlier_chunks * c + capacity) * D * it)  # exact K/V
         values = L * B * H * k * c * D * it
         reused = hit_rate if (cfg.value_reuse and hit_rate is not None) else 0.0

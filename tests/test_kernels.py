@@ -82,6 +82,35 @@ def test_bf16_error_within_reference_error(g, d, c, rank, k, n_c, batch, block):
     assert kernel_err <= 1.5 * ref_err + 1e-6, (kernel_err, ref_err)
 
 
+@pytest.mark.parametrize("d,rotary,g", [(128, 64, 4), (64, 32, 7)])
+def test_partial_rotary_matches_reference(d, rotary, g):
+    """Partial rotary (GLM-4: RoPE on the first half of each head): the kernel reconstructs the rotated halves
+    and the unrotated dims as separate pieces (head_parts); it must match the reference, which rotates the first
+    `rotary_dim` dims of whole keys."""
+    c, k, n_c = 8, 21, 50
+    q, a, w, chunks, values, _ = make_inputs(5, batch=2, kv_heads=2, groups=g, head_dim=d, chunk_size=c,
+                                             rank=160, selected=k, chunks_total=n_c, dtype=jnp.float32)
+    inv = jnp.asarray(rope_inv_freq_full(1.0 / (10000.0 ** (np.arange(0, rotary, 2) / rotary)), d))
+    layer = jnp.int32(1)
+    got = sparse_attention_partials(q, a, w, chunks, values, inv, layer, chunk_size=c, block_tokens=32,
+                                    num_splits=2, rotary_dim=rotary, interpret=INTERPRET)
+    want = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, chunk_size=c,
+                                               rotary_dim=rotary)
+    full = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, chunk_size=c)
+    assert np.abs(attend(full, q) - attend(want, q)).max() > 1e-2  # the unrotated dims matter here
+    np.testing.assert_allclose(attend(got, q), attend(want, q), atol=2e-4, rtol=2e-4)
+
+
+def test_head_pieces_the_compiled_kernel_cannot_take_are_refused():
+    q, a, w, chunks, values, inv = make_inputs(0, batch=1, kv_heads=1, groups=1, head_dim=64, chunk_size=8,
+                                               rank=16, selected=3, chunks_total=8, dtype=jnp.float32)
+    with pytest.raises(ValueError, match=r"rotary_dim=16 splits into pieces of \[8, 8, 48\]"):
+        sparse_attention_partials(q, a, w, chunks, values, inv, jnp.int32(0), chunk_size=8, rotary_dim=16)
+    with pytest.raises(ValueError, match="rotary_dim=7 must be even"):
+        sparse_attention_partials(q, a, w, chunks, values, inv, jnp.int32(0), chunk_size=8, rotary_dim=7,
+                                  interpret=True)
+
+
 def _attention_float64(q, a, w, chunks, values, inv, layer, c):
     """The kernel's computation in float64 with exact RoPE angles: the yardstick for fp32 rounding."""
     f64 = lambda x: np.asarray(x, np.float64)
