@@ -31,6 +31,9 @@
 #   prof9: the kept version on another machine: both methods at 122,880, ShadowKV under 80 GB, its profile;
 #   bar10: the append ordered after the selection (no change: not kept): both methods at 122,880, the profile;
 #   seg11: the exact segments read after the selection: both methods at 122,880, the ShadowKV profile
+#   half12: the attention kernel without the rot(W) product: compiled tests, ShadowKV at 122,880 (and with the
+#           appends ordered after the selection), full attention, a short launch sweep;
+#   half13: the kept version: both methods at both contexts, ShadowKV under an 80 GB cap
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -579,6 +582,37 @@ seg11)  # the exact segments read after the selection (their copy beside the att
       --json "$OUT/tput_llama_122880_full.json"
   BENCH_TIMEOUT=100 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
       --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_seg11.json"
+  ;;
+half12)  # the attention kernel with the rotate-half halves as separate dots (no rot(W) product): its compiled tests,
+  # ShadowKV at 122,880 x 10, then with the appends and segment copies ordered after the selection
+  # (.exp/dep.patch, shadowkv/decode.after_selection), full attention at its largest batch, a short launch sweep
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "fp32 or bf16_error or blocks_are or long_positions or partial_rotary or head_pieces or split_values \
+      or reuse" 2>&1 | tail -2 | tee "$OUT/kernel_tests_half12_h200.txt"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  if [ -f .exp/dep.patch ] && { git apply .exp/dep.patch || patch -p1 < .exp/dep.patch; }; then
+    BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+        --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device_dep.json"
+    git apply -R .exp/dep.patch || patch -R -p1 < .exp/dep.patch
+  fi
+  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122880_full.json"
+  timeout 100 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 16 \
+      --block-tokens 16 32 --warps 4 --stages 1 2 --repeats 5 --json "$OUT/kernels_half12_h200.json" 2>&1 | tail -8
+  ;;
+half13)  # the kept version (halves as separate dots, appends after the selection, 32-token device blocks): both
+  # methods at both contexts in one session, ShadowKV under an 80 GB cap
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122880_full.json"
+  BENCH_TIMEOUT=110 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=110 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_65536_full.json"
+  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

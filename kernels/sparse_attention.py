@@ -215,10 +215,10 @@ def hit_slots(chunks: jax.Array, previous: jax.Array) -> jax.Array:
 MIN_BLOCK_TOKENS = 16
 
 # The launch when the values are on the device (no PCIe reads to wait for): more, smaller programs. At
-# 122,880 tokens x 10 sequences (240 chunks per KV head) in a 32-layer loop on an H200: 0.275 ms per layer
-# against 0.36 with the default (32-token blocks, 4 splits, 8 warps), the best of 36 shapes (splits 4-64,
-# blocks 16/32, 2-8 warps, 1-3 stages; loading W once per program instead of per block changed nothing).
-DEVICE_VALUES_LAUNCH = {"block_tokens": 16, "num_splits": 16, "num_warps": 4}
+# 122,880 tokens x 10 sequences (240 chunks per KV head) in a 32-layer loop on an H200: with the rotary halves as
+# separate dots, 0.110 ms per layer against 0.132 for 16-token blocks (stage half12; before that change 16-token
+# blocks were best: 0.176 ms, and the default launch of 32-token blocks, 4 splits and 8 warps took 0.36).
+DEVICE_VALUES_LAUNCH = {"block_tokens": 32, "num_splits": 16, "num_warps": 4}
 
 
 def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits: int | None = None):
