@@ -33,7 +33,8 @@
 #   seg11: the exact segments read after the selection: both methods at 122,880, the ShadowKV profile
 #   half12: the attention kernel without the rot(W) product: compiled tests, ShadowKV at 122,880 (and with the
 #           appends ordered after the selection), full attention, a short launch sweep;
-#   half13: the kept version: both methods at both contexts, ShadowKV under an 80 GB cap
+#   half13: the kept version: both methods at both contexts, ShadowKV under an 80 GB cap;
+#   half14: 32- against 16-token blocks in the step, with profiles
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -613,6 +614,18 @@ half13)  # the kept version (halves as separate dots, appends after the selectio
       --json "$OUT/tput_llama_65536_full.json"
   BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  ;;
+half14)  # the device launch in the step: 32-token blocks (kept) against 16, ShadowKV at 122,880 x 10, each with its
+  # profile (the kernel bench's loop favours 32: 0.110 ms against 0.132)
+  L=kernels/sparse_attention.py
+  for blk in 32 16; do
+    sed -i "s/^DEVICE_VALUES_LAUNCH = {\"block_tokens\": [0-9]*/DEVICE_VALUES_LAUNCH = {\"block_tokens\": $blk/" $L
+    grep "^DEVICE_VALUES_LAUNCH" $L
+    BENCH_TIMEOUT=110 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+        --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_block$blk.json"
+    BENCH_TIMEOUT=110 BTAIL=24 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
+        --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_block$blk.json"
+  done
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
