@@ -41,14 +41,14 @@ def median_time(fn, args_list, repeats):
     return statistics.median(ts)
 
 
-def in_loop(n, splits, block, warps, inv, layer, stages=2):
+def in_loop(n, splits, block, warps, inv, layer, stages=2, w_once=False):
     """n kernel calls in one jit, cycling through the stacked selections; each call's output feeds a running
     sum, so none is dropped and they run one after another, as layers do."""
     def run(q, a, w, sels, v):
         def body(i, acc):
             out = sparse_attention_partials(q, a, w, sels[i % sels.shape[0]], v, inv, layer, chunk_size=C,
                                             block_tokens=block, num_splits=splits, num_warps=warps,
-                                            num_stages=stages)
+                                            num_stages=stages, w_once=w_once)
             return acc + out[0][0, 0, 0, 0, 0]
         return jax.lax.fori_loop(0, n, body, jnp.float32(0))
     return jax.jit(run)
@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--block-tokens", type=int, nargs="+", default=[32])
     p.add_argument("--warps", type=int, nargs="+", default=[8])
     p.add_argument("--stages", type=int, nargs="+", default=[2], help="Triton software-pipelining stages")
+    p.add_argument("--w-once", type=int, nargs="+", default=[0], choices=[0, 1],
+                   help="1: the kernel loads W once per program (w_once), 0: in every block")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--in-loop", type=int, default=32,
                    help="also time this many calls inside one compiled loop (as in a decode step's layer scan), "
@@ -109,11 +111,12 @@ def main(argv=None) -> int:
                     roof = max((nbytes["total"] - nbytes["values"]) / hbm_bw, nbytes["values"] / pcie_bw)
                 for splits in args.splits:
                     for block in args.block_tokens:
-                        for warps, stages in itertools.product(args.warps, args.stages):
-                            fn = jax.jit(lambda q, a, w, ch, v, s=splits, bt=block, nw=warps, ns=stages:
+                        for warps, stages, once in itertools.product(args.warps, args.stages, args.w_once):
+                            once = bool(once)
+                            fn = jax.jit(lambda q, a, w, ch, v, s=splits, bt=block, nw=warps, ns=stages, wo=once:
                                          sparse_attention_partials(q, a, w, ch, v, inv, layer, chunk_size=C,
                                                                    block_tokens=bt, num_splits=s, num_warps=nw,
-                                                                   num_stages=ns))
+                                                                   num_stages=ns, w_once=wo))
                             got = fn(q, a, w, selections[0], vals)
                             empty = [(jnp.zeros((b, HKV, 1, D), q.dtype),) * 2 + (jnp.zeros((b, 1, 1), bool),)]
                             o = np.asarray(combine(got, q, empty))
@@ -122,11 +125,12 @@ def main(argv=None) -> int:
                             err = float(np.abs(o - np.asarray(combine(ref, q, empty))).max())
                             t = median_time(fn, [(q, a, w, s, vals) for s in selections], args.repeats)
                             row = {"context": ctx, "batch": b, "placement": placement, "splits": splits,
-                                   "block_tokens": block, "warps": warps, "stages": stages, "ms": 1e3 * t,
+                                   "block_tokens": block, "warps": warps, "stages": stages, "w_once": once,
+                                   "ms": 1e3 * t,
                                    "roofline_ms": 1e3 * roof, "pct_of_roofline": 100 * roof / t,
                                    "bytes": nbytes, "max_abs_err_vs_reference": err}
                             if args.in_loop:
-                                looped = in_loop(args.in_loop, splits, block, warps, inv, layer, stages)
+                                looped = in_loop(args.in_loop, splits, block, warps, inv, layer, stages, once)
                                 t_loop = median_time(looped, [(q, a, w, jnp.stack(selections), vals)],
                                                      max(3, args.repeats // 4)) / args.in_loop
                                 row.update(ms_in_loop=1e3 * t_loop, pct_of_roofline_in_loop=100 * roof / t_loop)
@@ -145,12 +149,13 @@ def main(argv=None) -> int:
     save_json(args.json, {"meta": meta, "rows": rows})
     print(f"\n{meta['device']}, jax {meta['jax']}, {meta['date']}: HBM {hbm_bw / 1e12:.2f} TB/s, "
           f"host->device {pcie_bw / 1e9:.1f} GB/s (measured)")
-    print("| context | batch | values | impl | splits/block/warps | ms | roofline ms | % of roofline | max err "
+    print("| context | batch | values | impl | splits/block/warps/stages/w_once | ms | roofline ms | % of roofline | max err "
           "| ms in loop | % in loop |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         impl = r.get("impl", "pallas")
-        cfg = f"{r['splits']}/{r['block_tokens']}/{r['warps']}" if impl == "pallas" else "-"
+        cfg = (f"{r['splits']}/{r['block_tokens']}/{r['warps']}/{r['stages']}/{int(r['w_once'])}" if impl == "pallas"
+               else "-")
         err = f"{r['max_abs_err_vs_reference']:.1e}" if "max_abs_err_vs_reference" in r else "-"
         print(f"| {r['context']} | {r['batch']} | {r['placement']} | {impl} | {cfg} | {r['ms']:.3f} | "
               f"{r['roofline_ms']:.3f} | {r['pct_of_roofline']:.0f}% | {err} | "

@@ -34,7 +34,8 @@
 #   half12: the attention kernel without the rot(W) product: compiled tests, ShadowKV at 122,880 (and with the
 #           appends ordered after the selection), full attention, a short launch sweep;
 #   half13: the kept version: both methods at both contexts, ShadowKV under an 80 GB cap;
-#   half14: 32- against 16-token blocks in the step, with profiles
+#   half14: 32- against 16-token blocks in the step, with profiles;
+#   wonce15: W loaded once per program in a launch sweep, ShadowKV at both contexts with the fastest launch
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -626,6 +627,19 @@ half14)  # the device launch in the step: 32-token blocks (kept) against 16, Sha
     BENCH_TIMEOUT=110 BTAIL=24 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
         --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_block$blk.json"
   done
+  ;;
+wonce15)  # W loaded once per program (w_once) in a launch sweep at 122,880 x 10; the fastest launch in the loop
+  # becomes DEVICE_VALUES_LAUNCH (benchmarks/pick_launch.py) for ShadowKV at both contexts; the w_once tests compiled
+  SHADOWKV_KERNELS_COMPILED=1 timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "w_loaded_once or partial_rotary" 2>&1 | tail -1 | tee "$OUT/kernel_tests_wonce15_h200.txt"
+  timeout 260 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 8 16 \
+      --block-tokens 32 64 --warps 4 8 --stages 2 --w-once 0 1 --repeats 5 --json "$OUT/kernels_wonce15_h200.json" \
+      2>&1 | tail -20
+  python3 benchmarks/pick_launch.py "$OUT/kernels_wonce15_h200.json" && grep "^DEVICE_VALUES_LAUNCH" kernels/sparse_attention.py
+  BENCH_TIMEOUT=110 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

@@ -82,7 +82,7 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
 
 def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, cos_t_ref, sin_t_ref, *rest,
             num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, rank_parts, head_parts,
-            groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int):
+            groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int, w_once: bool):
     # layer_ref [1] int32; q_ref [B, Hkv, G, D] (loaded as Gp rows); a_ref [L, B, N, r]; w_ref [B, Hkv, r, D];
     # chunks_ref [B, Hkv, k] (read as k_pad slots, the padded ones masked);
     # cos_c_ref, sin_c_ref [n_c, R/2] and cos_t_ref, sin_t_ref [c, R/2] f32 (rope_tables);
@@ -113,6 +113,10 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     slot_in_block = iota // chunk_size
     t_in_chunk = iota % chunk_size
     cos_t, sin_t = cos_t_ref[t_in_chunk, :], sin_t_ref[t_in_chunk, :]  # [T, R/2]: the same in every block
+    w_at = lambda off, size, col, width: w_ref[b, h, pl.ds(off, size), pl.ds(col, width)]
+    if w_once:  # W's pieces loaded once per program and held (in registers) across its blocks
+        w_pieces = {(o, c): w_at(o, n, c, m) for o, n in rank_parts for c, m in head_parts}
+        w_at = lambda off, size, col, width: w_pieces[off, col]
 
     def body(i, carry):
         m, l, acc = carry
@@ -124,7 +128,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
         for off, size in rank_parts:  # static pieces of the rank, each a power of two
             rows = a_ref[layer, b, pos, pl.ds(off, size)]  # [T, size] gathered A rows
             for j, (col, width) in enumerate(head_parts):
-                k_pre[j] += _dot(rows, w_ref[b, h, pl.ds(off, size), pl.ds(col, width)])
+                k_pre[j] += _dot(rows, w_at(off, size, col, width))
         # cos/sin at chunk start + offset by angle addition: computing them per token was half the kernel's time
         # (two small tables read here instead, 16 distinct rows per block, took 0.23 ms per layer against 0.18)
         cos_c, sin_c = cos_c_ref[chunk, :], sin_c_ref[chunk, :]  # [T, R/2] (rows repeat within a chunk)
@@ -218,7 +222,7 @@ MIN_BLOCK_TOKENS = 16
 # 122,880 tokens x 10 sequences (240 chunks per KV head) in a 32-layer loop on an H200: with the rotary halves as
 # separate dots, 0.110 ms per layer against 0.132 for 16-token blocks (stage half12; before that change 16-token
 # blocks were best: 0.176 ms, and the default launch of 32-token blocks, 4 splits and 8 warps took 0.36).
-DEVICE_VALUES_LAUNCH = {"block_tokens": 32, "num_splits": 16, "num_warps": 4}
+DEVICE_VALUES_LAUNCH = {"block_tokens": 32, "num_splits": 16, "num_warps": 4, "num_stages": 2, "w_once": False}
 
 
 def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits: int | None = None):
@@ -234,12 +238,12 @@ def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits:
 
 @functools.partial(jax.jit, static_argnames=("chunk_size", "block_tokens", "num_splits", "num_warps",
                                              "num_stages", "interpret", "rotary_dim", "value_row", "stream",
-                                             "return_prepared"))
+                                             "return_prepared", "w_once"))
 def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_cache=None, previous=None, *,
                               chunk_size: int, block_tokens: int = 32, num_splits: int | None = None,
                               num_warps: int = 8, num_stages: int = 2, interpret: bool = False,
                               rotary_dim: int | None = None, value_row: int = 0, after=None,
-                              stream: int | None = None, return_prepared: bool = False):
+                              stream: int | None = None, return_prepared: bool = False, w_once: bool = False):
     """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks.
 
     `values` may hold more sequences than q: q's row i reads values row `value_row + i` (micro-batches of
@@ -259,6 +263,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     W, hit slots) as a second result, to pass on as another kernel's `after`. Held that way, XLA
     cannot hand their memory to work scheduled between the two kernels: in a CUDA graph with concurrent
     nodes such reuse orders that work after this kernel (BENCHMARKS.md, command_buffer_deps.py).
+
+    `w_once`: load W once per program instead of in every block (a launch choice, like the block size).
 
     `stream`: launch the kernel as its own XLA call on that GPU stream (kernels/common.on_stream), so
     that work not waiting for it runs beside it. Only the launch goes there: XLA's stream annotation
@@ -289,7 +295,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
                                blocks_per_split=per_split, rank_parts=tuple(parts), head_parts=heads,
                                groups_padded=gp,
                                reuse=reuse, value_row=value_row, host_rows=host_rows,
-                               num_after=len(jax.tree.leaves(after)))
+                               num_after=len(jax.tree.leaves(after)), w_once=w_once)
     params = compiler_params(interpret, num_warps, num_stages)
     out_shape = partials_shape(b, hkv, splits, gp, d)
     half = heads[0][1]

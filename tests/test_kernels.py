@@ -65,6 +65,18 @@ def test_partials_match_reference_fp32(g, d, c, rank, k, n_c, batch, block):
     np.testing.assert_allclose(attend(got, q), attend(want, q), atol=2e-4, rtol=2e-4)
 
 
+@pytest.mark.parametrize("g,d,c,rank,k,n_c,batch,block", [CASES[1], CASES[5]])
+def test_w_loaded_once_per_program_matches_reference(g, d, c, rank, k, n_c, batch, block):
+    q, a, w, chunks, values, inv = make_inputs(7, batch=batch, kv_heads=2, groups=g, head_dim=d,
+                                               chunk_size=c, rank=rank, selected=k, chunks_total=n_c,
+                                               dtype=jnp.float32)
+    layer = jnp.int32(1)
+    got = sparse_attention_partials(q, a, w, chunks, values, inv, layer, chunk_size=c, block_tokens=block,
+                                    num_splits=2, w_once=True, interpret=INTERPRET)
+    want = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, chunk_size=c)
+    np.testing.assert_allclose(attend(got, q), attend(want, q), atol=2e-4, rtol=2e-4)
+
+
 @pytest.mark.parametrize("g,d,c,rank,k,n_c,batch,block", CASES[1:4])
 def test_bf16_error_within_reference_error(g, d, c, rank, k, n_c, batch, block):
     """bf16 kernel error against the fp32 reference, relative to the bf16 reference's own error."""
