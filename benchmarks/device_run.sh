@@ -35,7 +35,8 @@
 #           appends ordered after the selection), full attention, a short launch sweep;
 #   half13: the kept version: both methods at both contexts, ShadowKV under an 80 GB cap;
 #   half14: 32- against 16-token blocks in the step, with profiles;
-#   wonce15: W loaded once per program in a launch sweep, ShadowKV at both contexts with the fastest launch
+#   wonce15: W loaded once per program in a launch sweep, ShadowKV at both contexts with the fastest launch;
+#   kept16: the kept launch: fp32 kernel tests, both methods at both contexts, the 80 GB cap, the profile
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -640,6 +641,23 @@ wonce15)  # W loaded once per program (w_once) in a launch sweep at 122,880 x 10
       --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
   BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
       --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  ;;
+kept16)  # the kept version (DEVICE_VALUES_LAUNCH 8 splits of 64-token blocks): fp32 kernel tests compiled, both
+  # methods at both contexts in one session, ShadowKV under an 80 GB cap, the ShadowKV step's profile
+  SHADOWKV_KERNELS_COMPILED=1 timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "fp32 or blocks_are" 2>&1 | tail -1 | tee "$OUT/kernel_tests_kept16_h200.txt"
+  BENCH_TIMEOUT=110 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_122880_full.json"
+  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+      --json "$OUT/tput_llama_65536_full.json"
+  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  BENCH_TIMEOUT=100 BTAIL=24 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
+      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_kept16.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

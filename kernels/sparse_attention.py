@@ -218,11 +218,12 @@ def hit_slots(chunks: jax.Array, previous: jax.Array) -> jax.Array:
 # operands of at least 16 along each side.
 MIN_BLOCK_TOKENS = 16
 
-# The launch when the values are on the device (no PCIe reads to wait for): more, smaller programs. At
-# 122,880 tokens x 10 sequences (240 chunks per KV head) in a 32-layer loop on an H200: with the rotary halves as
-# separate dots, 0.110 ms per layer against 0.132 for 16-token blocks (stage half12; before that change 16-token
-# blocks were best: 0.176 ms, and the default launch of 32-token blocks, 4 splits and 8 warps took 0.36).
-DEVICE_VALUES_LAUNCH = {"block_tokens": 32, "num_splits": 16, "num_warps": 4, "num_stages": 2, "w_once": False}
+# The launch when the values are on the device (no PCIe reads to wait for): more, smaller programs than the
+# default. At 122,880 tokens x 10 sequences (240 chunks per KV head) in a 32-layer loop on an H200, with the rotary
+# halves as separate dots: 8 splits of 64-token blocks, 4 warps, 0.106 ms per layer; 16 splits of 32-token blocks
+# 0.109-0.111, of 16-token blocks 0.132; 8 warps 0.127-0.139 (stages half12, wonce15). Loading W once per
+# program (w_once) changed nothing (0.105 against 0.106). Before the halves, 16-token blocks were best (0.176).
+DEVICE_VALUES_LAUNCH = {"block_tokens": 64, "num_splits": 8, "num_warps": 4, "num_stages": 2, "w_once": False}
 
 
 def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits: int | None = None):
