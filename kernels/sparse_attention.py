@@ -36,6 +36,7 @@ from jax.experimental import pallas as pl
 
 from .common import (NEG_INF, check_value_rows, compiler_params, dot as _dot, load_query_group, on_stream,
                      padded_groups, partials_shape, value_parts, value_rows)
+from .decode_attention import combine_splits
 
 
 def _pow2_parts(n: int, smallest: int = 16) -> list[tuple[int, int]]:
@@ -81,26 +82,30 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
 
 
 def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, cos_t_ref, sin_t_ref, *rest,
-            num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, rank_parts, head_parts,
-            groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int, w_once: bool):
+            num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, num_splits: int, rank_parts,
+            head_parts, groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int,
+            w_once: bool, exact_sizes: tuple[int, ...]):
     # layer_ref [1] int32; q_ref [B, Hkv, G, D] (loaded as Gp rows); a_ref [L, B, N, r]; w_ref [B, Hkv, r, D];
     # chunks_ref [B, Hkv, k] (read as k_pad slots, the padded ones masked);
     # cos_c_ref, sin_c_ref [n_c, R/2] and cos_t_ref, sin_t_ref [c, R/2] f32 (rope_tables);
     # then the values: one ref [L, >= value_row + B, Hkv, n_c, c, D],
     # or with host_rows two (SplitValues: rows < host_rows of the whole batch in the first, the rest in the
     # second); with reuse: hit_ref [B, Hkv, k_pad] (slot of the chunk in the old cache, -1 = miss) and
-    # cache_ref [B, Hkv, k, c, D] in, new_cache_ref [B, Hkv, k, c, D] out
+    # cache_ref [B, Hkv, k, c, D] in, new_cache_ref [B, Hkv, k, c, D] out;
+    # with exact segments: exact_valid_ref [n_seg, B] int32 and each segment's K and V [L, B, Hkv, n_i, D];
     # with after: num_after more inputs, never read (they only order this kernel after their writers)
-    # outputs: o_ref [B, Hkv, S, Gp, D] f32; m_ref, l_ref [B, Hkv, S, Gp] f32
+    # outputs: o_ref [B, Hkv, S + n_seg, Gp, D] f32; m_ref, l_ref [B, Hkv, S + n_seg, Gp] f32
     from jax.experimental.pallas import triton as plt
 
     n_values = 1 if host_rows is None else 2
     value_refs, rest = rest[:n_values], rest[n_values:]
-    if num_after:  # drop them: the last inputs, before the outputs
-        n_out = 4 if reuse else 3
-        rest = rest[:-n_out - num_after] + rest[-n_out:]
+    reuse_refs, rest = (rest[:2], rest[2:]) if reuse else ((), rest)
+    n_seg = len(exact_sizes)
+    n_exact = 1 + 2 * n_seg if n_seg else 0
+    exact_refs, rest = rest[:n_exact], rest[n_exact:]
+    rest = rest[num_after:]  # the after inputs: never read
     if reuse:
-        hit_ref, cache_ref, o_ref, m_ref, l_ref, new_cache_ref = rest
+        (hit_ref, cache_ref), (o_ref, m_ref, l_ref, new_cache_ref) = reuse_refs, rest
     else:
         o_ref, m_ref, l_ref = rest
     b, h, s = pl.program_id(0), pl.program_id(1), pl.program_id(2)
@@ -157,12 +162,55 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
         acc = acc * alpha[:, None] + _dot(p.astype(v.dtype), v)
         return m_new, l * alpha + jnp.sum(p, axis=1), acc
 
+    def write(m, l, acc):
+        o_ref[b, h, s] = acc
+        m_ref[b, h, s] = m
+        l_ref[b, h, s] = l
+
     init = (jnp.full((groups_padded,), NEG_INF, jnp.float32), jnp.zeros((groups_padded,), jnp.float32),
             jnp.zeros((groups_padded, d), jnp.float32))
-    m, l, acc = jax.lax.fori_loop(0, blocks_per_split, body, init)
-    o_ref[b, h, s] = acc
-    m_ref[b, h, s] = m
-    l_ref[b, h, s] = l
+    if not n_seg:
+        write(*jax.lax.fori_loop(0, blocks_per_split, body, init))
+        return
+
+    @pl.when(s < num_splits)
+    def _():
+        write(*jax.lax.fori_loop(0, blocks_per_split, body, init))
+
+    for i, n in enumerate(exact_sizes):  # one more program per (b, h) for each exact segment
+        pl.when(s == num_splits + i)(functools.partial(
+            _exact_segment, exact_refs[0], exact_refs[1 + 2 * i], exact_refs[2 + 2 * i], q_ref, layer, b, h, i, n,
+            groups_padded, init, write))
+
+
+# Tokens per block of an exact segment's program (keys read as stored: no reconstruction)
+EXACT_BLOCK_TOKENS = 32
+
+
+def _exact_segment(valid_ref, k_ref, v_ref, q_ref, layer, b, h, i: int, n: int, groups_padded: int, init, write):
+    """Online softmax of the query group over rows [0, valid_ref[i, b]) of one exact segment (its K and V
+    [L, B, Hkv, n, D] read in place at `layer`); rows past the valid count are masked loads (no traffic)."""
+    from jax.experimental.pallas import triton as plt
+
+    q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D]: exact keys are stored whole, after RoPE
+    valid = jnp.minimum(valid_ref[i, b], n)
+    iota = jax.lax.broadcasted_iota(jnp.int32, (EXACT_BLOCK_TOKENS,), 0)
+    col = jax.lax.broadcasted_iota(jnp.int32, (1, q.shape[-1]), 1)
+
+    def body(j, carry):
+        m, l, acc = carry
+        row = j * EXACT_BLOCK_TOKENS + iota
+        live = row < valid
+        at = lambda ref: ref.at[layer, b, h, jnp.minimum(row, n - 1)[:, None], col]
+        kb = plt.load(at(k_ref), mask=live[:, None], other=0)
+        vb = plt.load(at(v_ref), mask=live[:, None], other=0)
+        scores = jnp.where(live[None, :], _dot(q, kb.T), NEG_INF)  # [Gp, T]
+        m_new = jnp.maximum(m, jnp.max(scores, axis=1))
+        p = jnp.exp(scores - m_new[:, None])
+        alpha = jnp.exp(m - m_new)
+        return m_new, l * alpha + jnp.sum(p, axis=1), acc * alpha[:, None] + _dot(p.astype(vb.dtype), vb)
+
+    write(*jax.lax.fori_loop(0, -(-n // EXACT_BLOCK_TOKENS), body, init))
 
 
 def _load_values(value_refs, host_rows: int | None, layer, row, h, chunk, t_in_chunk, d: int, mask):
@@ -244,7 +292,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
                               chunk_size: int, block_tokens: int = 32, num_splits: int | None = None,
                               num_warps: int = 8, num_stages: int = 2, interpret: bool = False,
                               rotary_dim: int | None = None, value_row: int = 0, after=None,
-                              stream: int | None = None, return_prepared: bool = False, w_once: bool = False):
+                              stream: int | None = None, return_prepared: bool = False, w_once: bool = False,
+                              exact=()):
     """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks.
 
     `values` may hold more sequences than q: q's row i reads values row `value_row + i` (micro-batches of
@@ -266,6 +315,12 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     nodes such reuse orders that work after this kernel (BENCHMARKS.md, command_buffer_deps.py).
 
     `w_once`: load W once per program instead of in every block (a launch choice, like the block size).
+
+    `exact`: segments attended exactly in the same launch, each (k, v, valid): k, v [L, B, Hkv, n, D] (the whole
+    stacked arrays, read in place at `layer`), valid [B] int32 rows of each sequence to attend (None: all n).
+    Each adds one program per (b, h) and one split to the partials, after the kernel's own; `combine(partials,
+    q, [])` then merges everything. Reading them here replaces the copy of the segments into one array and
+    the softmax over it that `combine` does with segments, which ran after the kernel on the critical path.
 
     `stream`: launch the kernel as its own XLA call on that GPU stream (kernels/common.on_stream), so
     that work not waiting for it runs beside it. Only the launch goes there: XLA's stream annotation
@@ -292,13 +347,15 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
     reuse = value_cache is not None
     value_arrays, host_rows = value_parts(values)
+    exact_arrays, exact_sizes = exact_inputs(exact, b, hkv, d, q.dtype)
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
-                               blocks_per_split=per_split, rank_parts=tuple(parts), head_parts=heads,
-                               groups_padded=gp,
-                               reuse=reuse, value_row=value_row, host_rows=host_rows,
-                               num_after=len(jax.tree.leaves(after)), w_once=w_once)
+                               blocks_per_split=per_split, num_splits=splits, rank_parts=tuple(parts),
+                               head_parts=heads, groups_padded=gp, reuse=reuse, value_row=value_row,
+                               host_rows=host_rows, num_after=len(jax.tree.leaves(after)), w_once=w_once,
+                               exact_sizes=exact_sizes)
     params = compiler_params(interpret, num_warps, num_stages)
-    out_shape = partials_shape(b, hkv, splits, gp, d)
+    programs = splits + len(exact_sizes)
+    out_shape = partials_shape(b, hkv, programs, gp, d)
     half = heads[0][1]
     args = [layer, q, a, w, chunks, *rope_tables(inv_freq[:half], values.shape[3], chunk_size), *value_arrays]
     prepared = (q, w, chunks)
@@ -307,8 +364,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
         args += [hits, value_cache]
         prepared += (hits,)
         out_shape += (jax.ShapeDtypeStruct(value_cache.shape, value_cache.dtype),)
-    args += jax.tree.leaves(after)
-    launch = pl.pallas_call(kernel, out_shape=out_shape, grid=(b, hkv, splits), interpret=interpret,
+    args += exact_arrays + jax.tree.leaves(after)
+    launch = pl.pallas_call(kernel, out_shape=out_shape, grid=(b, hkv, programs), interpret=interpret,
                             compiler_params=params, name="shadowkv_gather_reconstruct_attention")
     out = launch(*args) if stream is None else on_stream(launch, stream)(*args)
     acc, m, l = out[:3]
@@ -316,11 +373,56 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     return (partials, prepared) if return_prepared else partials
 
 
+def exact_inputs(exact, batch: int, kv_heads: int, head_dim: int, dtype) -> tuple[list, tuple[int, ...]]:
+    """The kernel's operands for `exact` segments: [valid [n_seg, B] int32, k_0, v_0, k_1, v_1, ...] and each
+    segment's row count n_i. Segments of no rows are left out."""
+    arrays, sizes, valid = [], [], []
+    for i, seg in enumerate(exact):
+        if len(seg) != 3:
+            raise ValueError(f"exact[{i}] must be (k, v, valid), got {len(seg)} items")
+        k, v, rows = seg
+        if k.ndim != 5 or k.shape != v.shape or k.shape[1:3] != (batch, kv_heads) or k.shape[4] != head_dim:
+            raise ValueError(f"exact[{i}]: k {k.shape} and v {v.shape} must both be [L, {batch}, {kv_heads}, n, "
+                             f"{head_dim}]")
+        if k.dtype != dtype or v.dtype != dtype:
+            raise ValueError(f"exact[{i}]: k {k.dtype} and v {v.dtype} must have the query's dtype {dtype}")
+        if rows is not None and jnp.shape(rows) != (batch,):
+            raise ValueError(f"exact[{i}]: valid must be [{batch}] rows per sequence or None, got {jnp.shape(rows)}")
+        n = k.shape[3]
+        if n:
+            arrays += [k, v]
+            sizes.append(n)
+            valid.append(jnp.full((batch,), n, jnp.int32) if rows is None else jnp.asarray(rows, jnp.int32))
+    return ([jnp.stack(valid)] + arrays if sizes else []), tuple(sizes)
+
+
+def exact_partials_reference(q, exact, layer) -> tuple:
+    """Plain jnp of the exact segments' programs, as one split: (acc [B, Hkv, 1, G, D], m, l)."""
+    b, hkv, g, d = q.shape
+    keys, vals, live = [], [], []
+    for k, v, rows in exact:
+        n = k.shape[3]
+        keys.append(jax.lax.dynamic_index_in_dim(k, layer, 0, keepdims=False))
+        vals.append(jax.lax.dynamic_index_in_dim(v, layer, 0, keepdims=False))
+        rows = jnp.full((b,), n) if rows is None else rows
+        live.append(jnp.arange(n)[None, :] < rows[:, None])
+    keys, vals, live = jnp.concatenate(keys, axis=2), jnp.concatenate(vals, axis=2), jnp.concatenate(live, axis=1)
+    hi = jax.lax.Precision.HIGHEST
+    s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32, precision=hi)
+    s = jnp.where(live[:, None, None], s, NEG_INF)
+    m = jnp.max(s, axis=-1)
+    p = jnp.exp(s - m[..., None])
+    acc = jnp.einsum("bhgn,bhnd->bhgd", p.astype(vals.dtype), vals, preferred_element_type=jnp.float32,
+                     precision=hi)
+    return acc[:, :, None], m[:, :, None], jnp.sum(p, axis=-1)[:, :, None]
+
+
 def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer, value_cache=None,
                                         previous=None, *, chunk_size: int, rotary_dim: int | None = None,
-                                        value_row: int = 0, **unused):
+                                        value_row: int = 0, exact=(), **unused):
     """Plain jnp of the same computation, one split: (acc [B, Hkv, 1, G, D], m, l), plus the new value
-    cache (the selected values) when `value_cache` is given; values are always read from `values`."""
+    cache (the selected values) when `value_cache` is given; values are always read from `values`.
+    With `exact` segments, their partial follows as a second split."""
     b, hkv, g, d = q.shape
     k = chunks.shape[-1]
     pos = (chunks[..., None] * chunk_size + jnp.arange(chunk_size)).reshape(b, hkv, k * chunk_size)
@@ -338,6 +440,8 @@ def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer
     p = jnp.exp(s - m[..., None])
     acc = jnp.einsum("bhgn,bhnd->bhgd", p.astype(v.dtype), v, preferred_element_type=jnp.float32, precision=hi)
     out = (acc[:, :, None], m[:, :, None], jnp.sum(p, axis=-1)[:, :, None])
+    if any(seg[0].shape[3] for seg in exact):
+        out = tuple(jnp.concatenate([x, y], axis=2) for x, y in zip(out, exact_partials_reference(q, exact, layer)))
     if value_cache is not None:
         out += (v.reshape(value_cache.shape).astype(value_cache.dtype),)
     return out
@@ -347,8 +451,11 @@ def combine(partials, q, segments) -> jax.Array:
     """One softmax over the kernel's partials and exact segments.
 
     partials: (acc [B, Hkv, S, G, D], m, l [B, Hkv, S, G]); q [B, Hkv, G, D] (scaled);
-    segments: list of (k [B, Hkv, n, D], v [B, Hkv, n, D], mask [B, Hkv|1, n]). Returns [B, Hkv, G, D] f32.
+    segments: list of (k [B, Hkv, n, D], v [B, Hkv, n, D], mask [B, Hkv|1, n]); none when the kernel read
+    them itself (`exact`): then only the splits are merged. Returns [B, Hkv, G, D] f32.
     """
+    if not segments:
+        return combine_splits(partials)
     acc, m, l = partials
     keys = jnp.concatenate([s[0] for s in segments], axis=2)
     vals = jnp.concatenate([s[1] for s in segments], axis=2)

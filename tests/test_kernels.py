@@ -113,6 +113,69 @@ def test_partial_rotary_matches_reference(d, rotary, g):
     np.testing.assert_allclose(attend(got, q), attend(want, q), atol=2e-4, rtol=2e-4)
 
 
+def _segments(seed, layers, batch, kv_heads, d, sizes, dtype):
+    """Exact segments [L, B, Hkv, n, D] of the given row counts; the first and last with per-sequence valid rows."""
+    rng = np.random.default_rng(seed)
+    segs = []
+    for i, n in enumerate(sizes):
+        k, v = (jnp.asarray(rng.standard_normal((layers, batch, kv_heads, n, d)), dtype) for _ in range(2))
+        valid = None if 0 < i < len(sizes) - 1 else jnp.asarray(rng.integers(0, n + 1, batch), jnp.int32)
+        segs.append((k, v, valid))
+    return segs
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_exact_segments_in_the_launch_match_the_combine(reuse):
+    """`exact` segments read in the kernel (one program each per (b, h), in place at the layer) must give what
+    `combine` gives with the same segments as layer slices and masks, and match the jnp reference. Row counts
+    straddle the 32-token exact blocks; one segment is empty, valid counts include 0 and the whole segment."""
+    c, k, n_c, batch, g, d = 8, 21, 50, 3, 4, 128
+    q, a, w, chunks, values, inv = make_inputs(8, batch=batch, kv_heads=2, groups=g, head_dim=d, chunk_size=c,
+                                               rank=160, selected=k, chunks_total=n_c, dtype=jnp.float32)
+    segs = _segments(9, 2, batch, 2, d, (22, 384 // 8, 0, 66), jnp.float32)
+    segs[0] = (segs[0][0], segs[0][1], jnp.asarray([0, 22, 5], jnp.int32))
+    layer = jnp.int32(1)
+    reuse_args = ()
+    if reuse:  # last step's selection: the same chunks but one, its cache the true values (so hits read right)
+        previous = chunks.at[:, :, 0].set((chunks[:, :, 0] + 1) % n_c)
+        empty = jnp.zeros((batch, 2, k, c, d), jnp.float32)
+        cache = sparse_attention_partials_reference(q, a, w, previous, values, inv, layer, empty, previous,
+                                                    chunk_size=c)[3]
+        reuse_args = (cache, previous)
+    got = sparse_attention_partials(q, a, w, chunks, values, inv, layer, *reuse_args, chunk_size=c,
+                                    block_tokens=32, num_splits=2, exact=tuple(segs), interpret=INTERPRET)
+    assert got[0].shape[2] == 2 + 3  # two splits, then one per non-empty segment
+    plain = sparse_attention_partials(q, a, w, chunks, values, inv, layer, *reuse_args, chunk_size=c,
+                                      block_tokens=32, num_splits=2, interpret=INTERPRET)
+    np.testing.assert_array_equal(np.asarray(got[0][:, :, :2]), np.asarray(plain[0]))
+    if reuse:
+        np.testing.assert_array_equal(np.asarray(got[3]), np.asarray(plain[3]))
+    at = lambda x: x[1]
+    masks = [jnp.ones((1, 1, kk.shape[3]), bool) if valid is None
+             else (jnp.arange(kk.shape[3])[None, :] < valid[:, None])[:, None] for kk, _, valid in segs]
+    by_combine = np.asarray(combine(plain[:3], q, [(at(kk), at(vv), mm) for (kk, vv, _), mm in zip(segs, masks)]))
+    in_launch = np.asarray(combine(got[:3], q, []))
+    np.testing.assert_allclose(in_launch, by_combine, atol=2e-5, rtol=2e-5)
+    ref = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, chunk_size=c, exact=tuple(segs))
+    np.testing.assert_allclose(in_launch, np.asarray(combine(ref[:3], q, [])), atol=2e-4, rtol=2e-4)
+
+
+def test_exact_segments_of_the_wrong_shape_are_refused():
+    q, a, w, chunks, values, inv = make_inputs(0, batch=2, kv_heads=2, groups=4, head_dim=64, chunk_size=8,
+                                               rank=16, selected=3, chunks_total=8, dtype=jnp.float32)
+    run = lambda seg: sparse_attention_partials(q, a, w, chunks, values, inv, jnp.int32(0), chunk_size=8,
+                                                exact=(seg,), interpret=True)
+    k = jnp.zeros((2, 2, 2, 10, 64), jnp.float32)
+    with pytest.raises(ValueError, match=r"exact\[0\]: k \(2, 2, 2, 10, 64\) and v \(2, 3, 2, 10, 64\)"):
+        run((k, jnp.zeros((2, 3, 2, 10, 64), jnp.float32), None))
+    with pytest.raises(ValueError, match="must have the query's dtype float32"):
+        run((k.astype(jnp.bfloat16), k.astype(jnp.bfloat16), None))
+    with pytest.raises(ValueError, match=r"valid must be \[2\] rows per sequence"):
+        run((k, k, jnp.zeros((3,), jnp.int32)))
+    with pytest.raises(ValueError, match="must be \\(k, v, valid\\)"):
+        run((k, k))
+
+
 def test_head_pieces_the_compiled_kernel_cannot_take_are_refused():
     q, a, w, chunks, values, inv = make_inputs(0, batch=1, kv_heads=1, groups=1, head_dim=64, chunk_size=8,
                                                rank=16, selected=3, chunks_total=8, dtype=jnp.float32)

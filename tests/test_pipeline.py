@@ -146,9 +146,10 @@ def test_each_kernel_holds_the_previous_kernels_prepared_operands():
     launches = list(kernels(jax.make_jaxpr(step)(split_state(st, (1, 1))).jaxpr))
     first, later = launches[0], launches[1:]
     assert later and all(len(l) == len(first) + 1 + 4 for l in later)  # maxima + 4 prepared (value reuse on)
-    # the held operands have the shapes of the launch's own query, W, chunk ids and hit slots (the
-    # first launch's last two operands: hits, value cache)
+    # the held operands have the shapes of the launch's own query, W, chunk ids and hit slots (the first
+    # launch's operands: layer, q, A, W, chunk ids, four RoPE tables, values, hits, value cache, then the
+    # exact segments)
     shapes = lambda vs: [tuple(v.aval.shape) for v in vs]
-    q, w, chunks, hits = shapes(first)[1], shapes(first)[3], shapes(first)[4], shapes(first)[-2]
+    q, w, chunks, hits = shapes(first)[1], shapes(first)[3], shapes(first)[4], shapes(first)[10]
     for l in later:
         assert shapes(l)[-4:] == [q, w, chunks, hits]

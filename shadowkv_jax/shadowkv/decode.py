@@ -8,7 +8,8 @@
 4. gather the selected values (device or pinned host memory); with value_reuse the chunks selected
    at the previous step too come from a device cache of last step's selection (the kernel reads
    only the misses from host memory; this reference path reads all and refreshes the cache);
-5. one softmax per query head over [local | outliers | selected | generated].
+5. one softmax per query head over [local | outliers | selected | generated] (the kernel path reads the
+   exact segments in the same launch, one more program each, and merges its splits after).
 """
 
 from __future__ import annotations
@@ -66,14 +67,6 @@ def select_layer(q: jax.Array, st: ShadowKVState, layer, cfg: ShadowKVConfig, im
                              resolved_top_k(cfg.top_k, implementation, interpret), interpret, layer=layer)
     return select_chunks(q, at(st.landmarks), at(st.chunk_ids), st.num_chunks, cfg.selected_chunks,
                          resolved_top_k(cfg.top_k, implementation, interpret), interpret)
-
-
-def after_selection(chunks: jax.Array) -> jax.Array:
-    """0, computed from the chunk ids (>= 0, so the sign shift is 0; XLA cannot know that): added to an index,
-    it orders that read or write after the selection. The step's appends and exact-segment copies need nothing
-    from the selection, and XLA ran them beside it, idling the selection kernel 12.6 us a layer while they
-    held the SMs (optimization barriers cannot order them: XLA's GPU pipeline removes them)."""
-    return jax.lax.shift_right_arithmetic(chunks[0, 0, 0], jnp.int32(31))
 
 
 def resolved_top_k(top_k: str, implementation: str, interpret: bool) -> str:
@@ -186,7 +179,7 @@ class ShadowKVDecode:
         rows = jnp.arange(q.shape[0])
         with jax.named_scope("select"):
             chunks = select_layer(q[:, 0], st, layer, self.config, self.implementation, self.interpret)
-        gen_idx = lengths - st.prompt_lengths + after_selection(chunks)  # [B] slot of the new token
+        gen_idx = lengths - st.prompt_lengths  # [B] slot of the new token
         gen_k = st.gen_k.at[layer, rows, :, gen_idx].set(k[:, 0].astype(st.gen_k.dtype))
         gen_v = st.gen_v.at[layer, rows, :, gen_idx].set(v[:, 0].astype(st.gen_v.dtype))
         return chunks, dataclasses.replace(st, gen_k=gen_k, gen_v=gen_v)
@@ -204,16 +197,18 @@ class ShadowKVDecode:
         at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
         prev = at(st.prev_selection)
         gen_idx = lengths - st.prompt_lengths
-        loc_valid = (jnp.arange(cfg.local_capacity)[None, :] < st.local_lengths[:, None])[:, None]
-        gen_valid = (jnp.arange(cfg.max_new_tokens)[None, :] <= gen_idx[:, None])[:, None]
-        out_valid = jnp.ones((1, 1, st.outlier_k.shape[3]), bool)
-        seg = lambda x: jax.lax.dynamic_index_in_dim(x, layer + after_selection(chunks), 0, keepdims=False)
-        exact = [(seg(st.local_k), seg(st.local_v), loc_valid),
-                 (seg(st.outlier_k), seg(st.outlier_v), out_valid),
-                 (seg(st.gen_k), seg(st.gen_v), gen_valid)]
         if self.implementation == "pallas":
-            out, new_cache, done = self._kernel_attention(q[:, 0], st, consts, layer, chunks, prev, exact, after)
+            # the kernel reads the exact segments in place (whole stacked arrays, valid rows per sequence)
+            segments = ((st.local_k, st.local_v, st.local_lengths), (st.outlier_k, st.outlier_v, None),
+                        (st.gen_k, st.gen_v, gen_idx + 1))
+            out, new_cache, done = self._kernel_attention(q[:, 0], st, consts, layer, chunks, prev, segments, after)
         else:
+            loc_valid = (jnp.arange(cfg.local_capacity)[None, :] < st.local_lengths[:, None])[:, None]
+            gen_valid = (jnp.arange(cfg.max_new_tokens)[None, :] <= gen_idx[:, None])[:, None]
+            out_valid = jnp.ones((1, 1, st.outlier_k.shape[3]), bool)
+            exact = [(at(st.local_k), at(st.local_v), loc_valid),
+                     (at(st.outlier_k), at(st.outlier_v), out_valid),
+                     (at(st.gen_k), at(st.gen_v), gen_valid)]
             with jax.named_scope("reconstruct"):
                 sel_k = reconstruct_keys(at(st.a), at(st.w), chunks, c, self.model)
             with jax.named_scope("fetch_values"):
@@ -233,7 +228,8 @@ class ShadowKVDecode:
         return out[:, None], carry, done
 
     def _kernel_attention(self, q, st, values, layer, chunks, prev, exact, after=None):
-        """Fused kernel over the selected chunks, then one softmax with the exact segments.
+        """Fused kernel over the selected chunks and the exact segments (`exact`: the kernel's argument of that
+        name), then the merge of its splits.
         Returns (attention output, this step's value cache or None, done: see `attend`)."""
         from ..kernels.common import scaled_query_groups
         from ..kernels.sparse_attention import (DEVICE_VALUES_LAUNCH, combine, rope_inv_freq_full,
@@ -256,8 +252,8 @@ class ShadowKVDecode:
             partials, prepared = sparse_attention_partials(
                 qs, st.a, w_layer, chunks, values, inv, layer, **reuse, chunk_size=self.config.chunk_size,
                 interpret=self.interpret, rotary_dim=self.model.rotary_dim, value_row=self.value_row,
-                after=after, stream=self.value_stream, return_prepared=True, **launch)
+                after=after, stream=self.value_stream, return_prepared=True, exact=exact, **launch)
         with jax.named_scope("combine"):
-            out = combine(partials[:3], qs, exact)
+            out = combine(partials[:3], qs, [])
         new_cache = partials[3] if reuse else None
         return out.reshape(b, hq, d).astype(q.dtype), new_cache, (partials[1], prepared)
