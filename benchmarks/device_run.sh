@@ -36,7 +36,9 @@
 #   half13: the kept version: both methods at both contexts, ShadowKV under an 80 GB cap;
 #   half14: 32- against 16-token blocks in the step, with profiles;
 #   wonce15: W loaded once per program in a launch sweep, ShadowKV at both contexts with the fastest launch;
-#   kept16: the kept launch: fp32 kernel tests, both methods at both contexts, the 80 GB cap, the profile
+#   kept16: the kept launch: fp32 kernel tests, both methods at both contexts, the 80 GB cap, the profile;
+#   exact17: the exact segments in the kernel's launch: tests, ShadowKV at both contexts (and the append after
+#            the selection)
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -658,6 +660,20 @@ kept16)  # the kept version (DEVICE_VALUES_LAUNCH 8 splits of 64-token blocks): 
       --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
   BENCH_TIMEOUT=100 BTAIL=24 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
       --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_kept16.json"
+  ;;
+exact17)  # the exact segments read in the attention kernel's launch: their compiled tests, ShadowKV at 122,880 x 10,
+  # again with the new token's append ordered after the selection (.exp/dep.patch), ShadowKV at 65,536 x 19
+  SHADOWKV_KERNELS_COMPILED=1 timeout 110 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "exact_segments or fp32 or reuse" 2>&1 | tail -1 | tee "$OUT/kernel_tests_exact17_h200.txt"
+  BENCH_TIMEOUT=90 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  if [ -f .exp/dep.patch ] && { git apply .exp/dep.patch || patch -p1 < .exp/dep.patch; }; then
+    BENCH_TIMEOUT=90 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
+        --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device_dep.json"
+    git apply -R .exp/dep.patch || patch -R -p1 < .exp/dep.patch
+  fi
+  BENCH_TIMEOUT=80 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
+      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
