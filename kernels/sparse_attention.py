@@ -11,8 +11,9 @@ Per (sequence b, KV head h, split s), in blocks of T tokens (whole chunks):
   5. gather the selected values straight from `values` (device or pinned host memory), accumulate;
      with value reuse, chunks also selected at the previous step come from a device cache instead
      and only the misses cross PCIe.
-Each split writes an unnormalised partial (acc, m, l); `combine` merges splits with the exact
-segments [local | outliers | generated] into one softmax (flash-decoding).
+Each split writes an unnormalised partial (acc, m, l). The exact segments [local | outliers | generated] are
+either read in the same launch (`exact`: one more program per (b, h) for each, keys as stored) or passed to
+`combine`, which merges them and the splits into one softmax (flash-decoding).
 
 Bytes read per (b, h): the A rows of k*c tokens (r each), W_h (r x D), k*c value rows (D each)
 and k chunk ids; nothing is written back but the [G, D] partials. `expected_bytes` gives the roofline.
