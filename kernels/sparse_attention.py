@@ -120,7 +120,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     t_in_chunk = iota % chunk_size
     cos_t, sin_t = cos_t_ref[t_in_chunk, :], sin_t_ref[t_in_chunk, :]  # [T, R/2]: the same in every block
     w_at = lambda off, size, col, width: w_ref[b, h, pl.ds(off, size), pl.ds(col, width)]
-    if w_once:  # W's pieces loaded once per program and held (in registers) across its blocks
+    if w_once:  # W's pieces loaded once per program and held across its blocks
         w_pieces = {(o, c): w_at(o, n, c, m) for o, n in rank_parts for c, m in head_parts}
         w_at = lambda off, size, col, width: w_pieces[off, col]
 
@@ -318,7 +318,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     `w_once`: load W once per program instead of in every block (a launch choice, like the block size).
 
     `exact`: segments attended exactly in the same launch, each (k, v, valid): k, v [L, B, Hkv, n, D] (the whole
-    stacked arrays, read in place at `layer`), valid [B] int32 rows of each sequence to attend (None: all n).
+    stacked arrays, read in place at `layer`; row i of q reads their row i, whatever `value_row`), valid [B]
+    int32 rows of each sequence to attend (None: all n).
     Each adds one program per (b, h) and one split to the partials, after the kernel's own; `combine(partials,
     q, [])` then merges everything. Reading them here replaces the copy of the segments into one array and
     the softmax over it that `combine` does with segments, which ran after the kernel on the critical path.

@@ -53,28 +53,25 @@ CASES = [  # (G, D, c, rank, selected chunks, total chunks, batch, block_tokens)
 ]
 
 
-@pytest.mark.parametrize("g,d,c,rank,k,n_c,batch,block", CASES)
-def test_partials_match_reference_fp32(g, d, c, rank, k, n_c, batch, block):
-    q, a, w, chunks, values, inv = make_inputs(0, batch=batch, kv_heads=2, groups=g, head_dim=d,
+def _check_fp32(seed, g, d, c, rank, k, n_c, batch, block, **launch):
+    q, a, w, chunks, values, inv = make_inputs(seed, batch=batch, kv_heads=2, groups=g, head_dim=d,
                                                chunk_size=c, rank=rank, selected=k, chunks_total=n_c,
                                                dtype=jnp.float32)
     layer = jnp.int32(1)
     got = sparse_attention_partials(q, a, w, chunks, values, inv, layer, chunk_size=c, block_tokens=block,
-                                    num_splits=2, interpret=INTERPRET)
+                                    num_splits=2, interpret=INTERPRET, **launch)
     want = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, chunk_size=c)
     np.testing.assert_allclose(attend(got, q), attend(want, q), atol=2e-4, rtol=2e-4)
 
 
-@pytest.mark.parametrize("g,d,c,rank,k,n_c,batch,block", [CASES[1], CASES[5]])
-def test_w_loaded_once_per_program_matches_reference(g, d, c, rank, k, n_c, batch, block):
-    q, a, w, chunks, values, inv = make_inputs(7, batch=batch, kv_heads=2, groups=g, head_dim=d,
-                                               chunk_size=c, rank=rank, selected=k, chunks_total=n_c,
-                                               dtype=jnp.float32)
-    layer = jnp.int32(1)
-    got = sparse_attention_partials(q, a, w, chunks, values, inv, layer, chunk_size=c, block_tokens=block,
-                                    num_splits=2, w_once=True, interpret=INTERPRET)
-    want = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, chunk_size=c)
-    np.testing.assert_allclose(attend(got, q), attend(want, q), atol=2e-4, rtol=2e-4)
+@pytest.mark.parametrize("case", CASES)
+def test_partials_match_reference_fp32(case):
+    _check_fp32(0, *case)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[5]])
+def test_w_loaded_once_per_program_matches_reference(case):
+    _check_fp32(7, *case, w_once=True)
 
 
 @pytest.mark.parametrize("g,d,c,rank,k,n_c,batch,block", CASES[1:4])
