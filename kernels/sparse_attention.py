@@ -12,8 +12,9 @@ Per (sequence b, KV head h, split s), in blocks of T tokens (whole chunks):
      with value reuse, chunks also selected at the previous step come from a device cache instead
      and only the misses cross PCIe.
 Each split writes an unnormalised partial (acc, m, l). The exact segments [local | outliers | generated] are
-either read in the same launch (`exact`: one more program per (b, h) for each, keys as stored) or passed to
-`combine`, which merges them and the splits into one softmax (flash-decoding).
+either read in the same launch (`exact`: one more program per (b, h) for each, keys as stored; the splits are
+then merged by decode_attention.combine_splits) or passed to `combine`, which merges them and the splits into one
+softmax (flash-decoding).
 
 Bytes read per (b, h): the A rows of k*c tokens (r each), W_h (r x D), k*c value rows (D each)
 and k chunk ids; nothing is written back but the [G, D] partials. `expected_bytes` gives the roofline.
@@ -37,7 +38,6 @@ from jax.experimental import pallas as pl
 
 from .common import (NEG_INF, check_value_rows, compiler_params, dot as _dot, load_query_group, on_stream,
                      padded_groups, partials_shape, value_parts, value_rows)
-from .decode_attention import combine_splits
 
 
 def _pow2_parts(n: int, smallest: int = 16) -> list[tuple[int, int]]:
@@ -320,8 +320,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     `exact`: segments attended exactly in the same launch, each (k, v, valid): k, v [L, B, Hkv, n, D] (the whole
     stacked arrays, read in place at `layer`; row i of q reads their row i, whatever `value_row`), valid [B]
     int32 rows of each sequence to attend (None: all n).
-    Each adds one program per (b, h) and one split to the partials, after the kernel's own; `combine(partials,
-    q, [])` then merges everything. Reading them here replaces the copy of the segments into one array and
+    Each adds one program per (b, h) and one split to the partials, after the kernel's own;
+    `decode_attention.combine_splits(partials)` then merges everything. Reading them here replaces the copy of the segments into one array and
     the softmax over it that `combine` does with segments, which ran after the kernel on the critical path.
 
     `stream`: launch the kernel as its own XLA call on that GPU stream (kernels/common.on_stream), so
@@ -453,11 +453,9 @@ def combine(partials, q, segments) -> jax.Array:
     """One softmax over the kernel's partials and exact segments.
 
     partials: (acc [B, Hkv, S, G, D], m, l [B, Hkv, S, G]); q [B, Hkv, G, D] (scaled);
-    segments: list of (k [B, Hkv, n, D], v [B, Hkv, n, D], mask [B, Hkv|1, n]); none when the kernel read
-    them itself (`exact`): then only the splits are merged. Returns [B, Hkv, G, D] f32.
+    segments: list of (k [B, Hkv, n, D], v [B, Hkv, n, D], mask [B, Hkv|1, n]). Returns [B, Hkv, G, D] f32.
+    When the kernel read the segments itself (`exact`), its splits alone are merged: decode_attention.combine_splits.
     """
-    if not segments:
-        return combine_splits(partials)
     acc, m, l = partials
     keys = jnp.concatenate([s[0] for s in segments], axis=2)
     vals = jnp.concatenate([s[1] for s in segments], axis=2)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from shadowkv_jax.kernels.decode_attention import combine_splits
 from shadowkv_jax.kernels.sparse_attention import (combine, rope_inv_freq_full, sparse_attention_partials, plan,
                                                    sparse_attention_partials_reference)
 from shadowkv_jax.kernels.top_k import top_k_indices, top_k_indices_reference
@@ -151,10 +152,10 @@ def test_exact_segments_in_the_launch_match_the_combine(reuse):
     masks = [jnp.ones((1, 1, kk.shape[3]), bool) if valid is None
              else (jnp.arange(kk.shape[3])[None, :] < valid[:, None])[:, None] for kk, _, valid in segs]
     by_combine = np.asarray(combine(plain[:3], q, [(at(kk), at(vv), mm) for (kk, vv, _), mm in zip(segs, masks)]))
-    in_launch = np.asarray(combine(got[:3], q, []))
+    in_launch = np.asarray(combine_splits(got[:3]))
     np.testing.assert_allclose(in_launch, by_combine, atol=2e-5, rtol=2e-5)
     ref = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, chunk_size=c, exact=tuple(segs))
-    np.testing.assert_allclose(in_launch, np.asarray(combine(ref[:3], q, [])), atol=2e-4, rtol=2e-4)
+    np.testing.assert_allclose(in_launch, np.asarray(combine_splits(ref[:3])), atol=2e-4, rtol=2e-4)
 
 
 def test_exact_segments_of_the_wrong_shape_are_refused():
@@ -370,8 +371,7 @@ DECODE_CASES = [  # (G, D, capacity, valid lengths, block, splits)
 
 @pytest.mark.parametrize("g,d,cap,valid,block,splits", DECODE_CASES)
 def test_decode_attention_matches_reference(g, d, cap, valid, block, splits):
-    from shadowkv_jax.kernels.decode_attention import (combine_splits, decode_attention_partials,
-                                                       decode_attention_reference)
+    from shadowkv_jax.kernels.decode_attention import decode_attention_partials, decode_attention_reference
 
     rng = np.random.default_rng(7)
     b, hkv, layers = len(valid), 2, 3

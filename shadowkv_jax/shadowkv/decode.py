@@ -232,8 +232,8 @@ class ShadowKVDecode:
         name), then the merge of its splits.
         Returns (attention output, this step's value cache or None, done: see `attend`)."""
         from ..kernels.common import scaled_query_groups
-        from ..kernels.sparse_attention import (DEVICE_VALUES_LAUNCH, combine, rope_inv_freq_full,
-                                                sparse_attention_partials)
+        from ..kernels.decode_attention import combine_splits
+        from ..kernels.sparse_attention import DEVICE_VALUES_LAUNCH, rope_inv_freq_full, sparse_attention_partials
         from ..model.layers import rope_inv_freq
 
         b, hq, d = q.shape
@@ -254,6 +254,6 @@ class ShadowKVDecode:
                 interpret=self.interpret, rotary_dim=self.model.rotary_dim, value_row=self.value_row,
                 after=after, stream=self.value_stream, return_prepared=True, exact=exact, **launch)
         with jax.named_scope("combine"):
-            out = combine(partials[:3], qs, [])
+            out = combine_splits(partials[:3])
         new_cache = partials[3] if reuse else None
         return out.reshape(b, hq, d).astype(q.dtype), new_cache, (partials[1], prepared)
