@@ -56,6 +56,18 @@ GGUF=/root/m/smollm2.gguf
 # room), pinned host memory up to 110 GiB (XLA caps it at 64 otherwise)
 bench() { XLA_PYTHON_CLIENT_PREALLOCATE=true XLA_PYTHON_CLIENT_MEM_FRACTION=0.97 XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB=110 timeout ${BENCH_TIMEOUT:-280} \
   python3 -m shadowkv_jax bench --margin 0.03 "$@" 2>&1 | grep -v -i "deprecat\|warn\|^W1\|stack_frame" | tail -${BTAIL:-14}; }
+# the Llama-3.1-8B rows since the eleventh session: ShadowKV with every value on the GPU and no value reuse, and
+# full attention at its largest batch
+sk_device() { bench --model llama-3.1-8b --method shadowkv --steps 32 --value-placement device --no-value-reuse "$@"; }
+full_auto() { bench --model llama-3.1-8b --method full --batch auto --steps 32 "$@"; }
+both_methods() {  # both methods at both contexts in one call, then ShadowKV with the GPU capped at 80 GB
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=130 BTAIL=3 full_auto --context 122880 --json "$OUT/tput_llama_122880_full.json"
+  BENCH_TIMEOUT=110 BTAIL=3 sk_device --context 65536 --batch auto --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=110 BTAIL=3 full_auto --context 65536 --json "$OUT/tput_llama_65536_full.json"
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch auto --gpu-memory-gb 80 \
+      --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+}
 export SHADOWKV_JAX_MODEL=$GGUF
 # XLA_FLAGS="--xla_dump_to=DIR $DUMP_DECODE": the decode loop's HLO as text (with its buffer assignment)
 DUMP_DECODE="--xla_dump_hlo_module_re=.*decode_loop.* --xla_dump_hlo_as_text"
@@ -109,7 +121,7 @@ tput)  # stash GGUF half A; compiled kernel tests; planned temp memory of the fu
       --breakdown --json "$OUT/tput_llama_122k_shadowkv.json"
   BENCH_TIMEOUT=100 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
       --breakdown --json "$OUT/tput_llama_122k_full.json"
-  BENCH_TIMEOUT=80 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=80 BTAIL=3 full_auto --context 65536 \
       --json "$OUT/tput_llama_64k_full.json"
   ;;
 tput3)  # the full-attention rows again (the row prefill no longer copies the cache) and ShadowKV at 65,536
@@ -118,7 +130,7 @@ tput3)  # the full-attention rows again (the row prefill no longer copies the ca
       tests/test_kernels.py > "$OUT/kernel_tests_h100.txt" 2>&1; tail -3 "$OUT/kernel_tests_h100.txt"
   BENCH_TIMEOUT=150 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
       --breakdown --json "$OUT/tput_llama_122k_full.json"
-  BENCH_TIMEOUT=100 BTAIL=4 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=100 BTAIL=4 full_auto --context 65536 \
       --json "$OUT/tput_llama_64k_full.json"
   [ -n "${GLM_FULL:-}" ] && BENCH_TIMEOUT=250 BTAIL=6 bench --model glm-4-9b --context 65536 122880 --method full \
       --batch auto --steps 32 --json "$OUT/tput_glm_full.json"
@@ -276,7 +288,7 @@ pipe3)  # after the loop-counter fix: compiled kernel tests, pipelined vs plain 
       | grep -E "passed|failed|dlogit|Error" | tail -8
   BENCH_TIMEOUT=250 BTAIL=20 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --micro-batches 2 --profile --json "$OUT/prof_llama_122k_shadowkv_mb2.json"
-  BENCH_TIMEOUT=130 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=130 BTAIL=4 full_auto --context 122880 \
       --json "$OUT/tput_llama_122k_full_concurrent.json"
   ;;
 pipe5)  # where the micro-batched step's time goes in time (profile concurrency: idle gaps, kernels side by side);
@@ -302,7 +314,7 @@ pipe6)  # the kernel's `after` operand, compiled; the micro-batched step with 1 
 pipe7)  # the same session's baselines at 122,880: one-batch ShadowKV and full attention (dot merger off)
   BENCH_TIMEOUT=250 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --json "$OUT/tput_llama_122k_shadowkv_nomerge.json"
-  BENCH_TIMEOUT=160 BTAIL=4 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=160 BTAIL=4 full_auto --context 122880 \
       --json "$OUT/tput_llama_122k_full_nomerge.json"
   ;;
 pipe8)  # the attention kernels as calls on a second XLA stream (compute_on gpu_stream:1): compiled pipeline
@@ -320,7 +332,7 @@ pipe9)  # H200 rows at 122,880: the streamed micro-batched step with 2 kernel sp
       --micro-batches 2 --value-stream 1 --kernel-splits 2 --json "$OUT/tput_llama_122k_shadowkv_mb2_stream_s2.json"
   BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --json "$OUT/tput_llama_122k_shadowkv.json"
-  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=150 BTAIL=3 full_auto --context 122880 \
       --json "$OUT/tput_llama_122k_full.json"
   ;;
 pipe10)  # H200: full attention in an H100's 80 GB at 122,880; both methods at 65,536
@@ -328,7 +340,7 @@ pipe10)  # H200: full attention in an H100's 80 GB at 122,880; both methods at 6
       --gpu-memory-gb 80 --json "$OUT/tput_llama_122k_full_80gb.json"
   BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
       --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_64k_shadowkv_mb2_stream.json"
-  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=150 BTAIL=3 full_auto --context 65536 \
       --json "$OUT/tput_llama_64k_full.json"
   ;;
 pipe11)  # H200 at 65,536: the streamed micro-batched step's profile in time; one-batch ShadowKV
@@ -414,7 +426,7 @@ split2)  # the split step micro-batched with the kernels on stream 1, full atten
   # with the GPU limited to 80 GB (an H100's memory; the H200's HBM rate stays)
   BENCH_TIMEOUT=240 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --value-placement split --micro-batches 2 --value-stream 1 --json "$OUT/tput_llama_122880_shadowkv_split_mb2.json"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=120 BTAIL=3 full_auto --context 65536 \
       --json "$OUT/tput_llama_65536_full.json"
   BENCH_TIMEOUT=200 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --value-placement split --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_split_80gb.json"
@@ -450,7 +462,7 @@ for i, l in enumerate(lines):
 PY
   ;;
 lm1)  # full attention at 65,536 (same session as dev2's ShadowKV rows)
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=120 BTAIL=3 full_auto --context 65536 \
       --json "$OUT/tput_llama_65536_full.json"
   ;;
 var1)  # where the device-values kernel spends its time (variants of its loop body), the landmark kernel's launch
@@ -470,25 +482,25 @@ rope1)  # RoPE from tables by angle addition, the landmark scores as one dot: co
       2>&1 | tail -3
   ;;
 rope2)
-  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=150 BTAIL=3 sk_device --context 122880 --batch auto \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 full_auto --context 122880 \
       --json "$OUT/tput_llama_122880_full.json"
   ;;
 rope3)  # fp32 launches in one pipeline stage (shared memory): the compiled kernel tests again; both methods at 65,536
   SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
       -k "fp32 or bf16_error or blocks_are or long_positions or landmark or split_values or reuse" 2>&1 | tail -3 \
       | tee "$OUT/kernel_tests_rope3_h200.txt"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 65536 --batch auto \
+      --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=120 BTAIL=3 full_auto --context 65536 \
       --json "$OUT/tput_llama_65536_full.json"
   ;;
 prof4)  # where the step with RoPE tables spends its time (--profile), ShadowKV with the GPU capped at 80 GB
-  BENCH_TIMEOUT=150 BTAIL=30 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
-      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_rope_tables.json"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  BENCH_TIMEOUT=150 BTAIL=30 sk_device --context 122880 --batch 10 \
+      --profile --json "$OUT/prof_llama_122880_shadowkv_rope_tables.json"
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 122880 --batch auto \
+      --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
   ;;
 rope4)  # two small fp32-exact RoPE tables (no per-layer table of n_c rows): compiled kernel tests, a launch sweep at
   # 122,880 x 10, ShadowKV (device values) at both contexts
@@ -497,10 +509,10 @@ rope4)  # two small fp32-exact RoPE tables (no per-layer table of n_c rows): com
       | tee "$OUT/kernel_tests_rope4_h200.txt"
   timeout 150 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 16 32 \
       --block-tokens 16 --warps 2 4 --stages 1 2 --repeats 5 --json "$OUT/kernels_rope4_h200.json" 2>&1 | tail -9
-  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 sk_device --context 122880 --batch auto \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 65536 --batch auto \
+      --json "$OUT/tput_llama_65536_shadowkv_device.json"
   ;;
 rope5)  # the chunk-start RoPE table again, now built from two small fp32-exact tables: compiled kernel tests,
   # the kernel at 122,880 x 10, ShadowKV (device values) at both contexts
@@ -509,16 +521,16 @@ rope5)  # the chunk-start RoPE table again, now built from two small fp32-exact 
       | tee "$OUT/kernel_tests_rope5_h200.txt"
   timeout 60 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 16 \
       --block-tokens 16 --warps 4 --repeats 5 --json "$OUT/kernels_rope5_h200.json" 2>&1 | tail -3
-  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 sk_device --context 122880 --batch auto \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 65536 --batch auto \
+      --json "$OUT/tput_llama_65536_shadowkv_device.json"
   ;;
 sel4)  # the selection ranks by log-probabilities (no softmax pass): ShadowKV (device values) at both contexts
-  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=130 BTAIL=3 sk_device --context 122880 --batch auto \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 65536 --batch auto \
+      --json "$OUT/tput_llama_65536_shadowkv_device.json"
   ;;
 sel5)  # the selection in one kernel (kernels/chunk_selection.py) and the combine without a copy of the segments:
   # compiled kernel tests, the selection's three paths, ShadowKV (device values) at 122,880 x 10 and its profile
@@ -527,10 +539,10 @@ sel5)  # the selection in one kernel (kernels/chunk_selection.py) and the combin
       or top_k or combine" 2>&1 | tail -3 | tee "$OUT/kernel_tests_sel5_h200.txt"
   (cd benchmarks && timeout 90 python3 bench_select.py --batch 10 --context 122880 --json "$OUT/select_sel5_h200.json" \
       2>&1 | tail -6)
-  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=130 BTAIL=30 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
-      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_sel5.json"
+  BENCH_TIMEOUT=130 BTAIL=3 sk_device --context 122880 --batch 10 \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=130 BTAIL=30 sk_device --context 122880 --batch 10 \
+      --profile --json "$OUT/prof_llama_122880_shadowkv_sel5.json"
   ;;
 sel6)  # the fused selection with the score in one pass per row, 16 warps, the combine as before: its compiled tests,
   # the selection's paths, ShadowKV (device values) at 122,880 x 10
@@ -538,21 +550,21 @@ sel6)  # the fused selection with the score in one pass per row, 16 warps, the c
       -k "chunk_selection or top_k or combine" 2>&1 | tail -2 | tee "$OUT/kernel_tests_sel6_h200.txt"
   (cd benchmarks && timeout 90 python3 bench_select.py --batch 10 --context 122880 --json "$OUT/select_sel6_h200.json" \
       2>&1 | tail -7)
-  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=130 BTAIL=3 sk_device --context 122880 --batch 10 \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
   ;;
 pad7)  # no XLA pads before the landmark and attention kernels (query groups and chunk ids padded as loaded): the
   # compiled kernel tests, then both methods at both contexts in one session (ShadowKV with device values)
   SHADOWKV_KERNELS_COMPILED=1 timeout 220 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
       -k "fp32 or bf16_error or blocks_are or long_positions or landmark or split_values or reuse or chunk_selection \
       or top_k" 2>&1 | tail -2 | tee "$OUT/kernel_tests_pad7_h200.txt"
-  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=130 BTAIL=3 sk_device --context 122880 --batch auto \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 full_auto --context 122880 \
       --json "$OUT/tput_llama_122880_full.json"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 65536 --batch auto \
+      --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=120 BTAIL=3 full_auto --context 65536 \
       --json "$OUT/tput_llama_65536_full.json"
   ;;
 launch8)  # the attention kernel's launch again, now that cos/sin come from tables: 24 shapes at 122,880 x 10
@@ -561,63 +573,48 @@ launch8)  # the attention kernel's launch again, now that cos/sin come from tabl
   ;;
 prof9)  # this session's kept version once more on another machine: both methods at 122,880, ShadowKV under an 80 GB
   # cap, and where the ShadowKV step spends its time (--profile)
-  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=130 BTAIL=3 sk_device --context 122880 --batch auto \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 full_auto --context 122880 \
       --json "$OUT/tput_llama_122880_full.json"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
-  BENCH_TIMEOUT=130 BTAIL=24 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
-      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_prof9.json"
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 122880 --batch auto \
+      --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  BENCH_TIMEOUT=130 BTAIL=24 sk_device --context 122880 --batch 10 \
+      --profile --json "$OUT/prof_llama_122880_shadowkv_prof9.json"
   ;;
 bar10)  # the new token's append (and the combine's copy of the exact segments) ordered after the selection: ShadowKV
   # at 122,880 x 10, full attention at its largest batch, the ShadowKV step's profile
-  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=130 BTAIL=3 sk_device --context 122880 --batch auto \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 full_auto --context 122880 \
       --json "$OUT/tput_llama_122880_full.json"
-  BENCH_TIMEOUT=130 BTAIL=24 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
-      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_bar10.json"
+  BENCH_TIMEOUT=130 BTAIL=24 sk_device --context 122880 --batch 10 \
+      --profile --json "$OUT/prof_llama_122880_shadowkv_bar10.json"
   ;;
 seg11)  # the exact segments read after the selection (their copy beside the attention kernel): ShadowKV at
   # 122,880 x 10, full attention at its largest batch, then the ShadowKV step's profile
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 122880 --batch auto \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=130 BTAIL=3 full_auto --context 122880 \
       --json "$OUT/tput_llama_122880_full.json"
-  BENCH_TIMEOUT=100 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
-      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_seg11.json"
+  BENCH_TIMEOUT=100 BTAIL=8 sk_device --context 122880 --batch 10 \
+      --profile --json "$OUT/prof_llama_122880_shadowkv_seg11.json"
   ;;
 half12)  # the attention kernel with the rotate-half halves as separate dots (no rot(W) product): its compiled tests,
-  # ShadowKV at 122,880 x 10, then with the appends and segment copies ordered after the selection
-  # (.exp/dep.patch, shadowkv/decode.after_selection), full attention at its largest batch, a short launch sweep
+  # ShadowKV at 122,880 x 10, then with the appends and segment copies ordered after the selection (the patch
+  # that ran is commit 90f6890's decode.after_selection, since removed), full attention at its largest batch, a
+  # short launch sweep
   SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
       -k "fp32 or bf16_error or blocks_are or long_positions or partial_rotary or head_pieces or split_values \
       or reuse" 2>&1 | tail -2 | tee "$OUT/kernel_tests_half12_h200.txt"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  if [ -f .exp/dep.patch ] && { git apply .exp/dep.patch || patch -p1 < .exp/dep.patch; }; then
-    BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-        --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device_dep.json"
-    git apply -R .exp/dep.patch || patch -R -p1 < .exp/dep.patch
-  fi
-  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
-      --json "$OUT/tput_llama_122880_full.json"
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=130 BTAIL=3 full_auto --context 122880 --json "$OUT/tput_llama_122880_full.json"
   timeout 100 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 16 \
       --block-tokens 16 32 --warps 4 --stages 1 2 --repeats 5 --json "$OUT/kernels_half12_h200.json" 2>&1 | tail -8
   ;;
 half13)  # the kept version (halves as separate dots, appends after the selection, 32-token device blocks): both
   # methods at both contexts in one session, ShadowKV under an 80 GB cap
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=130 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
-      --json "$OUT/tput_llama_122880_full.json"
-  BENCH_TIMEOUT=110 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
-  BENCH_TIMEOUT=110 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
-      --json "$OUT/tput_llama_65536_full.json"
-  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  both_methods
   ;;
 half14)  # the device launch in the step: 32-token blocks (kept) against 16, ShadowKV at 122,880 x 10, each with its
   # profile (the kernel bench's loop favours 32: 0.110 ms against 0.132)
@@ -625,10 +622,9 @@ half14)  # the device launch in the step: 32-token blocks (kept) against 16, Sha
   for blk in 32 16; do
     sed -i "s/^DEVICE_VALUES_LAUNCH = {\"block_tokens\": [0-9]*/DEVICE_VALUES_LAUNCH = {\"block_tokens\": $blk/" $L
     grep "^DEVICE_VALUES_LAUNCH" $L
-    BENCH_TIMEOUT=110 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-        --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_block$blk.json"
-    BENCH_TIMEOUT=110 BTAIL=24 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
-        --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_block$blk.json"
+    BENCH_TIMEOUT=110 BTAIL=3 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_block$blk.json"
+    BENCH_TIMEOUT=110 BTAIL=24 sk_device --context 122880 --batch 10 --profile \
+        --json "$OUT/prof_llama_122880_shadowkv_block$blk.json"
   done
   ;;
 wonce15)  # W loaded once per program (w_once) in a launch sweep at 122,880 x 10; the fastest launch in the loop
@@ -639,53 +635,41 @@ wonce15)  # W loaded once per program (w_once) in a launch sweep at 122,880 x 10
       --block-tokens 32 64 --warps 4 8 --stages 2 --w-once 0 1 --repeats 5 --json "$OUT/kernels_wonce15_h200.json" \
       2>&1 | tail -20
   python3 benchmarks/pick_launch.py "$OUT/kernels_wonce15_h200.json" && grep "^DEVICE_VALUES_LAUNCH" kernels/sparse_attention.py
-  BENCH_TIMEOUT=110 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=110 BTAIL=3 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 65536 --batch auto --json "$OUT/tput_llama_65536_shadowkv_device.json"
   ;;
 kept16)  # the kept version (DEVICE_VALUES_LAUNCH 8 splits of 64-token blocks): fp32 kernel tests compiled, both
   # methods at both contexts in one session, ShadowKV under an 80 GB cap, the ShadowKV step's profile
   SHADOWKV_KERNELS_COMPILED=1 timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
       -k "fp32 or blocks_are" 2>&1 | tail -1 | tee "$OUT/kernel_tests_kept16_h200.txt"
-  BENCH_TIMEOUT=110 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
-      --json "$OUT/tput_llama_122880_full.json"
-  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
-  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method full --batch auto --steps 32 \
-      --json "$OUT/tput_llama_65536_full.json"
-  BENCH_TIMEOUT=100 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
-  BENCH_TIMEOUT=100 BTAIL=24 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch 10 --steps 32 \
-      --value-placement device --no-value-reuse --profile --json "$OUT/prof_llama_122880_shadowkv_kept16.json"
+  both_methods
+  BENCH_TIMEOUT=100 BTAIL=24 sk_device --context 122880 --batch 10 --profile --json "$OUT/prof_llama_122880_shadowkv_kept16.json"
   ;;
 exact17)  # the exact segments read in the attention kernel's launch: their compiled tests, ShadowKV at 122,880 x 10,
-  # again with the new token's append ordered after the selection (.exp/dep.patch), ShadowKV at 65,536 x 19
+  # again with the new token's append ordered after the selection (benchmarks/patches/append_after_selection.patch),
+  # ShadowKV at 65,536 x 19
   SHADOWKV_KERNELS_COMPILED=1 timeout 110 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
       -k "exact_segments or fp32 or reuse" 2>&1 | tail -1 | tee "$OUT/kernel_tests_exact17_h200.txt"
-  BENCH_TIMEOUT=90 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  if [ -f .exp/dep.patch ] && { git apply .exp/dep.patch || patch -p1 < .exp/dep.patch; }; then
-    BENCH_TIMEOUT=90 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-        --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device_dep.json"
-    git apply -R .exp/dep.patch || patch -R -p1 < .exp/dep.patch
+  BENCH_TIMEOUT=90 BTAIL=3 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  P=benchmarks/patches/append_after_selection.patch
+  if git apply $P || patch -p1 < $P; then
+    BENCH_TIMEOUT=90 BTAIL=3 sk_device --context 122880 --batch auto \
+        --json "$OUT/tput_llama_122880_shadowkv_device_dep.json"
+    git apply -R $P || patch -R -p1 < $P
   fi
-  BENCH_TIMEOUT=80 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=80 BTAIL=3 sk_device --context 65536 --batch auto --json "$OUT/tput_llama_65536_shadowkv_device.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
   # session, ShadowKV at 65,536 and with the GPU limited to 80 GB, then the changed kernel's compiled tests
-  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_122880_shadowkv_device.json"
-  BENCH_TIMEOUT=150 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=150 BTAIL=3 sk_device --context 122880 --batch auto \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=150 BTAIL=3 full_auto --context 122880 \
       --json "$OUT/tput_llama_122880_full.json"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 65536 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --json "$OUT/tput_llama_65536_shadowkv_device.json"
-  BENCH_TIMEOUT=120 BTAIL=3 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
-      --value-placement device --no-value-reuse --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 65536 --batch auto \
+      --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 122880 --batch auto \
+      --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
   SHADOWKV_KERNELS_COMPILED=1 timeout ${TEST_TIMEOUT:-90} python3 -m pytest -q -p no:cacheprovider --tb=short \
       tests/test_kernels.py -k "fp32 or bf16_error or blocks_are" 2>&1 | tee "$OUT/kernel_launch_tests.txt" \
       | grep -E "passed|failed|Error|assert" | tail -6
@@ -713,7 +697,7 @@ for line in sys.stdin:
       --steps 32 --value-placement device --profile ${DEVFLAGS:-} --json "$OUT/tput_llama_${CTX:-122880}_shadowkv_device${TAG:-}.json"
   ;;
 pipe2)  # the same options for full attention and for ShadowKV as one batch
-  BENCH_TIMEOUT=150 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
+  BENCH_TIMEOUT=150 BTAIL=8 full_auto --context 122880 \
       --json "$OUT/tput_llama_122k_full_concurrent.json"
   BENCH_TIMEOUT=250 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method shadowkv --batch auto --steps 32 \
       --json "$OUT/tput_llama_122k_shadowkv_concurrent.json"
