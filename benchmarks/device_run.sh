@@ -39,6 +39,8 @@
 #   kept16: the kept launch: fp32 kernel tests, both methods at both contexts, the 80 GB cap, the profile;
 #   exact17: the exact segments in the kernel's launch: tests, ShadowKV at both contexts (and the append after
 #            the selection)
+#   gap18: the kernel tests left uncompiled in exact17; the kept version's profile; 128 steps; while loops in
+#          command buffers
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -658,6 +660,17 @@ exact17)  # the exact segments read in the attention kernel's launch: their comp
     git apply -R $P || patch -R -p1 < $P
   fi
   BENCH_TIMEOUT=80 BTAIL=3 sk_device --context 65536 --batch auto --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  ;;
+gap18)  # the kernel tests not compiled since exact17 (value reuse, value_row, after/stream, split values); the kept
+  # version's profile at 122,880 x 10; the same row at 128 steps (is the ~2.8 ms per step between the profile's
+  # span and the timed step paid per call?) and with XLA's while loops inside command buffers
+  SHADOWKV_KERNELS_COMPILED=1 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "hits_from_the_cache or value_row or after_and_stream or split_values" 2>&1 | tail -2 \
+      | tee "$OUT/kernel_tests_gap18_h200.txt"
+  BENCH_TIMEOUT=110 BTAIL=24 sk_device --context 122880 --batch 10 --profile --json "$OUT/prof_llama_122880_shadowkv_gap18.json"
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --steps 128 --json "$OUT/tput_llama_122880_shadowkv_steps128.json"
+  XLA_FLAGS="--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 \
+      --batch 10 --json "$OUT/tput_llama_122880_shadowkv_cmdbuf_while.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
