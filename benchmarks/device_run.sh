@@ -41,6 +41,7 @@
 #            the selection)
 #   gap18: the kernel tests left uncompiled in exact17; the kept version's profile; 128 steps; while loops in
 #          command buffers
+#   gap19: each timed call's time, the profiled call's wall, 8 steps per call
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -671,6 +672,14 @@ gap18)  # the kernel tests not compiled since exact17 (value reuse, value_row, a
   BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --steps 128 --json "$OUT/tput_llama_122880_shadowkv_steps128.json"
   XLA_FLAGS="--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 \
       --batch 10 --json "$OUT/tput_llama_122880_shadowkv_cmdbuf_while.json"
+  ;;
+gap19)  # where the ~3 ms per step between the profile's span and the timed step goes: ShadowKV at 122,880 x 10
+  # with 3 timed calls (each call's time) and the profiled call's wall, then 8 steps per call (a cost per call
+  # would show as a longer step)
+  BENCH_TIMEOUT=120 BTAIL=6 sk_device --context 122880 --batch 10 --timed-calls 3 --profile \
+      --json "$OUT/prof_llama_122880_shadowkv_gap19.json"
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --steps 8 --timed-calls 3 \
+      --json "$OUT/tput_llama_122880_shadowkv_steps8.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

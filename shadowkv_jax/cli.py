@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--method", nargs="+", default=["full", "shadowkv"], choices=["full", "shadowkv"])
     bn.add_argument("--batch", nargs="+", default=["auto"], help="batch sizes, or 'auto' (largest that fits)")
     bn.add_argument("--steps", type=int, default=32, help="timed decode steps (after as many warm-up steps)")
+    bn.add_argument("--timed-calls", type=int, default=1,
+                    help="timed calls of the decode loop after its warm-up (each call's seconds are kept in the JSON)")
     bn.add_argument("--breakdown", action="store_true",
                     help="also time the step without attention and with selection only")
     bn.add_argument("--gpu-memory-gb", type=float, default=None, help="default: the device's allocator limit")
@@ -208,6 +210,8 @@ def _bench(args) -> int:
             raise UsageError(f"--context {c} must be a positive number of tokens")
     if args.steps < 1:
         raise UsageError(f"--steps {args.steps} must be >= 1")
+    if args.timed_calls < 1:
+        raise UsageError(f"--timed-calls {args.timed_calls} must be >= 1")
     if args.micro_batches > 1 and args.breakdown:
         raise UsageError("--breakdown times stand-ins of the plain step: it cannot run with --micro-batches 2")
     if args.kernel_splits is not None and (args.micro_batches != 2 or args.kernel_splits < 1):
@@ -250,7 +254,7 @@ def _bench(args) -> int:
 
     out = tp.bench(model, args.context, methods, batches, args.steps, limits, breakdown=args.breakdown, rates=rates,
                    on_row=save, unroll=args.unroll_layers, full_attention=args.full_implementation,
-                   profile=args.profile,
+                   profile=args.profile, timed_calls=args.timed_calls,
                    step=tp.ShadowKVStep(micro_batches=args.micro_batches, value_stream=args.value_stream,
                                         kernel_splits=args.kernel_splits, emulated_reuse=args.emulate_reuse,
                                         schedule_groups=args.schedule_groups))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob
 import re
 import tempfile
+import time
 from collections import defaultdict
 
 import jax
@@ -181,5 +182,9 @@ def profile_kernels(fn, hlo_text: str, per: int = 1, trace_dir: str | None = Non
     """Run fn() once under the profiler, block on its result; returns (summary, fn's result)."""
     trace_dir = trace_dir or tempfile.mkdtemp(prefix="shadowkv_trace_")
     with jax.profiler.trace(trace_dir):
+        t0 = time.perf_counter()
         out = jax.block_until_ready(fn())
-    return summarize(device_events(trace_dir), hlo_text, per), out
+        wall = time.perf_counter() - t0
+    summary = summarize(device_events(trace_dir), hlo_text, per)
+    summary["wall_ms"] = 1e3 * wall / per  # beside the kernels' span: time the device ran no kernel of fn's
+    return summary, out

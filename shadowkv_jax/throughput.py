@@ -305,14 +305,18 @@ def _run(model: Model, loop, carry, first, consts):
     return loop(model.params, carry, first, jax.random.key(0), jnp.zeros((0,), jnp.int32), consts)
 
 
-def _timed(model: Model, loop, carry, first, consts) -> tuple[float, object, dict]:
-    """Run a compiled decode loop once (warm-up), then time a second run from where it stopped."""
-    toks, carry, _ = _run(model, loop, carry, first, consts)
-    jax.block_until_ready(toks)
-    t0 = time.perf_counter()
-    toks, carry, extras = _run(model, loop, carry, toks[:, -1], consts)
-    jax.block_until_ready(toks)
-    return time.perf_counter() - t0, carry, extras
+def _timed(model: Model, loop, carry, first, consts, calls: int = 1) -> tuple[float, object, dict, list[float]]:
+    """Run a compiled decode loop once (warm-up), then time `calls` more runs, each from where the last one
+    stopped. Returns (the first timed run's seconds, carry, its extras, seconds of every run, warm-up first)."""
+    times, extras0 = [], None
+    for i in range(calls + 1):
+        t0 = time.perf_counter()
+        toks, carry, extras = _run(model, loop, carry, first, consts)
+        jax.block_until_ready((toks, carry))
+        times.append(time.perf_counter() - t0)
+        first = toks[:, -1]
+        extras0 = extras if i == 1 else extras0
+    return times[1], carry, extras0, times
 
 
 @dataclasses.dataclass(frozen=True)
@@ -381,8 +385,12 @@ def micro_batch_sizes(batch: int, micro_batches: int, device_rows: int = 0) -> t
 
 def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates: dict,
             breakdown: bool = False, seed: int = 0, unroll: int = 1, full_attention: str = "auto",
-            profile: bool = False, step: ShadowKVStep = ShadowKVStep(), device_rows: int = 0) -> dict:
+            profile: bool = False, step: ShadowKVStep = ShadowKVStep(), device_rows: int = 0,
+            timed_calls: int = 1) -> dict:
     """Prefill one prompt, build a batch of `batch` rows, time decoding. Returns one result row.
+
+    The decode loop runs once to warm up, then `timed_calls` times; the first timed call gives the row's
+    figures and every call's seconds are kept (`decode_calls_s`, warm-up first).
 
     `step` says how ShadowKV's step runs (ShadowKVStep); the step-time stand-ins (`breakdown`) stand in for
     the plain step only. `device_rows`: with value_placement "split", the rows whose values stay on the
@@ -481,14 +489,15 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
     first = jnp.broadcast_to(jnp.argmax(logits[0]).astype(jnp.int32), (batch,))
     row["compile_decode_s"] = sum(t for _, t in loops.values())
     row["memory_before_decode"] = _device_memory()
-    elapsed, carry, extras = _timed(model, loops["decode"][0], carry, first, consts)
+    elapsed, carry, extras, calls = _timed(model, loops["decode"][0], carry, first, consts, timed_calls)
+    row["decode_calls_s"] = calls  # warm-up first: the spread says how far one timed call can be trusted
     row["memory_after_decode"] = _device_memory()
     row.update(decode_s=elapsed, step_ms=1e3 * elapsed / steps, tokens_per_s=batch * steps / elapsed)
     metrics = extras.get("metrics")
     hit = float(np.asarray(metrics["hit_rate"]).mean()) if metrics is not None else None
     row["hit_rate"] = hit
     for name in stand_ins:
-        t, carry, _ = _timed(model, loops[name][0], carry, first, consts)
+        t, carry, _, _ = _timed(model, loops[name][0], carry, first, consts)
         row[f"{name}_step_ms"] = 1e3 * t / steps
     if profile:  # one more run of the decode loop under the profiler: kernel time per scope, per step
         loop = loops["decode"][0]
@@ -529,7 +538,8 @@ def default_limits(gpu_gib: float | None = None, host_gib: float | None = None, 
 
 def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, *, breakdown: bool = False,
           rates: dict | None = None, progress=print, on_row=None, unroll: int = 1,
-          full_attention: str = "auto", profile: bool = False, step: ShadowKVStep = ShadowKVStep()) -> dict:
+          full_attention: str = "auto", profile: bool = False, step: ShadowKVStep = ShadowKVStep(),
+          timed_calls: int = 1) -> dict:
     """Every (context, method, batch). `methods`: "full" and/or ShadowKVConfig factories
     (callables context -> ShadowKVConfig). `on_row(rows)` runs after each row (e.g. to save partial
     results). `step` applies to the ShadowKV rows. Returns {"rates", "rows"}."""
@@ -546,15 +556,17 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
                          f"(planned GPU {p.gpu_total / 2**30:.1f} GiB, host {p.host_total / 2**30:.1f} GiB)")
                 r = run_one(model, m, context, p.batch, steps, rates=rates, breakdown=breakdown, unroll=unroll,
                             full_attention=full_attention, profile=profile,
-                            step=ShadowKVStep() if m == "full" else step, device_rows=p.device_value_rows)
+                            step=ShadowKVStep() if m == "full" else step, device_rows=p.device_value_rows,
+                            timed_calls=timed_calls)
                 r["plan"] = {"gpu": p.gpu, "host": p.host, "gpu_total": p.gpu_total, "host_total": p.host_total,
                              "requested_batch": batch, "limits": dataclasses.asdict(limits),
                              "bound_by": bound_by(model.config, m, context, p, limits, steps)}
                 rows.append(r)
                 if on_row:
                     on_row(rows)
+                calls = ", ".join(f"{1e3 * t / steps:.2f}" for t in r["decode_calls_s"])
                 progress(f"  {r['tokens_per_s']:.1f} tokens/s, {r['step_ms']:.2f} ms/step "
-                         f"(roofline {r['roofline_step_ms']:.2f} ms)")
+                         f"(roofline {r['roofline_step_ms']:.2f} ms; ms/step of each call, warm-up first: {calls})")
                 if r.get("profile", {}).get("kernels"):
                     progress(profile_table(r["profile"]))
     return {"rates": rates, "rows": rows}
@@ -568,7 +580,8 @@ def profile_table(prof: dict) -> str:
     if c:
         lines.append(f"  in time, ms/step: span {c['span_ms']:.2f}, busy {c['busy_ms']:.2f}, idle {c['idle_ms']:.2f}, "
                      f"2+ kernels {c['concurrent_ms']:.2f}; {c['focus']} {c['focus_ms']:.2f}, "
-                     f"{c['focus_beside_others_ms']:.2f} of it beside other kernels ({c['streams']} streams)")
+                     f"{c['focus_beside_others_ms']:.2f} of it beside other kernels ({c['streams']} streams); "
+                     f"wall {prof.get('wall_ms', float('nan')):.2f}")
     for k in prof["kernels"][:12]:
         lines.append(f"    {k['ms']:7.3f} ms {k['launches']:5.0f}x  {k['scope']:<28} {k['hlo_op'][:40]}  {k['kernel'][:50]}")
     return "\n".join(lines)

@@ -52,7 +52,7 @@ def test_bench_rows_on_cpu(tiny):
     rates = {"hbm_read_bytes_per_s": 1e10, "h2d_bytes_per_s": None}
     factory = tp.shadowkv_factory(CFG, **SKV)
     out = tp.bench(tiny, [640], ["full", factory], ["auto"], steps=3, limits=limits, rates=rates, breakdown=True,
-                   progress=lambda *_: None, profile=True)
+                   progress=lambda *_: None, profile=True, timed_calls=2)
     full, shadow = out["rows"]
     assert (full["method"], shadow["method"]) == ("full", "shadowkv")
     assert full["batch"] == 2 and full["plan"]["bound_by"] == "gpu"
@@ -61,6 +61,9 @@ def test_bench_rows_on_cpu(tiny):
         assert r["tokens_per_s"] > 0 and r["roofline_step_ms"] > 0
         assert r["no_attention_step_ms"] > 0
         assert r["profile"]["kernels"] == []  # no GPU kernels in a CPU trace
+        assert r["profile"]["wall_ms"] > 0
+        warmup, *timed = r["decode_calls_s"]  # the warm-up, then the two timed calls; the first one is reported
+        assert len(timed) == 2 and r["decode_s"] == timed[0] and min(timed) > 0
     assert shadow["placement"] == "device" and shadow["bytes_per_step"]["pcie"] == 0
     assert 0 <= shadow["hit_rate"] <= 1
     per_seq = lambda r: r["bytes_per_step"]["hbm"] / r["batch"]
@@ -184,6 +187,8 @@ def test_bench_cli(tmp_path, capsys, monkeypatch):
     assert "| method | context | batch |" in printed
     assert main(["bench", "--model", sk.default_model_path(), "--context", "512", "--batch", "0"]) == 2
     assert "--batch '0' must be a positive integer" in capsys.readouterr().err
+    assert main(["bench", "--model", sk.default_model_path(), "--timed-calls", "0"]) == 2
+    assert "--timed-calls 0 must be >= 1" in capsys.readouterr().err
     assert main(["bench", "--model", sk.default_model_path(), "--breakdown", "--micro-batches", "2"]) == 2
     assert "--breakdown times stand-ins of the plain step" in capsys.readouterr().err
     assert main(["bench", "--model", sk.default_model_path(), "--value-stream", "1"]) == 2
