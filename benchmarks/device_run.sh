@@ -42,6 +42,7 @@
 #   gap18: the kernel tests left uncompiled in exact17; the kept version's profile; 128 steps; while loops in
 #          command buffers
 #   gap19: each timed call's time, the profiled call's wall, 8 steps per call
+#   timed20: both methods at both contexts with the corrected timing
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -58,7 +59,7 @@ GGUF=/root/m/smollm2.gguf
 # keeps each freed region, e.g. compile-time autotuning scratch, and a 22.5 GiB cache array then found no
 # room), pinned host memory up to 110 GiB (XLA caps it at 64 otherwise)
 bench() { XLA_PYTHON_CLIENT_PREALLOCATE=true XLA_PYTHON_CLIENT_MEM_FRACTION=0.97 XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB=110 timeout ${BENCH_TIMEOUT:-280} \
-  python3 -m shadowkv_jax bench --margin 0.03 "$@" 2>&1 | grep -v -i "deprecat\|warn\|^W1\|stack_frame" | tail -${BTAIL:-14}; }
+  python3 -m shadowkv_jax bench --margin 0.03 --timed-calls ${CALLS:-3} "$@" 2>&1 | grep -v -i "deprecat\|warn\|^W1\|stack_frame" | tail -${BTAIL:-14}; }
 # the Llama-3.1-8B rows since the eleventh session: ShadowKV with every value on the GPU and no value reuse, and
 # full attention at its largest batch
 sk_device() { bench --model llama-3.1-8b --method shadowkv --steps 32 --value-placement device --no-value-reuse "$@"; }
@@ -680,6 +681,10 @@ gap19)  # where the ~3 ms per step between the profile's span and the timed step
       --json "$OUT/prof_llama_122880_shadowkv_gap19.json"
   BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --steps 8 --timed-calls 3 \
       --json "$OUT/tput_llama_122880_shadowkv_steps8.json"
+  ;;
+timed20)  # both methods at both contexts and ShadowKV under 80 GB, timed with the slice of the last tokens
+  # outside the timed call (before gap19 its first use, a small compile, ran inside it) and 3 timed calls each
+  both_methods
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
