@@ -101,15 +101,18 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     n_values = 1 if host_rows is None else 2
     value_refs, rest = rest[:n_values], rest[n_values:]
     reuse_refs, rest = (rest[:2], rest[2:]) if reuse else ((), rest)
-    n_seg = len(exact_sizes)
-    n_exact = 1 + 2 * n_seg if n_seg else 0
+    n_exact = 1 + 2 * len(exact_sizes) if exact_sizes else 0
     exact_refs, rest = rest[:n_exact], rest[n_exact:]
     rest = rest[num_after:]  # the after inputs: never read
     if reuse:
         (hit_ref, cache_ref), (o_ref, m_ref, l_ref, new_cache_ref) = reuse_refs, rest
     else:
         o_ref, m_ref, l_ref = rest
-    b, h, s = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+    b, h, p = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+    # programs 0..n_seg-1 are the exact segments, the rest the splits: the GPU starts the lowest ids first, and
+    # a segment's program (its rows one block after another) is the longest, so it must not be the tail
+    n_seg = len(exact_sizes)
+    s = p - n_seg  # the split of a split's program
     layer = layer_ref[0]
     d = q_ref.shape[-1]
     # the query by head_parts: the two rotated halves, then the dims partial rotary leaves alone (if any)
@@ -130,6 +133,15 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
         slot = first + slot_in_block  # [T] which selected chunk each token belongs to
         chunk = plt.load(chunks_ref.at[b, h, slot], mask=slot < num_selected, other=0)  # [T] padding: chunk 0, masked
         pos = chunk * chunk_size + t_in_chunk  # [T] true positions
+        # the values first: their loads need only the chunk ids, so they are in flight during the reconstruction
+        if reuse:
+            v = _fetch_with_reuse(value_refs, host_rows, hit_ref, cache_ref, new_cache_ref, layer, value_row + b,
+                                  b, h, slot, chunk, t_in_chunk, num_selected, d)
+        elif host_rows is None:
+            v = value_refs[0][layer, value_row + b, h, chunk, t_in_chunk, :]  # [T, D] straight from values' memory
+        else:
+            v = _load_values(value_refs, host_rows, layer, value_row + b, h, chunk, t_in_chunk, d,
+                             jnp.ones((block_tokens,), bool))
         k_pre = [jnp.zeros((block_tokens, size), jnp.float32) for _, size in head_parts]
         for off, size in rank_parts:  # static pieces of the rank, each a power of two
             rows = a_ref[layer, b, pos, pl.ds(off, size)]  # [T, size] gathered A rows
@@ -152,21 +164,14 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
         m_new = jnp.maximum(m, jnp.max(scores, axis=1))
         p = jnp.exp(scores - m_new[:, None])
         alpha = jnp.exp(m - m_new)
-        if reuse:
-            v = _fetch_with_reuse(value_refs, host_rows, hit_ref, cache_ref, new_cache_ref, layer, value_row + b,
-                                  b, h, slot, chunk, t_in_chunk, num_selected, d)
-        elif host_rows is None:
-            v = value_refs[0][layer, value_row + b, h, chunk, t_in_chunk, :]  # [T, D] straight from values' memory
-        else:
-            v = _load_values(value_refs, host_rows, layer, value_row + b, h, chunk, t_in_chunk, d,
-                             jnp.ones((block_tokens,), bool))
         acc = acc * alpha[:, None] + _dot(p.astype(v.dtype), v)
         return m_new, l * alpha + jnp.sum(p, axis=1), acc
 
-    def write(m, l, acc):
-        o_ref[b, h, s] = acc
-        m_ref[b, h, s] = m
-        l_ref[b, h, s] = l
+    def write(m, l, acc, out=None):  # out: the partial's index (splits first, then the segments)
+        out = s if out is None else out
+        o_ref[b, h, out] = acc
+        m_ref[b, h, out] = m
+        l_ref[b, h, out] = l
 
     init = (jnp.full((groups_padded,), NEG_INF, jnp.float32), jnp.zeros((groups_padded,), jnp.float32),
             jnp.zeros((groups_padded, d), jnp.float32))
@@ -174,14 +179,14 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
         write(*jax.lax.fori_loop(0, blocks_per_split, body, init))
         return
 
-    @pl.when(s < num_splits)
+    @pl.when(s >= 0)
     def _():
         write(*jax.lax.fori_loop(0, blocks_per_split, body, init))
 
     for i, n in enumerate(exact_sizes):  # one more program per (b, h) for each exact segment
-        pl.when(s == num_splits + i)(functools.partial(
+        pl.when(p == i)(functools.partial(
             _exact_segment, exact_refs[0], exact_refs[1 + 2 * i], exact_refs[2 + 2 * i], q_ref, layer, b, h, i, n,
-            groups_padded, init, write))
+            groups_padded, init, functools.partial(write, out=num_splits + i)))
 
 
 # Tokens per block of an exact segment's program (keys read as stored: no reconstruction)
@@ -320,7 +325,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     `exact`: segments attended exactly in the same launch, each (k, v, valid): k, v [L, B, Hkv, n, D] (the whole
     stacked arrays, read in place at `layer`; row i of q reads their row i, whatever `value_row`), valid [B]
     int32 rows of each sequence to attend (None: all n).
-    Each adds one program per (b, h) and one split to the partials, after the kernel's own;
+    Each adds one program per (b, h), launched before the splits' programs, and one split to the partials,
+    after the kernel's own;
     `decode_attention.combine_splits(partials)` then merges everything. Reading them here replaces the copy of the segments into one array and
     the softmax over it that `combine` does with segments, which ran after the kernel on the critical path.
 
