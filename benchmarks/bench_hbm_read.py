@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--json")
     args = ap.parse_args()
-    x = jnp.ones((int(args.gib * (1 << 30)) // 2,), jnp.bfloat16)
+    x = jnp.ones((int(args.gib * (1 << 30)) // 2 // 4096 * 4096,), jnp.bfloat16)  # whole rows of 4096
     rows = []
     for name, (fn, moved) in PROBES.items():
         f = jax.jit(fn)

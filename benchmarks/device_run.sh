@@ -43,6 +43,8 @@
 #          command buffers
 #   gap19: each timed call's time, the profiled call's wall, 8 steps per call
 #   timed20: both methods at both contexts with the corrected timing
+#   order21: the exact segments' programs first, value loads before the reconstruction; 64-row exact blocks;
+#            HBM read rate by several read-bound kernels
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -685,6 +687,17 @@ gap19)  # where the ~3 ms per step between the profile's span and the timed step
 timed20)  # both methods at both contexts and ShadowKV under 80 GB, timed with the slice of the last tokens
   # outside the timed call (before gap19 its first use, a small compile, ran inside it) and 3 timed calls each
   both_methods
+  ;;
+order21)  # the attention kernel with the exact segments' programs first in its grid and the value loads issued
+  # before the reconstruction: compiled tests, ShadowKV at 122,880 x 10; again with 64-row exact blocks; the HBM
+  # read rate by other read-bound kernels than the roofline's probe
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "exact_segments or fp32 or value_row or split_values" 2>&1 | tail -1 | tee "$OUT/kernel_tests_order21_h200.txt"
+  BENCH_TIMEOUT=100 BTAIL=4 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_order21.json"
+  sed -i "s/^EXACT_BLOCK_TOKENS = 32/EXACT_BLOCK_TOKENS = 64/" kernels/sparse_attention.py
+  BENCH_TIMEOUT=100 BTAIL=4 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_exact64.json"
+  git checkout kernels/sparse_attention.py
+  timeout 60 python3 benchmarks/bench_hbm_read.py --json "$OUT/hbm_read_h200.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
