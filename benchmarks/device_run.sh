@@ -45,6 +45,7 @@
 #   timed20: both methods at both contexts with the corrected timing
 #   order21: the exact segments' programs first, value loads before the reconstruction; 64-row exact blocks;
 #            HBM read rate by several read-bound kernels
+#   final22: the kept version: exact-segment tests, ShadowKV at both contexts, both methods under 80 GB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -698,6 +699,16 @@ order21)  # the attention kernel with the exact segments' programs first in its 
   BENCH_TIMEOUT=100 BTAIL=4 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_exact64.json"
   git checkout kernels/sparse_attention.py
   timeout 60 python3 benchmarks/bench_hbm_read.py --json "$OUT/hbm_read_h200.json"
+  ;;
+final22)  # the kept version (64-row exact blocks): the exact-segment tests compiled, ShadowKV at both contexts,
+  # both methods under an 80 GB cap
+  SHADOWKV_KERNELS_COMPILED=1 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "exact_segments" 2>&1 | tail -1 | tee "$OUT/kernel_tests_final22_h200.txt"
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=90 BTAIL=3 sk_device --context 65536 --batch auto --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=100 BTAIL=3 full_auto --context 122880 --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_full_80gb.json"
+  BENCH_TIMEOUT=90 BTAIL=3 sk_device --context 122880 --batch auto --gpu-memory-gb 80 \
+      --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
