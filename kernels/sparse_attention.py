@@ -108,11 +108,11 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
         (hit_ref, cache_ref), (o_ref, m_ref, l_ref, new_cache_ref) = reuse_refs, rest
     else:
         o_ref, m_ref, l_ref = rest
-    b, h, p = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+    b, h, program = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     # programs 0..n_seg-1 are the exact segments, the rest the splits: the GPU starts the lowest ids first, and
     # a segment's program (its rows one block after another) is the longest, so it must not be the tail
     n_seg = len(exact_sizes)
-    s = p - n_seg  # the split of a split's program
+    s = program - n_seg  # the split of a split's program
     layer = layer_ref[0]
     d = q_ref.shape[-1]
     # the query by head_parts: the two rotated halves, then the dims partial rotary leaves alone (if any)
@@ -184,7 +184,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
         write(*jax.lax.fori_loop(0, blocks_per_split, body, init))
 
     for i, n in enumerate(exact_sizes):  # one more program per (b, h) for each exact segment
-        pl.when(p == i)(functools.partial(
+        pl.when(program == i)(functools.partial(
             _exact_segment, exact_refs[0], exact_refs[1 + 2 * i], exact_refs[2 + 2 * i], q_ref, layer, b, h, i, n,
             groups_padded, init, functools.partial(write, out=num_splits + i)))
 

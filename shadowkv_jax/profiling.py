@@ -186,5 +186,5 @@ def profile_kernels(fn, hlo_text: str, per: int = 1, trace_dir: str | None = Non
         out = jax.block_until_ready(fn())
         wall = time.perf_counter() - t0
     summary = summarize(device_events(trace_dir), hlo_text, per)
-    summary["wall_ms"] = 1e3 * wall / per  # beside the kernels' span: time the device ran no kernel of fn's
+    summary["wall_ms"] = 1e3 * wall / per  # the call's wall time, to set beside the kernels' span
     return summary, out

@@ -126,7 +126,8 @@ def _segments(seed, layers, batch, kv_heads, d, sizes, dtype):
 def test_exact_segments_in_the_launch_match_the_combine(reuse):
     """`exact` segments read in the kernel (one program each per (b, h), in place at the layer) must give what
     `combine` gives with the same segments as layer slices and masks, and match the jnp reference. Row counts
-    straddle the exact blocks (EXACT_BLOCK_TOKENS = 64: 66 rows in two); one segment is empty, valid counts include 0 and the whole segment."""
+    straddle the exact blocks (EXACT_BLOCK_TOKENS = 64: 66 rows in two); one segment is empty, valid counts
+    include 0 and the whole segment."""
     c, k, n_c, batch, g, d = 8, 21, 50, 3, 4, 128
     q, a, w, chunks, values, inv = make_inputs(8, batch=batch, kv_heads=2, groups=g, head_dim=d, chunk_size=c,
                                                rank=160, selected=k, chunks_total=n_c, dtype=jnp.float32)
