@@ -46,6 +46,7 @@
 #   order21: the exact segments' programs first, value loads before the reconstruction; 64-row exact blocks;
 #            HBM read rate by several read-bound kernels
 #   final22: the kept version: exact-segment tests, ShadowKV at both contexts, both methods under 80 GB
+#   probe23: the HBM probe as the best of 30 runs, ShadowKV at 122,880 and full attention at 65,536 with it
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -709,6 +710,12 @@ final22)  # the kept version (64-row exact blocks): the exact-segment tests comp
   BENCH_TIMEOUT=100 BTAIL=3 full_auto --context 122880 --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_full_80gb.json"
   BENCH_TIMEOUT=90 BTAIL=3 sk_device --context 122880 --batch auto --gpu-memory-gb 80 \
       --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  ;;
+probe23)  # the roofline's HBM probe as the best of 30 runs (was 10): its spread over 30 runs of each read kernel,
+  # then ShadowKV at 122,880 x 10 and full attention at 65,536 x 12 with it
+  timeout 40 python3 benchmarks/bench_hbm_read.py --repeats 30 --json "$OUT/hbm_read_30_h200.json"
+  BENCH_TIMEOUT=90 BTAIL=3 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=90 BTAIL=3 full_auto --context 65536 --json "$OUT/tput_llama_65536_full.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

@@ -74,10 +74,11 @@ def wall_times(fn, repeats: int) -> list[float]:
     return out
 
 
-def measure_bandwidths(gib: float | None = None, repeats: int = 10) -> dict:
+def measure_bandwidths(gib: float | None = None, repeats: int = 30) -> dict:
     """HBM read rate (a reduction over `gib` GiB; 4 on GPU, 0.25 elsewhere) and host->device rate (copy
     of a pinned_host array), each the best of `repeats` timed runs: the ceiling a roofline divides by
-    (single runs on the H100 ranged 1.6-2.6 TB/s). Medians are reported beside them."""
+    (single runs on the H100 ranged 1.6-2.6 TB/s; on an H200 the best of 10 ranged 3.40-3.85 TB/s between
+    processes while the full-attention decode read at up to 3.95, hence 30). Medians are reported beside them."""
     dev = jax.devices()[0]
     gib = gib or (4.0 if dev.platform == "gpu" else 0.25)
     x = jnp.ones((int(gib * (1 << 30)) // 2,), jnp.bfloat16)
