@@ -43,7 +43,7 @@ def test_prefill_rows_equals_prefill_of_that_prompt_alone(tiny):
 
 
 def test_timed_calls_exclude_preparing_the_next_calls_input(tiny):
-    """The token slice that feeds the next call compiled on first use (60-116 ms on a GPU), and it used to run
+    """The token slice that feeds the next call compiled on first use (60-110 ms on a GPU), and it used to run
     inside the timed call. Here the slice costs 0.3 s on its first use and a call 0.02 s: no timed call may
     include the slice, and each call's seconds are kept, warm-up first."""
     import time
