@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from common import run_meta, save_json
-from shadowkv_jax.throughput import wall_times
+from shadowkv_jax.throughput import hbm_read_probe, wall_times
 
 # name -> (function of the bf16 vector, bytes moved per byte of input): reductions read each byte once,
 # a copy reads and writes it
 PROBES = {
-    "sum_f32 (the bench's probe)": (lambda v: jnp.sum(v, dtype=jnp.float32), 1),
+    "sum_f32 (the bench's probe)": (hbm_read_probe, 1),
     "max_bf16": (lambda v: jnp.max(v), 1),
     "sum_rows_f32 [N/4096, 4096] over rows": (lambda v: jnp.sum(v.reshape(-1, 4096), axis=0, dtype=jnp.float32), 1),
     "sum_cols_f32 [N/4096, 4096] over columns": (lambda v: jnp.sum(v.reshape(-1, 4096), axis=1, dtype=jnp.float32),

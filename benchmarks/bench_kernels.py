@@ -41,14 +41,13 @@ def median_time(fn, args_list, repeats):
     return statistics.median(ts)
 
 
-def in_loop(n, splits, block, warps, inv, layer, stages=2, w_once=False):
-    """n kernel calls in one jit, cycling through the stacked selections; each call's output feeds a running
-    sum, so none is dropped and they run one after another, as layers do."""
+def in_loop(n, launch: dict, inv, layer):
+    """n kernel calls (sparse_attention_partials' options `launch`) in one jit, cycling through the stacked
+    selections; each call's output feeds a running sum, so none is dropped and they run one after another, as
+    layers do."""
     def run(q, a, w, sels, v):
         def body(i, acc):
-            out = sparse_attention_partials(q, a, w, sels[i % sels.shape[0]], v, inv, layer, chunk_size=C,
-                                            block_tokens=block, num_splits=splits, num_warps=warps,
-                                            num_stages=stages, w_once=w_once)
+            out = sparse_attention_partials(q, a, w, sels[i % sels.shape[0]], v, inv, layer, **launch)
             return acc + out[0][0, 0, 0, 0, 0]
         return jax.lax.fori_loop(0, n, body, jnp.float32(0))
     return jax.jit(run)
@@ -113,10 +112,10 @@ def main(argv=None) -> int:
                     for block in args.block_tokens:
                         for warps, stages, once in itertools.product(args.warps, args.stages, args.w_once):
                             once = bool(once)
-                            fn = jax.jit(lambda q, a, w, ch, v, s=splits, bt=block, nw=warps, ns=stages, wo=once:
-                                         sparse_attention_partials(q, a, w, ch, v, inv, layer, chunk_size=C,
-                                                                   block_tokens=bt, num_splits=s, num_warps=nw,
-                                                                   num_stages=ns, w_once=wo))
+                            launch = dict(chunk_size=C, block_tokens=block, num_splits=splits, num_warps=warps,
+                                          num_stages=stages, w_once=once)
+                            fn = jax.jit(lambda q, a, w, ch, v, kw=launch:
+                                         sparse_attention_partials(q, a, w, ch, v, inv, layer, **kw))
                             got = fn(q, a, w, selections[0], vals)
                             empty = [(jnp.zeros((b, HKV, 1, D), q.dtype),) * 2 + (jnp.zeros((b, 1, 1), bool),)]
                             o = np.asarray(combine(got, q, empty))
@@ -130,7 +129,7 @@ def main(argv=None) -> int:
                                    "roofline_ms": 1e3 * roof, "pct_of_roofline": 100 * roof / t,
                                    "bytes": nbytes, "max_abs_err_vs_reference": err}
                             if args.in_loop:
-                                looped = in_loop(args.in_loop, splits, block, warps, inv, layer, stages, once)
+                                looped = in_loop(args.in_loop, launch, inv, layer)
                                 t_loop = median_time(looped, [(q, a, w, jnp.stack(selections), vals)],
                                                      max(3, args.repeats // 4)) / args.in_loop
                                 row.update(ms_in_loop=1e3 * t_loop, pct_of_roofline_in_loop=100 * roof / t_loop)

@@ -415,10 +415,17 @@ def exact_partials_reference(q, exact, layer) -> tuple:
         vals.append(jax.lax.dynamic_index_in_dim(v, layer, 0, keepdims=False))
         rows = jnp.full((b,), n) if rows is None else rows
         live.append(jnp.arange(n)[None, :] < rows[:, None])
-    keys, vals, live = jnp.concatenate(keys, axis=2), jnp.concatenate(vals, axis=2), jnp.concatenate(live, axis=1)
+    live = jnp.concatenate(live, axis=1)[:, None, None]  # [B, 1, 1, n]
+    return _softmax_partial(q, jnp.concatenate(keys, axis=2), jnp.concatenate(vals, axis=2), live)
+
+
+def _softmax_partial(q, keys, vals, live=None) -> tuple:
+    """One unnormalised split (acc [B, Hkv, 1, G, D], m, l) of q [B, Hkv, G, D] over keys and values
+    [B, Hkv, n, D] in fp32 (HIGHEST precision), rows where `live` is False masked out."""
     hi = jax.lax.Precision.HIGHEST
     s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32, precision=hi)
-    s = jnp.where(live[:, None, None], s, NEG_INF)
+    if live is not None:
+        s = jnp.where(live, s, NEG_INF)
     m = jnp.max(s, axis=-1)
     p = jnp.exp(s - m[..., None])
     acc = jnp.einsum("bhgn,bhnd->bhgd", p.astype(vals.dtype), vals, preferred_element_type=jnp.float32,
@@ -444,11 +451,7 @@ def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer
     check_value_rows(values, b, hkv, value_row)
     v_l = value_rows(values, layer, value_row, b)  # [B, Hkv, n_c, c, D]
     v = jnp.take_along_axis(v_l, chunks[..., None, None], axis=2).reshape(b, hkv, k * chunk_size, d)
-    s = jnp.einsum("bhgd,bhnd->bhgn", q, keys, preferred_element_type=jnp.float32, precision=hi)
-    m = jnp.max(s, axis=-1)
-    p = jnp.exp(s - m[..., None])
-    acc = jnp.einsum("bhgn,bhnd->bhgd", p.astype(v.dtype), v, preferred_element_type=jnp.float32, precision=hi)
-    out = (acc[:, :, None], m[:, :, None], jnp.sum(p, axis=-1)[:, :, None])
+    out = _softmax_partial(q, keys, v)
     if any(seg[0].shape[3] for seg in exact):
         out = tuple(jnp.concatenate([x, y], axis=2) for x, y in zip(out, exact_partials_reference(q, exact, layer)))
     if value_cache is not None:

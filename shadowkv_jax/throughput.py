@@ -74,6 +74,11 @@ def wall_times(fn, repeats: int) -> list[float]:
     return out
 
 
+def hbm_read_probe(x: jax.Array) -> jax.Array:
+    """The read-bound kernel whose rate the roofline divides by: a sum of x in fp32."""
+    return jnp.sum(x, dtype=jnp.float32)
+
+
 def measure_bandwidths(gib: float | None = None, repeats: int = 30) -> dict:
     """HBM read rate (a reduction over `gib` GiB; 4 on GPU, 0.25 elsewhere) and host->device rate (copy
     of a pinned_host array), each the best of `repeats` timed runs: the ceiling a roofline divides by
@@ -82,7 +87,7 @@ def measure_bandwidths(gib: float | None = None, repeats: int = 30) -> dict:
     dev = jax.devices()[0]
     gib = gib or (4.0 if dev.platform == "gpu" else 0.25)
     x = jnp.ones((int(gib * (1 << 30)) // 2,), jnp.bfloat16)
-    total = jax.jit(lambda v: jnp.sum(v, dtype=jnp.float32))
+    total = jax.jit(hbm_read_probe)
     hbm = wall_times(lambda: total(x), repeats)
     out = {"hbm_read_bytes_per_s": x.nbytes / min(hbm), "hbm_read_median_bytes_per_s": x.nbytes / statistics.median(hbm),
            "h2d_bytes_per_s": None, "probe_bytes": x.nbytes}
@@ -717,5 +722,5 @@ def shadowkv_factory(config: ModelConfig, **overrides):
 
 
 __all__ = ["EmulatedReuse", "ShadowKVStep", "abstract_decode_state", "bench", "bench_model", "compile_decode",
-           "default_limits", "markdown", "measure_bandwidths", "method_label", "plot", "planned", "prefill_shares",
-           "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "step_bytes"]
+           "default_limits", "hbm_read_probe", "markdown", "measure_bandwidths", "method_label", "plot", "planned",
+           "prefill_shares", "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "step_bytes"]
