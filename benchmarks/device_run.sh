@@ -47,6 +47,8 @@
 #            HBM read rate by several read-bound kernels
 #   final22: the kept version: exact-segment tests, ShadowKV at both contexts, both methods under 80 GB
 #   probe23: the HBM probe as the best of 30 runs, ShadowKV at 122,880 and full attention at 65,536 with it
+#   once24: RoPE tables once, W in place, cos and sin once per step, the ternary threshold search: compiled tests,
+#           ShadowKV at 122,880 x 10 with each change and without; once25: the kept version, both methods
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -716,6 +718,28 @@ probe23)  # the roofline's HBM probe as the best of 30 runs (was 10): its spread
   timeout 40 python3 benchmarks/bench_hbm_read.py --repeats 30 --json "$OUT/hbm_read_30_h200.json"
   BENCH_TIMEOUT=90 BTAIL=3 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_device.json"
   BENCH_TIMEOUT=90 BTAIL=3 full_auto --context 65536 --json "$OUT/tput_llama_65536_full.json"
+  ;;
+once24)  # the attention kernel's RoPE tables built once, when the step is traced (constants), W read in place at the
+  # layer, q's and k's cos and sin once per step; with them the selection's threshold by a ternary search (21
+  # passes, not 32; benchmarks/patches/once24_sel.patch, tried and not kept): the compiled kernel tests, ShadowKV
+  # at 122,880 x 10 with its profile; again without the ternary search, then without the rest (once24_rope.patch
+  # reversed: the fifteenth session's code)
+  S=benchmarks/patches/once24_sel.patch
+  git apply $S 2>/dev/null || patch -p1 < $S > /dev/null || echo "applying $S failed"
+  SHADOWKV_KERNELS_COMPILED=1 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "not decode_attention and not landmark and not variant" 2>&1 | tail -3 | tee "$OUT/kernel_tests_once24_h200.txt"
+  BENCH_TIMEOUT=120 BTAIL=6 sk_device --context 122880 --batch 10 --profile \
+      --json "$OUT/prof_llama_122880_shadowkv_once24.json"
+  for C in sel rope; do
+    P=benchmarks/patches/once24_$C.patch
+    git apply -R $P 2>/dev/null || patch -R -p1 < $P > /dev/null || { echo "reversing $P failed"; break; }
+    BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 \
+        --json "$OUT/tput_llama_122880_shadowkv_without_${C}_once24.json"
+  done
+  ;;
+once25)  # the kept version (once24 without the ternary search): both methods at both contexts, ShadowKV under an
+  # 80 GB cap
+  both_methods
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

@@ -19,10 +19,11 @@ softmax (flash-decoding).
 Bytes read per (b, h): the A rows of k*c tokens (r each), W_h (r x D), k*c value rows (D each)
 and k chunk ids; nothing is written back but the [G, D] partials. `expected_bytes` gives the roofline.
 
-Shapes: q [B, Hkv, G, D] (already scaled by 1/sqrt(D)); a [L, B, N, r]; w [B, Hkv, r, D] (this layer);
+Shapes: q [B, Hkv, G, D] (already scaled by 1/sqrt(D)); a [L, B, N, r]; w [L, B, Hkv, r, D] (read in place at the
+layer, as A is) or [B, Hkv, r, D] (this layer's);
 chunks [B, Hkv, k]; values [L, B, Hkv, n_c, c, D] (one array, or SplitValues: some rows on the host, the others
 on the device); inv_freq [D] (the RoPE inverse frequencies repeated for both halves, zeros on dims that partial
-rotary leaves alone). Limits of the Triton lowering: D a power of two, rank a multiple of 16, chunk_size a power
+rotary leaves alone; a concrete array, since the kernel's RoPE tables are built from it when the call is traced). Limits of the Triton lowering: D a power of two, rank a multiple of 16, chunk_size a power
 of two, and each piece of head_parts a power of two of at least 16.
 """
 
@@ -86,7 +87,8 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
             num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, num_splits: int, rank_parts,
             head_parts, groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int,
             w_once: bool, exact_sizes: tuple[int, ...]):
-    # layer_ref [1] int32; q_ref [B, Hkv, G, D] (loaded as Gp rows); a_ref [L, B, N, r]; w_ref [B, Hkv, r, D];
+    # layer_ref [2] int32: the layer of A and the values, then W's (0 when W is one layer's);
+    # q_ref [B, Hkv, G, D] (loaded as Gp rows); a_ref [L, B, N, r]; w_ref [L or 1, B, Hkv, r, D];
     # chunks_ref [B, Hkv, k] (read as k_pad slots, the padded ones masked);
     # cos_c_ref, sin_c_ref [n_c, R/2] and cos_t_ref, sin_t_ref [c, R/2] f32 (rope_tables);
     # then the values: one ref [L, >= value_row + B, Hkv, n_c, c, D],
@@ -113,7 +115,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     # a segment's program (its rows one block after another) is the longest, so it must not be the tail
     n_seg = len(exact_sizes)
     s = program - n_seg  # the split of a split's program
-    layer = layer_ref[0]
+    layer, w_layer = layer_ref[0], layer_ref[1]
     d = q_ref.shape[-1]
     # the query by head_parts: the two rotated halves, then the dims partial rotary leaves alone (if any)
     q_parts = [load_query_group(q_ref, b, h, groups_padded, cols) for cols in head_parts]  # [Gp, size] each
@@ -122,7 +124,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     slot_in_block = iota // chunk_size
     t_in_chunk = iota % chunk_size
     cos_t, sin_t = cos_t_ref[t_in_chunk, :], sin_t_ref[t_in_chunk, :]  # [T, R/2]: the same in every block
-    w_at = lambda off, size, col, width: w_ref[b, h, pl.ds(off, size), pl.ds(col, width)]
+    w_at = lambda off, size, col, width: w_ref[w_layer, b, h, pl.ds(off, size), pl.ds(col, width)]
     if w_once:  # W's pieces loaded once per program and held across its blocks
         w_pieces = {(o, c): w_at(o, n, c, m) for o, n in rank_parts for c, m in head_parts}
         w_at = lambda off, size, col, width: w_pieces[off, col]
@@ -292,15 +294,8 @@ def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits:
     return block_tokens, blocks_per_split, num_splits, num_splits * blocks_per_split * chunks_per_block
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size", "block_tokens", "num_splits", "num_warps",
-                                             "num_stages", "interpret", "rotary_dim", "value_row", "stream",
-                                             "return_prepared", "w_once"))
 def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_cache=None, previous=None, *,
-                              chunk_size: int, block_tokens: int = 32, num_splits: int | None = None,
-                              num_warps: int = 8, num_stages: int = 2, interpret: bool = False,
-                              rotary_dim: int | None = None, value_row: int = 0, after=None,
-                              stream: int | None = None, return_prepared: bool = False, w_once: bool = False,
-                              exact=()):
+                              chunk_size: int, rotary_dim: int | None = None, **options):
     """Partials (acc [B, Hkv, S, G, D], m [B, Hkv, S, G], l [B, Hkv, S, G]) over the selected chunks.
 
     `values` may hold more sequences than q: q's row i reads values row `value_row + i` (micro-batches of
@@ -317,7 +312,7 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     split PCIe while the GEMMs that should overlap them wait.
 
     `return_prepared`: also return the arrays the launch reads besides the state (query, chunk ids,
-    W, hit slots) as a second result, to pass on as another kernel's `after`. Held that way, XLA
+    hit slots, and W when given as this layer's slice) as a second result, to pass on as another kernel's `after`. Held that way, XLA
     cannot hand their memory to work scheduled between the two kernels: in a CUDA graph with concurrent
     nodes such reuse orders that work after this kernel (BENCHMARKS.md, command_buffer_deps.py).
 
@@ -334,10 +329,30 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     `stream`: launch the kernel as its own XLA call on that GPU stream (kernels/common.on_stream), so
     that work not waiting for it runs beside it. Only the launch goes there: XLA's stream annotation
     fails on calls nested inside the annotated one, which the preparation here would bring.
+
+    The other keyword options are `_launch`'s: block_tokens, num_splits, num_warps, num_stages (the launch),
+    interpret, value_row, after, stream, return_prepared, w_once and exact.
     """
+    half = head_parts(q.shape[-1], rotary_dim)[0][1]
+    tables = rope_tables(inv_freq, values.shape[3], chunk_size, dims=half)
+    return _launch(q, a, w, chunks, values, tables, layer, value_cache, previous, chunk_size=chunk_size,
+                   rotary_dim=rotary_dim, **options)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size", "block_tokens", "num_splits", "num_warps",
+                                             "num_stages", "interpret", "rotary_dim", "value_row", "stream",
+                                             "return_prepared", "w_once"))
+def _launch(q, a, w, chunks, values, tables, layer, value_cache, previous, *, chunk_size: int,
+            block_tokens: int = 32, num_splits: int | None = None, num_warps: int = 8, num_stages: int = 2,
+            interpret: bool = False, rotary_dim: int | None = None, value_row: int = 0, after=None,
+            stream: int | None = None, return_prepared: bool = False, w_once: bool = False, exact=()):
+    """sparse_attention_partials with its RoPE tables built."""
     b, hkv, g, d = q.shape
     k = chunks.shape[-1]
     rank = a.shape[-1]
+    if w.ndim not in (4, 5) or w.shape[-4:] != (b, hkv, rank, d):
+        raise ValueError(f"w {w.shape} must be [L, {b}, {hkv}, {rank}, {d}] (all layers) or [{b}, {hkv}, {rank}, "
+                         f"{d}] (this layer's)")
     if d & (d - 1):
         raise ValueError(f"head_dim={d} must be a power of two for the Pallas kernel")
     if chunk_size & (chunk_size - 1):
@@ -353,7 +368,9 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
         block_tokens, num_stages = min(block_tokens, 16), 1
     block_tokens, per_split, splits, k_pad = plan(k, chunk_size, block_tokens, num_splits)
     gp = padded_groups(g)  # q and the chunk ids are padded as the kernel loads them: no XLA pads before the launch
-    layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
+    stacked_w = w.ndim == 5  # read in place at the layer: no copy of this layer's W before the launch
+    layer = jnp.reshape(layer, ()).astype(jnp.int32)
+    layers = jnp.stack([layer, layer if stacked_w else jnp.int32(0)])
     reuse = value_cache is not None
     value_arrays, host_rows = value_parts(values)
     exact_arrays, exact_sizes = exact_inputs(exact, b, hkv, d, q.dtype)
@@ -365,9 +382,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     params = compiler_params(interpret, num_warps, num_stages)
     programs = splits + len(exact_sizes)
     out_shape = partials_shape(b, hkv, programs, gp, d)
-    half = heads[0][1]
-    args = [layer, q, a, w, chunks, *rope_tables(inv_freq[:half], values.shape[3], chunk_size), *value_arrays]
-    prepared = (q, w, chunks)
+    args = [layers, q, a, w if stacked_w else w[None], chunks, *tables, *value_arrays]
+    prepared = (q, chunks) if stacked_w else (q, w, chunks)
     if reuse:
         hits = jnp.pad(hit_slots(chunks, previous), ((0, 0), (0, 0), (0, k_pad - k)), constant_values=-1)
         args += [hits, value_cache]
@@ -443,10 +459,11 @@ def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer
     k = chunks.shape[-1]
     pos = (chunks[..., None] * chunk_size + jnp.arange(chunk_size)).reshape(b, hkv, k * chunk_size)
     a_l = jax.lax.dynamic_index_in_dim(a, layer, 0, keepdims=False)  # [B, N, r]
+    w = w if w.ndim == 4 else jax.lax.dynamic_index_in_dim(w, layer, 0, keepdims=False)  # [B, Hkv, r, D]
     rows = jax.vmap(lambda x, p: x[p])(a_l, pos)  # [B, Hkv, k*c, r]
     hi = jax.lax.Precision.HIGHEST
     k_pre = jnp.einsum("bhnr,bhrd->bhnd", rows, w, preferred_element_type=jnp.float32, precision=hi)
-    angle = pos.astype(jnp.float32)[..., None] * inv_freq.astype(jnp.float32)
+    angle = pos.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
     keys = (k_pre * jnp.cos(angle) + _rotate_half(k_pre, rotary_dim) * jnp.sin(angle)).astype(q.dtype)
     check_value_rows(values, b, hkv, value_row)
     v_l = value_rows(values, layer, value_row, b)  # [B, Hkv, n_c, c, D]
@@ -494,35 +511,23 @@ def expected_bytes(batch: int, kv_heads: int, selected_tokens: int, rank: int, h
     return {"a_rows": a_rows, "w": w, "values": values, "total": a_rows + w + values}
 
 
-# Chunks per step of the coarse table that rope_tables builds the chunk-start table from.
-ROPE_FINE_CHUNKS = 64
+def rope_tables(inv_freq, num_chunks: int, chunk_size: int, dims: int | None = None) -> tuple:
+    """(cos, sin) [n_c, R/2] at chunk starts n * c and (cos, sin) [c, R/2] at offsets 0 .. c - 1, as fp32 numpy
+    arrays, of the first `dims` inverse frequencies (None: all): the kernel gets cos and sin at p = n * c + t by
+    angle addition.
 
-
-def _cos_sin_at(n: int, step: int, f: jax.Array) -> tuple:
-    """cos and sin of (i * step) * f for i < n, [n, D], to fp32 accuracy: f is split into f_hi (its top 12 bits)
-    and f_lo = f - f_hi, so (i * step) * f_hi is exact in fp32 for i * step of up to 12 significant bits, and
-    the small (i * step) * f_lo adds by angle addition."""
-    f_hi = jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(f, jnp.int32) & jnp.int32(-4096), jnp.float32)
-    x = (jnp.arange(n, dtype=jnp.int32) * step).astype(jnp.float32)[:, None]
-    a, b = x * f_hi, x * (f - f_hi)
-    return jnp.cos(a) * jnp.cos(b) - jnp.sin(a) * jnp.sin(b), jnp.sin(a) * jnp.cos(b) + jnp.cos(a) * jnp.sin(b)
-
-
-def rope_tables(inv_freq: jax.Array, num_chunks: int, chunk_size: int) -> tuple:
-    """(cos, sin) [n_c, D] at chunk starts n * c and (cos, sin) [c, D] at offsets 0 .. c - 1, fp32: the kernel gets
-    cos and sin at p = n * c + t by angle addition. The chunk-start table is itself the angle addition of two
-    small tables (steps of F = ROPE_FINE_CHUNKS chunks, and chunks within a step), each exact to fp32
-    (_cos_sin_at): no cos or sin of n_c rows (XLA recomputed those in every layer: 0.47 ms of an 18.9 ms step on
-    an H200), and the kernel's RoPE is closer to exact than cos(fp32(p * f)), whose rounding of p * f moves the
-    angle by up to ~0.004 rad near 122K (the kernel tests measure both against float64)."""
-    f = jnp.asarray(inv_freq, jnp.float32)
-    steps = -(-num_chunks // ROPE_FINE_CHUNKS)
-    cos_h, sin_h = _cos_sin_at(steps, ROPE_FINE_CHUNKS * chunk_size, f)  # [steps, D]
-    cos_l, sin_l = _cos_sin_at(ROPE_FINE_CHUNKS, chunk_size, f)  # [F, D]
-    start = lambda x: x.reshape(steps * ROPE_FINE_CHUNKS, -1)[:num_chunks]
-    cos_c = start(cos_h[:, None] * cos_l[None] - sin_h[:, None] * sin_l[None])
-    sin_c = start(sin_h[:, None] * cos_l[None] + cos_h[:, None] * sin_l[None])
-    return (cos_c, sin_c) + _cos_sin_at(chunk_size, 1, f)
+    They are computed in float64 when the call is traced, so they are exact to fp32 (fp32's cos(fp32(p * f))
+    is off by up to ~0.004 rad near 122K, from its rounding of p * f; the kernel tests measure both against
+    float64), and the compiled step holds them as constants. Built from arrays in the step instead, XLA rebuilt
+    them in every layer: 0.47 ms of a 12.5 ms step at 122,880 tokens x 10 on an H200, 2026-12-01."""
+    try:
+        f = np.asarray(inv_freq, np.float64)[:dims]  # sliced in numpy: a slice of a jax array inside jit is traced
+    except jax.errors.TracerArrayConversionError:
+        raise TypeError("inv_freq must be a concrete array (numpy, or a jax array outside jit), not traced: "
+                        "the RoPE tables are built from it when the kernel call is traced") from None
+    start = np.arange(num_chunks, dtype=np.float64)[:, None] * chunk_size * f
+    offset = np.arange(chunk_size, dtype=np.float64)[:, None] * f
+    return tuple(x.astype(np.float32) for x in (np.cos(start), np.sin(start), np.cos(offset), np.sin(offset)))
 
 
 def rope_inv_freq_full(inv_freq_half: np.ndarray, head_dim: int | None = None) -> np.ndarray:

@@ -75,6 +75,34 @@ def test_w_loaded_once_per_program_matches_reference(case):
     _check_fp32(7, *case, w_once=True)
 
 
+@pytest.mark.parametrize("case", [CASES[1], CASES[2]])
+def test_w_of_every_layer_is_read_in_place_at_the_layer(case):
+    """W given for all layers [L, B, Hkv, r, D] (as the decode step passes it: no copy of the layer's slice) gives
+    the same partials, bit for bit, as that layer's W [B, Hkv, r, D]; both match the reference."""
+    g, d, c, rank, k, n_c, batch, block = case
+    q, a, w, chunks, values, inv = make_inputs(3, batch=batch, kv_heads=2, groups=g, head_dim=d, chunk_size=c,
+                                               rank=rank, selected=k, chunks_total=n_c, dtype=jnp.float32, layers=3)
+    w_all = jnp.stack([w * 0.5, -w, w])  # layer 1's W differs from the others
+    run = lambda w_in: sparse_attention_partials(q, a, w_in, chunks, values, inv, jnp.int32(1), chunk_size=c,
+                                                 block_tokens=block, num_splits=2, interpret=INTERPRET)
+    stacked, one = run(w_all), run(w_all[1])
+    for x, y in zip(stacked, one):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    want = sparse_attention_partials_reference(q, a, w_all, chunks, values, inv, jnp.int32(1), chunk_size=c)
+    np.testing.assert_allclose(attend(stacked, q), attend(want, q), atol=2e-4, rtol=2e-4)
+    with pytest.raises(ValueError, match=rf"w \(2, {rank}, {d}\) must be \[L, {batch}, 2, {rank}, {d}\]"):
+        run(w_all[1, 0])
+
+
+def test_traced_inv_freq_is_refused_with_the_reason():
+    """The RoPE tables are built from inv_freq when the call is traced: a traced inv_freq cannot give them."""
+    q, a, w, chunks, values, inv = make_inputs(0, batch=1, kv_heads=1, groups=1, head_dim=64, chunk_size=8,
+                                               rank=16, selected=2, chunks_total=4, dtype=jnp.float32)
+    with pytest.raises(TypeError, match="inv_freq must be a concrete array"):
+        jax.jit(lambda f: sparse_attention_partials(q, a, w, chunks, values, f, jnp.int32(0), chunk_size=8,
+                                                    interpret=True))(inv)
+
+
 @pytest.mark.parametrize("g,d,c,rank,k,n_c,batch,block", CASES[1:4])
 def test_bf16_error_within_reference_error(g, d, c, rank, k, n_c, batch, block):
     """bf16 kernel error against the fp32 reference, relative to the bf16 reference's own error."""
@@ -205,7 +233,7 @@ def _attention_float64(q, a, w, chunks, values, inv, layer, c):
 
 
 def test_rope_at_long_positions_is_exact_to_fp32():
-    """The kernel takes cos/sin from two tables by angle addition (rope_tables), each built to fp32 accuracy; at
+    """The kernel takes cos/sin from two tables by angle addition (rope_tables, built in float64); at
     positions near 131K its output must match exact (float64) RoPE to fp32 rounding, while the reference's
     cos(fp32(p * f)) is off by its rounding of the angle (which shows these positions are a real test)."""
     c, n_c = 8, 16384
@@ -411,6 +439,29 @@ def test_top_k_kernel_picks_the_same_set(rows, n, k, tile):
 def test_top_k_kernel_refuses_k_beyond_the_row():
     with pytest.raises(ValueError, match="k=9 must be in"):
         top_k_indices(jnp.zeros((2, 8)), 9, interpret=True)
+
+
+@pytest.mark.parametrize("tiles", [1, 3])
+def test_threshold_search_finds_the_kth_largest_key_anywhere_in_int32(tiles):
+    """The kernels' threshold search (kth_largest_key's counting passes), as plain jnp: the exact k-th largest of
+    sortable keys spread over all of int32 (both signs, the extremes, ties), for k from 1 to the row, in one tile
+    and in several."""
+    from shadowkv_jax.kernels.top_k import threshold
+
+    rng = np.random.default_rng(tiles)
+    n = 96
+    row = rng.integers(-2 ** 31, 2 ** 31, size=n, dtype=np.int64).astype(np.int32)
+    row[:6] = [-2 ** 31, -2 ** 31 + 1, 2 ** 31 - 1, 2 ** 31 - 2, 0, -1]
+    row[6:12] = row[40]  # ties
+    row[12:20] = rng.integers(-3, 3, size=8)  # keys a step apart
+    tile = n // tiles
+    search = jax.jit(lambda x, k: threshold(lambda i: jax.lax.dynamic_slice_in_dim(x, i * tile, tile), tiles, k),
+                     static_argnums=1)
+    for k in [1, 2, 5, 7, 13, 40, 47, 95, 96]:
+        t, ties_wanted = map(int, search(jnp.asarray(row), k))
+        want = np.sort(row)[::-1][k - 1]
+        assert t == want, (k, t, want)
+        assert ties_wanted == k - int((row > want).sum())
 
 
 @pytest.mark.parametrize("b,hkv,g,n,k,tile", [

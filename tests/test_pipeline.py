@@ -129,7 +129,7 @@ def test_schedule_groups_reach_every_kernel_call():
 
 def test_each_kernel_holds_the_previous_kernels_prepared_operands():
     """Every kernel after the step's first takes the previous micro-batch's kernel maxima and the operands
-    prepared for that kernel as `after` (query, W, chunk ids, padded hit slots): held until then,
+    prepared for that kernel as `after` (query, chunk ids, padded hit slots; W is read in place): held until then,
     their memory cannot go to the other micro-batch's work in between (shadowkv/pipeline.py)."""
     model = _model(3)
     cfg = sk.ShadowKVConfig(rank=16, chunk_size=8, sparse_budget=48, outlier_chunks=2, max_new_tokens=4,
@@ -152,11 +152,10 @@ def test_each_kernel_holds_the_previous_kernels_prepared_operands():
 
     launches = list(kernels(jax.make_jaxpr(step)(split_state(st, (1, 1))).jaxpr))
     first, later = launches[0], launches[1:]
-    assert later and all(len(l) == len(first) + 1 + 4 for l in later)  # maxima + 4 prepared (value reuse on)
-    # the held operands have the shapes of the launch's own query, W, chunk ids and hit slots (the first
-    # launch's operands: layer, q, A, W, chunk ids, four RoPE tables, values, hits, value cache, then the
-    # exact segments)
+    assert later and all(len(l) == len(first) + 1 + 3 for l in later)  # maxima + 3 prepared (value reuse on)
+    # the held operands have the shapes of the launch's own query, chunk ids and hit slots (the first launch's
+    # operands: layers, q, A, W, chunk ids, four RoPE tables, values, hits, value cache, then the exact segments)
     shapes = lambda vs: [tuple(v.aval.shape) for v in vs]
-    q, w, chunks, hits = shapes(first)[1], shapes(first)[3], shapes(first)[4], shapes(first)[10]
+    q, chunks, hits = shapes(first)[1], shapes(first)[4], shapes(first)[10]
     for l in later:
-        assert shapes(l)[-4:] == [q, w, chunks, hits]
+        assert shapes(l)[-3:] == [q, chunks, hits]

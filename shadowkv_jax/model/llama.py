@@ -50,8 +50,9 @@ class DecoderLayer(nn.Module):
     attention: Any  # a frozen back-end from model/attention.py (or ShadowKV's)
 
     @nn.compact
-    def __call__(self, x, positions, lengths, carry, layer, consts=None):
-        """x [B, T, E], positions [B, T] true token positions, lengths [B]."""
+    def __call__(self, x, positions, lengths, carry, layer, consts=None, rope=None):
+        """x [B, T, E], positions [B, T] true token positions, lengths [B]; rope: (cos, sin) at the positions
+        (rope_cos_sin), if the caller computed them once for every layer."""
         c = self.config
         e, d, hq, hkv = c.hidden_size, c.head_dim, c.num_heads, c.num_kv_heads
         dt = c.jnp_dtype
@@ -75,7 +76,7 @@ class DecoderLayer(nn.Module):
             bq = bk = bv = 0
         p = dict(attn_norm=attn_norm, wq=wq, wk=wk, wv=wv, bq=bq, bk=bk, bv=bv, wo=wo, mlp_norm=mlp_norm,
                  w_gate=w_gate, w_up=w_up, w_down=w_down)
-        q, k, v, k_pre = layer_qkv(p, x, positions, c)
+        q, k, v, k_pre = layer_qkv(p, x, positions, c, rope)
         with jax.named_scope("attention"):
             attn, carry = self.attention(q, k, v, k_pre, carry=carry, layer=layer,
                                          positions=positions, lengths=lengths, consts=consts)
@@ -86,8 +87,9 @@ class DecoderLayer(nn.Module):
 # count as 0): DecoderLayer runs them around its attention back-end, and schedules that interleave the layers of
 # several micro-batches (shadowkv/pipeline.py) run them directly.
 
-def layer_qkv(p, x, positions, c: ModelConfig):
-    """x [B, T, E], positions [B, T] -> q [B, T, Hq, D], k and v [B, T, Hkv, D] (k after RoPE), k_pre."""
+def layer_qkv(p, x, positions, c: ModelConfig, rope=None):
+    """x [B, T, E], positions [B, T] -> q [B, T, Hq, D], k and v [B, T, Hkv, D] (k after RoPE), k_pre.
+    rope: (cos, sin) = rope_cos_sin(positions, c), when computed once for all layers."""
     b, t, _ = x.shape
     d, hq, hkv = c.head_dim, c.num_heads, c.num_kv_heads
     with jax.named_scope("qkv"):
@@ -95,7 +97,7 @@ def layer_qkv(p, x, positions, c: ModelConfig):
         q = (h @ p["wq"] + p.get("bq", 0)).reshape(b, t, hq, d)
         k_pre = (h @ p["wk"] + p.get("bk", 0)).reshape(b, t, hkv, d)
         v = (h @ p["wv"] + p.get("bv", 0)).reshape(b, t, hkv, d)
-        cos, sin = rope_cos_sin(positions, c)
+        cos, sin = rope_cos_sin(positions, c) if rope is None else rope
         return apply_rope(q, cos, sin), apply_rope(k_pre, cos, sin), v, k_pre
 
 
@@ -152,16 +154,29 @@ def run_layers(params: Params, config: ModelConfig, attention, x, positions, len
     `carry` is threaded through the layers (and may be updated in place); `consts` is read-only.
     """
     layer = DecoderLayer(config, attention)
+    rope = step_rope(positions, config)
 
     def body(state, xs):
         h, c = state
         layer_params, i = xs
-        h, c = layer.apply({"params": layer_params}, h, positions, lengths, c, i, consts)
+        h, c = layer.apply({"params": layer_params}, h, positions, lengths, c, i, consts, rope)
         return (h, c), None
 
     idx = jnp.arange(config.num_layers, dtype=jnp.int32)
     (x, carry), _ = jax.lax.scan(body, (x, carry), (params["layers"], idx), unroll=unroll)
     return x, carry
+
+
+# Up to this many tokens per sequence, run_layers computes RoPE's cos and sin once for all layers. A decode step's
+# came out of the layer loop's body only that way: XLA recomputed them in every layer, beside q's RoPE (whose
+# inputs, positions near 122K, take sin and cos's slow range reduction). A long prompt's would be held across
+# the layers instead (126 MB per sequence at 122,880 tokens), so prompts compute them per layer, as before.
+ROPE_ONCE_MAX_TOKENS = 1
+
+
+def step_rope(positions: jax.Array, config: ModelConfig):
+    """rope_cos_sin(positions) for every layer when positions [B, T] are a step's few tokens, else None."""
+    return rope_cos_sin(positions, config) if positions.shape[1] <= ROPE_ONCE_MAX_TOKENS else None
 
 
 def lm_head(params: Params, config: ModelConfig, x: jax.Array) -> jax.Array:

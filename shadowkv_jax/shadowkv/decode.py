@@ -239,8 +239,7 @@ class ShadowKVDecode:
         b, hq, d = q.shape
         hkv = self.model.num_kv_heads
         qs = scaled_query_groups(q, hkv)
-        inv = jnp.asarray(rope_inv_freq_full(rope_inv_freq(self.model), d))
-        w_layer = jax.lax.dynamic_index_in_dim(st.w, layer, 0, keepdims=False)
+        inv = rope_inv_freq_full(rope_inv_freq(self.model), d)  # numpy: the kernel builds its RoPE tables once
         reuse = {}
         if self.config.value_reuse:
             reuse = dict(value_cache=jax.lax.dynamic_index_in_dim(st.value_cache, layer, 0, keepdims=False),
@@ -250,7 +249,7 @@ class ShadowKVDecode:
                   else {"num_splits": self.kernel_splits})
         with jax.named_scope("gather_reconstruct_attention"):
             partials, prepared = sparse_attention_partials(
-                qs, st.a, w_layer, chunks, values, inv, layer, **reuse, chunk_size=self.config.chunk_size,
+                qs, st.a, st.w, chunks, values, inv, layer, **reuse, chunk_size=self.config.chunk_size,
                 interpret=self.interpret, rotary_dim=self.model.rotary_dim, value_row=self.value_row,
                 after=after, stream=self.value_stream, return_prepared=True, exact=exact, **launch)
         with jax.named_scope("combine"):

@@ -59,7 +59,7 @@ from jax.experimental.xla_metadata import set_xla_metadata
 
 from ..config import ModelConfig
 from ..decoding import DECODE_COMPILER_OPTIONS
-from ..model.llama import embed, layer_out, layer_params, layer_qkv, lm_head
+from ..model.llama import embed, layer_out, layer_params, layer_qkv, lm_head, step_rope
 from .decode import ShadowKVDecode
 from .state import ARRAY_FIELDS, ShadowKVState
 
@@ -151,8 +151,11 @@ class PipelinedShadowKV:
         xa, xb = embed(params, tokens[:na, None]), embed(params, tokens[na:, None])
         L = config.num_layers
 
-        def pre(x, st, layer):  # qkv and selection: HBM work
-            q, k, v, _ = layer_qkv(layer_params(params, layer), x, st.lengths[:, None], config)
+        # RoPE's cos and sin at each micro-batch's positions, once for all layers (model/llama.step_rope)
+        rope_a, rope_b = (step_rope(s.lengths[:, None], config) for s in (sa, sb))
+
+        def pre(x, st, layer, rope):  # qkv and selection: HBM work
+            q, k, v, _ = layer_qkv(layer_params(params, layer), x, st.lengths[:, None], config, rope)
             chunks, st = self.decode.prepare(q, k, v, carry=st, layer=layer, lengths=st.lengths)
             return (q, chunks), st
 
@@ -176,14 +179,14 @@ class PipelinedShadowKV:
                 with jax.named_scope("micro_batch_a"):
                     xa = post(xa, attn_a, layer)
                     if not last:
-                        qca, sa = pre(xa, sa, layer + 1)
+                        qca, sa = pre(xa, sa, layer + 1, rope_a)
                 return xa, qca, sa
 
             def b_head(xb, sb):  # B's previous layer's output and MLP, then this layer's qkv and selection
                 with jax.named_scope("micro_batch_b"):
                     if not first:
                         xb = post(xb, attn_b, layer - 1)
-                    qcb, sb = pre(xb, sb, layer)
+                    qcb, sb = pre(xb, sb, layer, rope_b)
                 return xb, qcb, sb
 
             def attend_a(sa):
@@ -208,7 +211,7 @@ class PipelinedShadowKV:
                 attn_b, sb, done_b = attend_b(qcb, sb, done_a)
             return xa, qca, sa, xb, attn_b, sb, done_b
 
-        qca, sa = pre(xa, sa, jnp.int32(0))
+        qca, sa = pre(xa, sa, jnp.int32(0), rope_a)
         c = iteration((xa, qca, sa, xb, None, sb, None), jnp.int32(0), True, L == 1)
         if L > 2:
             # the layer index is the loop counter (not read from an array of indices): XLA then reads each
