@@ -48,7 +48,8 @@
 #   final22: the kept version: exact-segment tests, ShadowKV at both contexts, both methods under 80 GB
 #   probe23: the HBM probe as the best of 30 runs, ShadowKV at 122,880 and full attention at 65,536 with it
 #   once24: RoPE tables once, W in place, cos and sin once per step, the ternary threshold search: compiled tests,
-#           ShadowKV at 122,880 x 10 with each change and without; once25: the kept version, both methods
+#           ShadowKV at 122,880 x 10 with each change and without; exp26: the layer scan unrolled by 2, k's and v's
+#           GEMMs after q's; once25: the kept version, both methods
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -736,6 +737,16 @@ once24)  # the attention kernel's RoPE tables built once, when the step is trace
     BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 \
         --json "$OUT/tput_llama_122880_shadowkv_without_${C}_once24.json"
   done
+  ;;
+exp26)  # at 122,880 x 10, ShadowKV: the kept version; the layer scan unrolled by 2 (the loop's per-layer launch gap);
+  # k's and v's GEMMs after q's (benchmarks/patches/kv_after_q.patch), with its profile
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_exp26.json"
+  BENCH_TIMEOUT=130 BTAIL=3 sk_device --context 122880 --batch 10 --unroll-layers 2 \
+      --json "$OUT/tput_llama_122880_shadowkv_unroll2_exp26.json"
+  P=benchmarks/patches/kv_after_q.patch
+  git apply $P 2>/dev/null || patch -p1 < $P > /dev/null || echo "applying $P failed"
+  BENCH_TIMEOUT=120 BTAIL=3 sk_device --context 122880 --batch 10 --profile \
+      --json "$OUT/prof_llama_122880_shadowkv_kv_after_q_exp26.json"
   ;;
 once25)  # the kept version (once24 without the ternary search): both methods at both contexts, ShadowKV under an
   # 80 GB cap
