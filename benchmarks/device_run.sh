@@ -49,7 +49,7 @@
 #   probe23: the HBM probe as the best of 30 runs, ShadowKV at 122,880 and full attention at 65,536 with it
 #   once24: RoPE tables once, W in place, cos and sin once per step, the ternary threshold search: compiled tests,
 #           ShadowKV at 122,880 x 10 with each change and without; exp26: the layer scan unrolled by 2, k's and v's
-#           GEMMs after q's; once25: the kept version, both methods
+#           GEMMs after q's; once25: the kept version, both methods; once25b: full attention under 80 GB, the profile
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -751,6 +751,11 @@ exp26)  # at 122,880 x 10, ShadowKV: the kept version; the layer scan unrolled b
 once25)  # the kept version (once24 without the ternary search): both methods at both contexts, ShadowKV under an
   # 80 GB cap
   both_methods
+  ;;
+once25b)  # on the same machine right after once25: full attention under an 80 GB cap, the kept step's profile
+  BENCH_TIMEOUT=100 BTAIL=3 full_auto --context 122880 --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_full_80gb.json"
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --profile \
+      --json "$OUT/prof_llama_122880_shadowkv_once25.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
