@@ -23,8 +23,9 @@ Shapes: q [B, Hkv, G, D] (already scaled by 1/sqrt(D)); a [L, B, N, r]; w [L, B,
 layer, as A is) or [B, Hkv, r, D] (this layer's);
 chunks [B, Hkv, k]; values [L, B, Hkv, n_c, c, D] (one array, or SplitValues: some rows on the host, the others
 on the device); inv_freq [D] (the RoPE inverse frequencies repeated for both halves, zeros on dims that partial
-rotary leaves alone; a concrete array, since the kernel's RoPE tables are built from it when the call is traced). Limits of the Triton lowering: D a power of two, rank a multiple of 16, chunk_size a power
-of two, and each piece of head_parts a power of two of at least 16.
+rotary leaves alone; a concrete array: the kernel's RoPE tables are built from it when the call is traced).
+Limits of the Triton lowering: D a power of two, rank a multiple of 16, chunk_size a power of two, and each piece
+of head_parts a power of two of at least 16.
 """
 
 from __future__ import annotations
@@ -311,9 +312,9 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     (shadowkv/pipeline.py) runs one micro-batch's value reads after the other's so that the two do not
     split PCIe while the GEMMs that should overlap them wait.
 
-    `return_prepared`: also return the arrays the launch reads besides the state (query, chunk ids,
-    hit slots, and W when given as this layer's slice) as a second result, to pass on as another kernel's `after`. Held that way, XLA
-    cannot hand their memory to work scheduled between the two kernels: in a CUDA graph with concurrent
+    `return_prepared`: also return the arrays the launch reads besides the state (query, chunk ids, hit slots,
+    and W when given as this layer's slice) as a second result, to pass on as another kernel's `after`. Held that
+    way, XLA cannot hand their memory to work scheduled between the two kernels: in a CUDA graph with concurrent
     nodes such reuse orders that work after this kernel (BENCHMARKS.md, command_buffer_deps.py).
 
     `w_once`: load W once per program instead of in every block (a launch choice, like the block size).
@@ -323,8 +324,9 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     int32 rows of each sequence to attend (None: all n).
     Each adds one program per (b, h), launched before the splits' programs, and one split to the partials,
     after the kernel's own;
-    `decode_attention.combine_splits(partials)` then merges everything. Reading them here replaces the copy of the segments into one array and
-    the softmax over it that `combine` does with segments, which ran after the kernel on the critical path.
+    `decode_attention.combine_splits(partials)` then merges everything. Reading them here replaces the copy of the
+    segments into one array and the softmax over it that `combine` does with segments, which ran after the kernel
+    on the critical path.
 
     `stream`: launch the kernel as its own XLA call on that GPU stream (kernels/common.on_stream), so
     that work not waiting for it runs beside it. Only the launch goes there: XLA's stream annotation

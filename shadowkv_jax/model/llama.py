@@ -167,10 +167,10 @@ def run_layers(params: Params, config: ModelConfig, attention, x, positions, len
     return x, carry
 
 
-# Up to this many tokens per sequence, run_layers computes RoPE's cos and sin once for all layers. A decode step's
-# came out of the layer loop's body only that way: XLA recomputed them in every layer, beside q's RoPE (whose
-# inputs, positions near 122K, take sin and cos's slow range reduction). A long prompt's would be held across
-# the layers instead (126 MB per sequence at 122,880 tokens), so prompts compute them per layer, as before.
+# Up to this many tokens per sequence, run_layers computes RoPE's cos and sin once for all layers. XLA does not
+# hoist them out of the layer loop by itself: it recomputed a decode step's in every layer, inside q's RoPE fusion
+# (positions near 122K take sin and cos's slow range reduction). A long prompt's would be held across the layers
+# instead (126 MB per sequence at 122,880 tokens), so prompts compute them per layer, as before.
 ROPE_ONCE_MAX_TOKENS = 1
 
 
