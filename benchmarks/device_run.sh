@@ -50,6 +50,7 @@
 #   once24: RoPE tables once, W in place, cos and sin once per step, the ternary threshold search: compiled tests,
 #           ShadowKV at 122,880 x 10 with each change and without; exp26: the layer scan unrolled by 2, k's and v's
 #           GEMMs after q's; once25: the kept version, both methods; once25b: full attention under 80 GB, the profile
+#   sweep27: the attention kernel's launch with 1 or 2 pipeline stages, ShadowKV with the fastest
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -756,6 +757,13 @@ once25b)  # on the same machine right after once25: full attention under an 80 G
   BENCH_TIMEOUT=100 BTAIL=3 full_auto --context 122880 --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_full_80gb.json"
   BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --profile \
       --json "$OUT/prof_llama_122880_shadowkv_once25.json"
+  ;;
+sweep27)  # the attention kernel's launch with 1 or 2 pipeline stages (the 64-token blocks were swept with 2 only), then
+  # ShadowKV at 122,880 x 10 with the fastest in the loop (benchmarks/pick_launch.py)
+  timeout 300 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 8 16 \
+      --block-tokens 32 64 --warps 4 --stages 1 2 --repeats 5 --json "$OUT/kernels_sweep27_h200.json" 2>&1 | tail -12
+  python3 benchmarks/pick_launch.py "$OUT/kernels_sweep27_h200.json" && grep "^DEVICE_VALUES_LAUNCH" kernels/sparse_attention.py
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_sweep27.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
