@@ -36,8 +36,8 @@ def _decode(model, attention, carry, consts, first, steps):
     return np.asarray(toks), carry, extras
 
 
-# three of the six cases run under `make test-slow` only (CI's 20-minute budget): the default suite keeps one
-# reference case, and the kernel path with a stream, with and without scheduling groups
+# four of the six cases run under `make test-slow` only (CI's 20-minute budget): the default suite keeps one
+# reference case and the kernel path with a stream; the scheduling groups (experimental, 57 s on 2 cores) are slow
 _slow = pytest.mark.slow
 
 
@@ -45,7 +45,7 @@ _slow = pytest.mark.slow
     (1, (1, 2), "reference", None, False), pytest.param(2, (2, 1), "reference", None, False, marks=_slow),
     pytest.param(4, (2, 1), "reference", None, False, marks=_slow),
     pytest.param(3, (1, 2), "pallas", None, False, marks=_slow), (3, (2, 1), "pallas", 1, False),
-    (4, (1, 2), "pallas", 1, True)])
+    pytest.param(4, (1, 2), "pallas", 1, True, marks=_slow)])
 def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl, stream, groups):
     """Ragged prompts; the budget selects a strict subset (so selection and value reuse matter); the
     layer counts cover the peeled first and last layers with and without a scan between them. On a GPU
