@@ -527,9 +527,20 @@ def rope_tables(inv_freq, num_chunks: int, chunk_size: int, dims: int | None = N
     except jax.errors.TracerArrayConversionError:
         raise TypeError("inv_freq must be a concrete array (numpy, or a jax array outside jit), not traced: "
                         "the RoPE tables are built from it when the kernel call is traced") from None
+    return _rope_tables(tuple(f.tolist()), num_chunks, chunk_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _rope_tables(f: tuple, num_chunks: int, chunk_size: int) -> tuple:
+    """rope_tables' arrays, one set per (frequencies, shape): every kernel call of a step passes the same arrays,
+    which JAX then holds as one constant each, not one per call (the micro-batched step has six calls)."""
+    f = np.asarray(f, np.float64)
     start = np.arange(num_chunks, dtype=np.float64)[:, None] * chunk_size * f
     offset = np.arange(chunk_size, dtype=np.float64)[:, None] * f
-    return tuple(x.astype(np.float32) for x in (np.cos(start), np.sin(start), np.cos(offset), np.sin(offset)))
+    tables = tuple(x.astype(np.float32) for x in (np.cos(start), np.sin(start), np.cos(offset), np.sin(offset)))
+    for x in tables:
+        x.flags.writeable = False  # shared by every caller
+    return tables
 
 
 def rope_inv_freq_full(inv_freq_half: np.ndarray, head_dim: int | None = None) -> np.ndarray:

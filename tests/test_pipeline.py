@@ -98,7 +98,7 @@ def test_micro_batch_sizes_are_checked():
                                                                           jnp.zeros((6,), jnp.int32), st.values)
 
 
-@pytest.mark.slow  # 34 s on CI's machine; the grouped decode itself stays in the default suite (above)
+@pytest.mark.slow  # 34 s on CI's machine; the grouped decode (above) is under make test-slow too
 def test_schedule_groups_reach_every_kernel_call():
     """With schedule_groups, the lowered step's kernel calls (one per micro-batch and layer iteration: the
     first, the loop body, the last) each get their own scheduling group after group_stream_calls, a group
