@@ -50,7 +50,8 @@
 #   once24: RoPE tables once, W in place, cos and sin once per step, the ternary threshold search: compiled tests,
 #           ShadowKV at 122,880 x 10 with each change and without; exp26: the layer scan unrolled by 2, k's and v's
 #           GEMMs after q's; once25: the kept version, both methods; once25b: full attention under 80 GB, the profile
-#   sweep27: the attention kernel's launch with 1 or 2 pipeline stages, ShadowKV with the fastest
+#   sweep27: the attention kernel's launch with 1 or 2 pipeline stages, ShadowKV with the fastest; mend28: the
+#           review's cached RoPE tables, compiled tests and ShadowKV at 122,880 x 10
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -764,6 +765,11 @@ sweep27)  # the attention kernel's launch with 1 or 2 pipeline stages (the 64-to
       --block-tokens 32 64 --warps 4 --stages 1 2 --repeats 5 --json "$OUT/kernels_sweep27_h200.json" 2>&1 | tail -12
   python3 benchmarks/pick_launch.py "$OUT/kernels_sweep27_h200.json" && grep "^DEVICE_VALUES_LAUNCH" kernels/sparse_attention.py
   BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_sweep27.json"
+  ;;
+mend28)  # the review's cached RoPE tables: the kernel tests that build them, compiled; ShadowKV at 122,880 x 10
+  SHADOWKV_KERNELS_COMPILED=1 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+      -k "rope_at or in_place or partials_match or exact_segments" 2>&1 | tail -1 | tee "$OUT/kernel_tests_mend28_h200.txt"
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_mend28.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
