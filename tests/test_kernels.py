@@ -442,10 +442,12 @@ def test_top_k_kernel_refuses_k_beyond_the_row():
 
 
 @pytest.mark.parametrize("tiles", [1, 3])
-def test_threshold_search_finds_the_kth_largest_key_anywhere_in_int32(tiles):
-    """The kernels' threshold search (kth_largest_key's counting passes), as plain jnp: the exact k-th largest of
-    sortable keys spread over all of int32 (both signs, the extremes, ties), for k from 1 to the row, in one tile
-    and in several."""
+def test_threshold_search_finds_the_top_k_anywhere_in_int32(tiles):
+    """The kernels' threshold search (kth_largest_key's counting passes), as plain jnp, over sortable keys spread
+    over all of int32 (both signs, the extremes, ties), for k from 1 to the row, in one tile and in several:
+    the keys above t and the first ties_wanted keys equal to t are exactly the top k (lax.top_k's set, ties to
+    the lower index). Where the search stops early t is below the k-th key; where the (k+1)-th key equals the k-th
+    it is that key."""
     from shadowkv_jax.kernels.top_k import threshold
 
     rng = np.random.default_rng(tiles)
@@ -457,11 +459,16 @@ def test_threshold_search_finds_the_kth_largest_key_anywhere_in_int32(tiles):
     tile = n // tiles
     search = jax.jit(lambda x, k: threshold(lambda i: jax.lax.dynamic_slice_in_dim(x, i * tile, tile), tiles, k),
                      static_argnums=1)
+    order = np.argsort(-row.astype(np.int64), kind="stable")  # descending, ties by index
     for k in [1, 2, 5, 7, 13, 40, 47, 95, 96]:
         t, ties_wanted = map(int, search(jnp.asarray(row), k))
-        want = np.sort(row)[::-1][k - 1]
-        assert t == want, (k, t, want)
-        assert ties_wanted == k - int((row > want).sum())
+        kth = int(row[order[k - 1]])
+        assert ties_wanted == k - int((row > t).sum()), (k, t)
+        assert 0 <= ties_wanted <= int((row == t).sum()), (k, t, ties_wanted)
+        taken = set(np.flatnonzero(row > t)) | set(np.flatnonzero(row == t)[:ties_wanted])
+        assert taken == set(order[:k]), (k, t)
+        if k < n and row[order[k]] == kth:  # ties across the k-th key: no early stop
+            assert t == kth, (k, t, kth)
 
 
 @pytest.mark.parametrize("b,hkv,g,n,k,tile", [
