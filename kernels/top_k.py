@@ -5,9 +5,9 @@ memory per layer). Only the set of winners matters to a decode step, not their o
 a threshold at the k-th largest value of a row by building it bit by bit (kth_largest_key: up to 32 counting
 passes over the row, held in one program's registers up to 16,384 elements, in tiles beyond), then gives every
 element its output slot (take_slots): elements above the threshold, and as many ties at it as still fit, lowest
-index first (what `lax.top_k` keeps). A scatter in XLA places the indices. The result is the same set of indices as `lax.top_k`,
-in increasing index order. The decode step uses the same search inside kernels/chunk_selection.py, which also
-computes the scores it ranks and writes chunk ids itself.
+index first (what `lax.top_k` keeps). A scatter in XLA places the indices. The result is the same set of indices
+as `lax.top_k`, in increasing index order. The decode step uses the same search inside
+kernels/chunk_selection.py, which also computes the scores it ranks and writes chunk ids itself.
 
 Floats are compared through their "sortable" int32 images (sign-magnitude to two's complement), so
 negative scores (e.g. -1 for padding chunks) rank correctly.
@@ -40,7 +40,8 @@ def kth_largest_key(count_at_least, k: int) -> jax.Array:
     search stops as soon as exactly k keys reach the prefix (the top k are then the keys >= it, whatever the
     lower bits): on distinct scores, once the bits that separate the k-th largest key from the next are set.
     For k = 240 of 15,311 max-over-4 softmax scores of N(0, 0.58^2) logits (the bench's random weights) that
-    took 12-25 of the 31 passes, 18 on average (a numpy model of the search, 200 rows). Ties at the k-th key run every pass, and t is then the k-th largest key itself."""
+    took 12-25 of the 31 passes, 18 on average (a numpy model of the search, 200 rows). Ties across the k-th key
+    run every pass, and t is then the k-th largest key itself."""
     at_zero = count_at_least(jnp.int32(0))
     reaches = at_zero >= k
     prefix = jnp.where(reaches, jnp.int32(0), jnp.int32(INT_MIN))
