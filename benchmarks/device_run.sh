@@ -52,6 +52,8 @@
 #           GEMMs after q's; once25: the kept version, both methods; once25b: full attention under 80 GB, the profile
 #   sweep27: the attention kernel's launch with 1 or 2 pipeline stages, ShadowKV with the fastest; mend28: the
 #           review's cached RoPE tables, compiled tests and ShadowKV at 122,880 x 10
+#   chain29: the threshold search's early stop and the attention chains: compiled tests, the selection with and
+#           without the early stop, ShadowKV at 122,880 x 10 with 1 and 2 chains (profiled)
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -770,6 +772,27 @@ mend28)  # the review's cached RoPE tables: the kernel tests that build them, co
   SHADOWKV_KERNELS_COMPILED=1 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
       -k "rope_at or in_place or partials_match or exact_segments" 2>&1 | tail -1 | tee "$OUT/kernel_tests_mend28_h200.txt"
   BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_mend28.json"
+  ;;
+chain29)  # the threshold search's early stop and the attention chains: compiled tests; the selection paths with the
+  # early stop and without (benchmarks/patches/no_early_exit.patch); ShadowKV at 122,880 x 10 with 1 and 2 chains,
+  # the 2-chain step profiled
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "group_of_rows or threshold or top_k or chunk_selection or landmark or in_place or exact_segments" 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -6 | tee "$OUT/kernel_tests_chain29_h200.txt"
+  timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_pipeline.py -k chains 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -6 | tee -a "$OUT/kernel_tests_chain29_h200.txt"
+  timeout 120 python3 benchmarks/bench_select.py --batch 10 --context 122880 --warps 16 \
+      --json "$OUT/select_chain29_h200.json" 2>&1 | tail -2
+  git apply benchmarks/patches/no_early_exit.patch 2>/dev/null || patch -p1 -s < benchmarks/patches/no_early_exit.patch
+  timeout 120 python3 benchmarks/bench_select.py --batch 10 --context 122880 --warps 16 \
+      --json "$OUT/select_chain29_no_early_exit_h200.json" 2>&1 | tail -2
+  git apply -R benchmarks/patches/no_early_exit.patch 2>/dev/null || patch -R -p1 -s < benchmarks/patches/no_early_exit.patch
+  grep -c "while_loop(more" kernels/top_k.py
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_chain29_c1.json"
+  BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --attention-chains 2 \
+      --json "$OUT/tput_llama_122880_shadowkv_chain29_c2.json"
+  BENCH_TIMEOUT=140 BTAIL=3 sk_device --context 122880 --batch 10 --attention-chains 2 --profile \
+      --json "$OUT/prof_llama_122880_shadowkv_chain29_c2.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
