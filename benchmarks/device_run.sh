@@ -54,6 +54,7 @@
 #           review's cached RoPE tables, compiled tests and ShadowKV at 122,880 x 10
 #   chain29: the threshold search's early stop and the attention chains: compiled tests, the selection with and
 #           without the early stop, ShadowKV at 122,880 x 10 with 1 and 2 chains (profiled)
+#   pad30: the decode rows padded to a multiple of 8, on and off; a launch sweep with 128-token blocks
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -793,6 +794,23 @@ chain29)  # the threshold search's early stop and the attention chains: compiled
       --json "$OUT/tput_llama_122880_shadowkv_chain29_c2.json"
   BENCH_TIMEOUT=140 BTAIL=3 sk_device --context 122880 --batch 10 --attention-chains 2 --profile \
       --json "$OUT/prof_llama_122880_shadowkv_chain29_c2.json"
+  ;;
+pad30)  # the decode step's rows padded to a multiple of 8 (model/llama.DECODE_ROW_MULTIPLE): ShadowKV at 122,880 x 10
+  # with and without (benchmarks/patches/no_row_padding.patch); a launch sweep of the attention kernel with
+  # 128-token blocks, and ShadowKV with the fastest launch of the loop
+  SHADOWKV_KERNELS_COMPILED=1 timeout 100 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "partials_match" 2>&1 | grep -E "passed|failed|Error|assert" | tail -4 | tee "$OUT/kernel_tests_pad30_h200.txt"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_pad30.json"
+  git apply benchmarks/patches/no_row_padding.patch 2>/dev/null || patch -p1 -s < benchmarks/patches/no_row_padding.patch
+  grep "^DECODE_ROW_MULTIPLE" shadowkv_jax/model/llama.py
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_pad30_off.json"
+  git apply -R benchmarks/patches/no_row_padding.patch 2>/dev/null || patch -R -p1 -s < benchmarks/patches/no_row_padding.patch
+  grep "^DECODE_ROW_MULTIPLE" shadowkv_jax/model/llama.py
+  timeout 200 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --splits 4 8 \
+      --block-tokens 64 128 --warps 4 8 --stages 1 2 --repeats 10 --json "$OUT/kernels_pad30_h200.json" 2>&1 \
+      | grep "^| 122880" | cut -c1-150
+  python3 benchmarks/pick_launch.py "$OUT/kernels_pad30_h200.json" && grep "^DEVICE_VALUES_LAUNCH" kernels/sparse_attention.py
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_pad30_launch.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

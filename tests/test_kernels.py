@@ -51,6 +51,7 @@ CASES = [  # (G, D, c, rank, selected chunks, total chunks, batch, block_tokens)
     (4, 64, 4, 160, 50, 70, 2, 64),
     (8, 64, 16, 16, 9, 20, 2, 16),
     (4, 128, 8, 160, 37, 90, 2, 8),  # asks for one-chunk blocks: run as 16 tokens (MIN_BLOCK_TOKENS)
+    (4, 128, 8, 160, 37, 90, 2, 128),  # 16 chunks per block, the last block of each split partly padding
 ]
 
 

@@ -77,9 +77,14 @@ class DecoderLayer(nn.Module):
         p = dict(attn_norm=attn_norm, wq=wq, wk=wk, wv=wv, bq=bq, bk=bk, bv=bv, wo=wo, mlp_norm=mlp_norm,
                  w_gate=w_gate, w_up=w_up, w_down=w_down)
         q, k, v, k_pre = layer_qkv(p, x, positions, c, rope)
+        rows = lengths.shape[0]  # x may carry padding rows past the batch (run_layers' decode_row_padding)
+        if x.shape[0] > rows:
+            q, k, v, k_pre = (y[:rows] for y in (q, k, v, k_pre))
         with jax.named_scope("attention"):
             attn, carry = self.attention(q, k, v, k_pre, carry=carry, layer=layer,
                                          positions=positions, lengths=lengths, consts=consts)
+        if x.shape[0] > rows:
+            attn = jnp.pad(attn, ((0, x.shape[0] - rows),) + ((0, 0),) * (attn.ndim - 1))
         return layer_out(p, x, attn, c), carry
 
 
@@ -152,9 +157,15 @@ def run_layers(params: Params, config: ModelConfig, attention, x, positions, len
     """All decoder layers under one `lax.scan`. Returns (hidden [B, T, E], carry).
 
     `carry` is threaded through the layers (and may be updated in place); `consts` is read-only.
+    A decode step's rows are padded to a multiple of DECODE_ROW_MULTIPLE for the layers' dense work (see there).
     """
     layer = DecoderLayer(config, attention)
     rope = step_rope(positions, config)
+    b = x.shape[0]
+    pad = decode_row_padding(b, x.shape[1])
+    if pad:
+        x = jnp.pad(x, ((0, pad), (0, 0), (0, 0)))
+        rope = tuple(jnp.pad(r, ((0, pad),) + ((0, 0),) * (r.ndim - 1)) for r in rope)
 
     def body(state, xs):
         h, c = state
@@ -164,7 +175,23 @@ def run_layers(params: Params, config: ModelConfig, attention, x, positions, len
 
     idx = jnp.arange(config.num_layers, dtype=jnp.int32)
     (x, carry), _ = jax.lax.scan(body, (x, carry), (params["layers"], idx), unroll=unroll)
-    return x, carry
+    return x[:b], carry
+
+
+# A decode step's GEMMs have the batch as M. On a GPU, XLA pads a bf16 GEMM's M to a multiple of 8 for the tensor
+# cores and slices the result, so each of a layer's GEMM inputs that is not a multiple of 8 rows (batch 10 at
+# 122,880 tokens) became a pad kernel of its own on the step's critical path. The step's rows are padded once
+# instead and the zero rows ride through the dense work (norms of zero rows are zero); the attention back-end sees
+# the batch. Per platform (None: no padding); one sequence is left alone (a vector product).
+DECODE_ROW_MULTIPLE = {"gpu": 8}
+
+
+def decode_row_padding(batch: int, tokens: int) -> int:
+    """Rows run_layers adds to a step of `tokens` tokens per sequence (0 for prompts and for one sequence)."""
+    multiple = DECODE_ROW_MULTIPLE.get(jax.default_backend())
+    if multiple is None or batch == 1 or tokens > ROPE_ONCE_MAX_TOKENS:
+        return 0
+    return -batch % multiple
 
 
 # Up to this many tokens per sequence, run_layers computes RoPE's cos and sin once for all layers. XLA does not
