@@ -55,6 +55,8 @@
 #   chain29: the threshold search's early stop and the attention chains: compiled tests, the selection with and
 #           without the early stop, ShadowKV at 122,880 x 10 with 1 and 2 chains (profiled)
 #   pad30: the decode rows padded to a multiple of 8, on and off; a launch sweep with 128-token blocks
+#   final31a, final31b: the attention chains launched in order against one chain, then both methods at both
+#           contexts and under an 80 GB cap (CH=N chains for final31b)
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -811,6 +813,28 @@ pad30)  # the decode step's rows padded to a multiple of 8 (model/llama.DECODE_R
       | grep "^| 122880" | cut -c1-150
   python3 benchmarks/pick_launch.py "$OUT/kernels_pad30_h200.json" && grep "^DEVICE_VALUES_LAUNCH" kernels/sparse_attention.py
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_pad30_launch.json"
+  ;;
+final31a)  # the attention chains launched in order (decode._done_marker) against one chain at 122,880 x 10, then
+  # ShadowKV (with the faster) and full attention at their largest batches at 122,880
+  timeout 90 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_pipeline.py -k chains 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -4 | tee "$OUT/tests_final31_h200.txt"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_final31_c1.json"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --attention-chains 2 \
+      --json "$OUT/tput_llama_122880_shadowkv_final31_c2.json"
+  CH=$(python3 -c "
+import json; s = [json.load(open('$OUT/tput_llama_122880_shadowkv_final31_c%d.json' % c))['rows'][0]['step_ms'] for c in (1, 2)]
+print(2 if s[1] < s[0] else 1)" 2>/dev/null || echo 1); echo "chains: $CH" | tee "$OUT/chains_final31.txt"
+  BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch auto --attention-chains $CH \
+      --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=130 BTAIL=1 full_auto --context 122880 --json "$OUT/tput_llama_122880_full.json"
+  ;;
+final31b)  # the same at 65,536 (CH chains, from final31a), then both methods under an 80 GB cap
+  BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 65536 --batch auto --attention-chains ${CH:-1} \
+      --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=110 BTAIL=1 full_auto --context 65536 --json "$OUT/tput_llama_65536_full.json"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch auto --gpu-memory-gb 80 --attention-chains ${CH:-1} \
+      --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  BENCH_TIMEOUT=110 BTAIL=1 full_auto --context 122880 --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_full_80gb.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same

@@ -17,9 +17,9 @@ from shadowkv_jax.shadowkv.pipeline import (SCHEDULE_GROUP_COMPILER_OPTIONS, Mic
                                             compile_grouped, split_state)
 
 
-def _model(layers):
+def _model(layers, head_dim=16):
     cfg = sk.ModelConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=layers, num_heads=4,
-                         num_kv_heads=2, head_dim=16, max_position_embeddings=4096, rope_theta=1000.0)
+                         num_kv_heads=2, head_dim=head_dim, max_position_embeddings=4096, rope_theta=1000.0)
     params = init_params(cfg, jax.random.key(layers))
     params["layers"]["wq"] = params["layers"]["wq"] * 8  # peaked attention: a wrong chunk shows in the logits
     params["layers"]["wk"] = params["layers"]["wk"] * 8
@@ -86,12 +86,13 @@ def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl, stream, gr
 def test_attention_chains_decode_like_one_chain(chains, top_k):
     """The kernel path with the batch's rows in attention chains (each chain's kernels read the stacked state at its
     rows): the same tokens, logits, hit rates and state as one chain. Three ragged prompts: 2 + 1 rows, or a row
-    each. Compiled on a GPU (values on the device), interpreted on CPU."""
+    each. Compiled on a GPU (values on the device; head_dim 32, so that each rotary half is a 16-wide piece),
+    interpreted on CPU."""
     from shadowkv_jax.shadowkv.decode import chain_rows
 
     assert chain_rows(3, chains) == {2: [(0, 2), (2, 3)], 3: [(0, 1), (1, 2), (2, 3)]}[chains]
     gpu = jax.devices()[0].platform == "gpu"
-    model = _model(2)
+    model = _model(2, head_dim=32)
     rng = np.random.default_rng(7)
     prompts = [list(rng.integers(1, 128, n)) for n in (203, 260, 171)]
     cfg = sk.ShadowKVConfig(rank=16, chunk_size=8, sparse_budget=48, outlier_chunks=2, max_new_tokens=8,

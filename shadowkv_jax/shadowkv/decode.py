@@ -12,9 +12,10 @@
    exact segments in the same launch, one more program each, and merges its splits after).
 
 With `attention_chains` > 1 the kernel path runs steps 2-5 for groups of the batch's rows, one chain of kernels
-per group, each reading the stacked state in place at its rows. A group's landmark kernel waits for the previous
-group's; nothing else orders the chains, so in the step's command buffer (CONCURRENT, decoding.py) one group's
-selection, whose few programs leave most of the GPU idle, runs beside the next group's landmark scores.
+per group, each reading the stacked state in place at its rows. A group's landmark kernel is launched just after
+the previous group's selection, and its attention kernel just after the next group's selection (_done_marker), so
+in the step's command buffer (CONCURRENT, decoding.py) one group's selection, whose few programs leave most of the
+GPU idle, runs beside the next group's landmark scores and the previous group's attention.
 """
 
 from __future__ import annotations
@@ -210,20 +211,24 @@ class ShadowKVDecode:
         top_k = resolved_top_k(cfg.top_k, self.implementation, self.interpret)
         segments = self._segments(st, lengths)
         prev = jax.lax.dynamic_index_in_dim(st.prev_selection, layer, 0, keepdims=False)
-        outs, selected, scores_after, kernel_after = [], [], None, None
-        for r0, r1 in chain_rows(q.shape[0], cfg.attention_chains):
-            qr = q[r0:r1, 0]
+        rows = chain_rows(q.shape[0], cfg.attention_chains)
+        selected, markers = [], []
+        for r0, r1 in rows:
             with jax.named_scope("select"):
-                # the landmark kernel waits for the previous chain's: the chains' selections then follow one
-                # another instead of all starting together once every landmark kernel is done
-                chunks, scores = select_chunks(qr, st.landmarks, st.chunk_ids, st.num_chunks[r0:r1],
+                chunks, scores = select_chunks(q[r0:r1, 0], st.landmarks, st.chunk_ids, st.num_chunks[r0:r1],
                                                cfg.selected_chunks, top_k, self.interpret, layer=layer, row=r0,
-                                               after=scores_after, return_scores=True)
-            out, _, done = self._kernel_attention(qr, st, consts, layer, chunks, None, segments, kernel_after,
-                                                  state_row=r0)
-            outs.append(out)
+                                               after=markers[-1] if markers else None, return_scores=True)
             selected.append(chunks)
-            scores_after, kernel_after = scores, done
+            markers.append(_done_marker(scores))
+        outs = []
+        for i, (r0, r1) in enumerate(rows):
+            # chain i's attention waits for chain i + 1's landmark kernel (through its marker), so that chain
+            # i + 1's selection, launched when that kernel ends, takes its SMs before this kernel's programs fill
+            # the GPU
+            after = markers[i + 1] if i + 1 < len(rows) else None
+            out, _, _ = self._kernel_attention(q[r0:r1, 0], st, consts, layer, selected[i], None, segments, after,
+                                               state_row=r0)
+            outs.append(out)
         chunks = jnp.concatenate(selected)
         metrics = {"hit_rate": st.step_metrics["hit_rate"].at[layer].set(hit_rate(chunks, prev))}
         carry = dataclasses.replace(st, step_metrics=metrics, prev_selection=st.prev_selection.at[layer].set(chunks))
@@ -308,6 +313,13 @@ class ShadowKVDecode:
             out = combine_splits(partials[:3])
         new_cache = partials[3] if reuse else None
         return out.reshape(b, hq, d).astype(q.dtype), new_cache, (partials[1], prepared)
+
+
+def _done_marker(x: jax.Array) -> jax.Array:
+    """A one-element reduction of x: a kernel of its own that ends just after x's writer. A kernel given it as an
+    `after` operand is launched a little later than the kernels that read x itself, which the GPU then serves
+    first (it hands out the programs of kernels in the order they were launched)."""
+    return jnp.sum(x.reshape(-1)[:8])
 
 
 def chain_rows(batch: int, chains: int) -> list[tuple[int, int]]:
