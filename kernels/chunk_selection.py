@@ -12,8 +12,8 @@ ids each wrote and read the rows again. Here a program reads its G score rows on
 (N <= 16,384, i.e. up to 131,072 tokens at c = 8) the softmax statistics, the score and the counting passes all
 run in registers. Longer rows go tile by tile, the keys staged in a scratch output.
 
-Shapes: s [B, Hkv, G, N] f32; chunk_ids [L, >= row + B, Hkv, N] int32 (the stacked state's, read in place at
-`layer`; s's row i reads row row + i); num_chunks [B] int32 (s's rows) -> [B, Hkv, k] int32.
+Shapes: s [B, Hkv, G, N] f32; chunk_ids [L, B, Hkv, N] int32 (the stacked state's, read in place at `layer`);
+num_chunks [B] int32 -> [B, Hkv, k] int32.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ from .top_k import INT_MIN, sortable, take_slots, threshold
 MAX_TILE = 16384
 
 
-def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: int, groups: int, tile: int,
-            row: int):
-    # layer_ref [1] int32; num_ref [B] int32; s_ref [B, Hkv, G, N] f32; ids_ref [L, >= row + B, Hkv, N] int32;
+def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: int, groups: int, tile: int):
+    # layer_ref [1] int32; num_ref [B] int32; s_ref [B, Hkv, G, N] f32; ids_ref [L, B, Hkv, N] int32;
     # out_ref [B, Hkv, k] int32; scratch (rows of more than one tile): keys_ref [B, Hkv, N_pad] int32
     from jax.experimental.pallas import triton as plt
 
@@ -45,7 +44,7 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
     in_row = lambda i: slots(i) < n
 
     def ids(i):
-        return plt.load(ids_ref.at[layer, row + b, h, slots(i)], mask=in_row(i), other=0)
+        return plt.load(ids_ref.at[layer, b, h, slots(i)], mask=in_row(i), other=0)
 
     def valid(i):  # slots of the row whose chunk is within the sequence
         return in_row(i) & (ids(i) < num)
@@ -65,8 +64,8 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
             e = logits(0, g, v)
             e = jnp.exp(e - jnp.max(e))
             score = jnp.maximum(score, e / jnp.sum(e))
-        row_keys = keys_from(0, score, v)
-        keys = lambda i: row_keys
+        row = keys_from(0, score, v)
+        keys = lambda i: row
     else:  # online softmax statistics over the tiles, then the keys staged in the scratch output
         (keys_ref,) = scratch
 
@@ -104,18 +103,15 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
     jax.lax.fori_loop(0, n_tiles, place, (jnp.int32(0), jnp.int32(0)))
 
 
-@functools.partial(jax.jit, static_argnames=("k", "tile", "num_warps", "interpret", "row"))
+@functools.partial(jax.jit, static_argnames=("k", "tile", "num_warps", "interpret"))
 def select_top_chunks(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array, k: int, layer=0, *,
-                      tile: int = MAX_TILE, num_warps: int = 16, interpret: bool = False, row: int = 0) -> jax.Array:
-    """s [B, Hkv, G, N] landmark scores, chunk_ids [L, >= row + B, Hkv, N] (read at `layer`, s's row i at row
-    row + i), num_chunks [B] -> the chunk ids [B, Hkv, k] of the k slots with the highest max-over-group softmax,
-    in increasing slot order."""
+                      tile: int = MAX_TILE, num_warps: int = 16, interpret: bool = False) -> jax.Array:
+    """s [B, Hkv, G, N] landmark scores, chunk_ids [L, B, Hkv, N] (read at `layer`), num_chunks [B] -> the
+    chunk ids [B, Hkv, k] of the k slots with the highest max-over-group softmax, in increasing slot order."""
     b, hkv, g, n = s.shape
-    if chunk_ids.ndim != 4 or chunk_ids.shape[2:] != (hkv, n) or row < 0 or chunk_ids.shape[1] < row + b:
-        raise ValueError(f"chunk_ids shape {chunk_ids.shape} does not match scores {s.shape} at row={row}: expected "
-                         f"[L, >= {row + b}, {hkv}, {n}]")
-    if jnp.shape(num_chunks) != (b,):
-        raise ValueError(f"num_chunks shape {jnp.shape(num_chunks)} must be [{b}], one per row of the scores")
+    if chunk_ids.ndim != 4 or chunk_ids.shape[1:] != (b, hkv, n):
+        raise ValueError(f"chunk_ids shape {chunk_ids.shape} does not match scores {s.shape}: expected "
+                         f"[L, {b}, {hkv}, {n}]")
     if not 0 < k <= n:
         raise ValueError(f"k={k} must be in [1, {n}] (the selectable chunks)")
     if tile & (tile - 1):
@@ -126,7 +122,7 @@ def select_top_chunks(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array,
     if n_tiles > 1:
         out_shape.append(jax.ShapeDtypeStruct((b, hkv, n_tiles * tile), jnp.int32))  # staged keys
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
-    out = pl.pallas_call(functools.partial(_kernel, k=k, n=n, groups=g, tile=tile, row=row), out_shape=out_shape,
+    out = pl.pallas_call(functools.partial(_kernel, k=k, n=n, groups=g, tile=tile), out_shape=out_shape,
                          grid=(b, hkv), interpret=interpret, compiler_params=compiler_params(interpret, num_warps, 1),
                          name="shadowkv_chunk_selection")(layer, num_chunks.astype(jnp.int32), s.astype(jnp.float32),
                                                           chunk_ids.astype(jnp.int32))
@@ -142,8 +138,8 @@ def max_group_softmax(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array)
 
 
 def select_top_chunks_reference(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array, k: int,
-                                layer=0, row: int = 0) -> jax.Array:
+                                layer=0) -> jax.Array:
     """The same selection in jnp (max_group_softmax, lax.top_k), chunk ids in increasing slot order."""
-    ids = jax.lax.dynamic_index_in_dim(chunk_ids, layer, 0, keepdims=False)[row:row + s.shape[0]]
+    ids = jax.lax.dynamic_index_in_dim(chunk_ids, layer, 0, keepdims=False)
     score = max_group_softmax(s, ids, num_chunks)
     return jnp.take_along_axis(ids, jnp.sort(jax.lax.top_k(score, k)[1], axis=-1), axis=-1)

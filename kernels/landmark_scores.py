@@ -12,8 +12,7 @@ in fp32 and accumulate in fp32; the scale is applied after, in fp32. An earlier 
 products row by row on the CUDA cores: 0.167 ms per layer at 122,880 tokens x 10 on an H200 against
 0.110 for the dot (benchmarks/landmark_variants.py), which reads the 315 MB at the HBM rate.
 
-Shapes: q [B, Hkv, G, D]; landmarks [L, >= row + B, Hkv, N, D] (q's row i reads landmarks row row + i: a group of
-the batch's rows scores its chunks in place); layer int32 -> scores [B, Hkv, G, N] fp32.
+Shapes: q [B, Hkv, G, D]; landmarks [L, B, Hkv, N, D]; layer int32 -> scores [B, Hkv, G, N] fp32.
 Limits of the Triton lowering: D a power of two.
 """
 
@@ -28,19 +27,17 @@ from jax.experimental import pallas as pl
 from .common import compiler_params, dot, load_query_group, padded_groups
 
 
-def _kernel(layer_ref, q_ref, lm_ref, *rest, n: int, block: int, groups_padded: int, scale: float, row: int,
-            num_after: int):
-    # layer_ref [1] int32; q_ref [B, Hkv, G, D] (loaded as Gp >= 16 rows); lm_ref [L, >= row + B, Hkv, N, D];
-    # then num_after inputs never read; s_ref [B, Hkv, G, N] f32
+def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, groups_padded: int, scale: float):
+    # layer_ref [1] int32; q_ref [B, Hkv, G, D] (loaded as Gp >= 16 rows); lm_ref [L, B, Hkv, N, D];
+    # s_ref [B, Hkv, G, N] f32
     from jax.experimental.pallas import triton as plt
 
-    s_ref = rest[num_after]
     b, h, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     d = lm_ref.shape[-1]
     rows = j * block + jax.lax.broadcasted_iota(jnp.int32, (block,), 0)
     valid = rows < n
     col = jax.lax.broadcasted_iota(jnp.int32, (1, d), 1)
-    lm = plt.load(lm_ref.at[layer_ref[0], row + b, h, rows[:, None], col], mask=valid[:, None], other=0)  # [T, D]
+    lm = plt.load(lm_ref.at[layer_ref[0], b, h, rows[:, None], col], mask=valid[:, None], other=0)  # [T, D]
     q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D], of the wider dtype of q and landmarks
     s = dot(q, lm.astype(q.dtype).T) * scale  # [Gp, T] f32
     # padded query rows are masked: no write on the GPU, dropped as out of bounds when interpreted
@@ -48,37 +45,28 @@ def _kernel(layer_ref, q_ref, lm_ref, *rest, n: int, block: int, groups_padded: 
     plt.store(s_ref.at[b, h, g, rows[None, :]], s, mask=(g < q_ref.shape[2]) & valid[None, :])
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "block", "num_warps", "interpret", "row"))
+@functools.partial(jax.jit, static_argnames=("scale", "block", "num_warps", "interpret"))
 def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0, block: int = 128,
-                    num_warps: int = 4, interpret: bool = False, row: int = 0, after=None) -> jax.Array:
-    """q [B, Hkv, G, D], landmarks [L, >= row + B, Hkv, N, D], layer -> scale * q . landmarks[layer, row + i]
-    [B, Hkv, G, N] fp32.
-
-    `after`: any array or pytree of arrays, passed to the kernel and never read: the kernel then waits for
-    whatever writes them (the decode step's chains of rows run one landmark kernel after the other)."""
+                    num_warps: int = 4, interpret: bool = False) -> jax.Array:
+    """q [B, Hkv, G, D], landmarks [L, B, Hkv, N, D], layer -> scale * q . landmarks [B, Hkv, G, N] fp32."""
     b, hkv, g, d = q.shape
-    if (landmarks.ndim != 5 or landmarks.shape[2] != hkv or landmarks.shape[-1] != d or row < 0
-            or landmarks.shape[1] < row + b):
-        raise ValueError(f"landmarks shape {landmarks.shape} does not match q {q.shape} at row={row}: expected "
-                         f"[L, >= {row + b}, {hkv}, N, {d}]")
+    if landmarks.ndim != 5 or landmarks.shape[1:3] != (b, hkv) or landmarks.shape[-1] != d:
+        raise ValueError(f"landmarks shape {landmarks.shape} does not match q {q.shape}: expected [L, {b}, {hkv}, N, {d}]")
     if d & (d - 1):
         raise ValueError(f"head_dim={d} must be a power of two for the Pallas kernel")
     n = landmarks.shape[3]
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
     # the dot's operands share the wider of the two dtypes, so neither is rounded (landmarks cast per block)
     q = q.astype(jnp.promote_types(q.dtype, landmarks.dtype))
-    after = jax.tree.leaves(after)
-    kernel = functools.partial(_kernel, n=n, block=block, groups_padded=padded_groups(g), scale=float(scale),
-                               row=row, num_after=len(after))
+    kernel = functools.partial(_kernel, n=n, block=block, groups_padded=padded_groups(g), scale=float(scale))
     return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((b, hkv, g, n), jnp.float32),
                           grid=(b, hkv, pl.cdiv(n, block)), interpret=interpret,
                           compiler_params=compiler_params(interpret, num_warps, 1),
-                          name="shadowkv_landmark_scores")(layer, q, landmarks, *after)
+                          name="shadowkv_landmark_scores")(layer, q, landmarks)
 
 
-def landmark_scores_reference(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0,
-                              row: int = 0) -> jax.Array:
-    """The same scores with jnp: exact fp32 products of the layer's landmarks (rows row.. of the batch)."""
-    lm = jax.lax.dynamic_index_in_dim(landmarks, layer, 0, keepdims=False)[row:row + q.shape[0]]
+def landmark_scores_reference(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0) -> jax.Array:
+    """The same scores with jnp: exact fp32 products of the layer's landmarks."""
+    lm = jax.lax.dynamic_index_in_dim(landmarks, layer, 0, keepdims=False)
     return scale * jnp.einsum("bhgd,bhnd->bhgn", q.astype(jnp.float32), lm.astype(jnp.float32),
                               precision=jax.lax.Precision.HIGHEST)

@@ -20,8 +20,7 @@ Bytes read per (b, h): the A rows of k*c tokens (r each), W_h (r x D), k*c value
 and k chunk ids; nothing is written back but the [G, D] partials. `expected_bytes` gives the roofline.
 
 Shapes: q [B, Hkv, G, D] (already scaled by 1/sqrt(D)); a [L, B, N, r]; w [L, B, Hkv, r, D] (read in place at the
-layer, as A is) or [B, Hkv, r, D] (this layer's); with `state_row`, the state's arrays (a, w, the exact segments)
-may hold more rows than q: q's row i reads their row state_row + i;
+layer, as A is) or [B, Hkv, r, D] (this layer's);
 chunks [B, Hkv, k]; values [L, B, Hkv, n_c, c, D] (one array, or SplitValues: some rows on the host, the others
 on the device); inv_freq [D] (the RoPE inverse frequencies repeated for both halves, zeros on dims that partial
 rotary leaves alone; a concrete array: the kernel's RoPE tables are built from it when the call is traced).
@@ -88,18 +87,16 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
 def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, cos_t_ref, sin_t_ref, *rest,
             num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, num_splits: int, rank_parts,
             head_parts, groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int,
-            w_once: bool, exact_sizes: tuple[int, ...], state_row: int):
+            w_once: bool, exact_sizes: tuple[int, ...]):
     # layer_ref [2] int32: the layer of A and the values, then W's (0 when W is one layer's);
-    # q_ref [B, Hkv, G, D] (loaded as Gp rows); a_ref [L, >= state_row + B, N, r]; w_ref [L or 1, >= state_row + B,
-    # Hkv, r, D];
+    # q_ref [B, Hkv, G, D] (loaded as Gp rows); a_ref [L, B, N, r]; w_ref [L or 1, B, Hkv, r, D];
     # chunks_ref [B, Hkv, k] (read as k_pad slots, the padded ones masked);
     # cos_c_ref, sin_c_ref [n_c, R/2] and cos_t_ref, sin_t_ref [c, R/2] f32 (rope_tables);
     # then the values: one ref [L, >= value_row + B, Hkv, n_c, c, D],
     # or with host_rows two (SplitValues: rows < host_rows of the whole batch in the first, the rest in the
     # second); with reuse: hit_ref [B, Hkv, k_pad] (slot of the chunk in the old cache, -1 = miss) and
     # cache_ref [B, Hkv, k, c, D] in, new_cache_ref [B, Hkv, k, c, D] out;
-    # with exact segments: exact_valid_ref [n_seg, B_state] int32 and each segment's K and V [L, B_state, Hkv, n_i, D]
-    # (B_state >= state_row + B);
+    # with exact segments: exact_valid_ref [n_seg, B] int32 and each segment's K and V [L, B, Hkv, n_i, D];
     # with after: num_after more inputs, never read (they only order this kernel after their writers)
     # outputs: o_ref [B, Hkv, S + n_seg, Gp, D] f32; m_ref, l_ref [B, Hkv, S + n_seg, Gp] f32
     from jax.experimental.pallas import triton as plt
@@ -115,7 +112,6 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     else:
         o_ref, m_ref, l_ref = rest
     b, h, program = pl.program_id(0), pl.program_id(1), pl.program_id(2)
-    srow = state_row + b  # b's row in the state's arrays
     # programs 0..n_seg-1 are the exact segments, the rest the splits: the GPU starts the lowest ids first, and
     # a segment's program (its rows one block after another) is the longest, so it must not be the tail
     n_seg = len(exact_sizes)
@@ -129,7 +125,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     slot_in_block = iota // chunk_size
     t_in_chunk = iota % chunk_size
     cos_t, sin_t = cos_t_ref[t_in_chunk, :], sin_t_ref[t_in_chunk, :]  # [T, R/2]: the same in every block
-    w_at = lambda off, size, col, width: w_ref[w_layer, srow, h, pl.ds(off, size), pl.ds(col, width)]
+    w_at = lambda off, size, col, width: w_ref[w_layer, b, h, pl.ds(off, size), pl.ds(col, width)]
     if w_once:  # W's pieces loaded once per program and held across its blocks
         w_pieces = {(o, c): w_at(o, n, c, m) for o, n in rank_parts for c, m in head_parts}
         w_at = lambda off, size, col, width: w_pieces[off, col]
@@ -151,7 +147,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
                              jnp.ones((block_tokens,), bool))
         k_pre = [jnp.zeros((block_tokens, size), jnp.float32) for _, size in head_parts]
         for off, size in rank_parts:  # static pieces of the rank, each a power of two
-            rows = a_ref[layer, srow, pos, pl.ds(off, size)]  # [T, size] gathered A rows
+            rows = a_ref[layer, b, pos, pl.ds(off, size)]  # [T, size] gathered A rows
             for j, (col, width) in enumerate(head_parts):
                 k_pre[j] += _dot(rows, w_at(off, size, col, width))
         # cos/sin at chunk start + offset by angle addition: computing them per token was half the kernel's time
@@ -192,7 +188,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
 
     for i, n in enumerate(exact_sizes):  # one more program per (b, h) for each exact segment
         pl.when(program == i)(functools.partial(
-            _exact_segment, exact_refs[0], exact_refs[1 + 2 * i], exact_refs[2 + 2 * i], q_ref, layer, b, srow, h, i, n,
+            _exact_segment, exact_refs[0], exact_refs[1 + 2 * i], exact_refs[2 + 2 * i], q_ref, layer, b, h, i, n,
             groups_padded, init, functools.partial(write, out=num_splits + i)))
 
 
@@ -201,15 +197,13 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
 EXACT_BLOCK_TOKENS = 64
 
 
-def _exact_segment(valid_ref, k_ref, v_ref, q_ref, layer, b, srow, h, i: int, n: int, groups_padded: int, init,
-                   write):
-    """Online softmax of q's group (row b) over rows [0, valid_ref[i, srow]) of one exact segment (its K and V
-    [L, B_state, Hkv, n, D] read in place at `layer`, row srow); rows past the valid count are masked loads (no
-    traffic)."""
+def _exact_segment(valid_ref, k_ref, v_ref, q_ref, layer, b, h, i: int, n: int, groups_padded: int, init, write):
+    """Online softmax of the query group over rows [0, valid_ref[i, b]) of one exact segment (its K and V
+    [L, B, Hkv, n, D] read in place at `layer`); rows past the valid count are masked loads (no traffic)."""
     from jax.experimental.pallas import triton as plt
 
     q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D]: exact keys are stored whole, after RoPE
-    valid = jnp.minimum(valid_ref[i, srow], n)
+    valid = jnp.minimum(valid_ref[i, b], n)
     iota = jax.lax.broadcasted_iota(jnp.int32, (EXACT_BLOCK_TOKENS,), 0)
     col = jax.lax.broadcasted_iota(jnp.int32, (1, q.shape[-1]), 1)
 
@@ -217,7 +211,7 @@ def _exact_segment(valid_ref, k_ref, v_ref, q_ref, layer, b, srow, h, i: int, n:
         m, l, acc = carry
         row = j * EXACT_BLOCK_TOKENS + iota
         live = row < valid
-        at = lambda ref: ref.at[layer, srow, h, jnp.minimum(row, n - 1)[:, None], col]
+        at = lambda ref: ref.at[layer, b, h, jnp.minimum(row, n - 1)[:, None], col]
         kb = plt.load(at(k_ref), mask=live[:, None], other=0)
         vb = plt.load(at(v_ref), mask=live[:, None], other=0)
         scores = jnp.where(live[None, :], _dot(q, kb.T), NEG_INF)  # [Gp, T]
@@ -325,25 +319,21 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
 
     `w_once`: load W once per program instead of in every block (a launch choice, like the block size).
 
-    `exact`: segments attended exactly in the same launch, each (k, v, valid): k, v [L, B_state, Hkv, n, D] (the
-    whole stacked arrays, read in place at `layer`; row i of q reads their row state_row + i, whatever
-    `value_row`), valid [B_state] int32 rows of each sequence to attend (None: all n).
+    `exact`: segments attended exactly in the same launch, each (k, v, valid): k, v [L, B, Hkv, n, D] (the whole
+    stacked arrays, read in place at `layer`; row i of q reads their row i, whatever `value_row`), valid [B]
+    int32 rows of each sequence to attend (None: all n).
     Each adds one program per (b, h), launched before the splits' programs, and one split to the partials,
     after the kernel's own;
     `decode_attention.combine_splits(partials)` then merges everything. Reading them here replaces the copy of the
     segments into one array and the softmax over it that `combine` does with segments, which ran after the kernel
     on the critical path.
 
-    `state_row`: q's row i is row state_row + i of a, w and the exact segments (their other rows are not read):
-    groups of a batch's rows attend in launches of their own, reading the one state in place (the decode step's
-    chains, shadowkv/decode.py). Not with value_cache (the cache is this layer's, one row per q row).
-
     `stream`: launch the kernel as its own XLA call on that GPU stream (kernels/common.on_stream), so
     that work not waiting for it runs beside it. Only the launch goes there: XLA's stream annotation
     fails on calls nested inside the annotated one, which the preparation here would bring.
 
     The other keyword options are `_launch`'s: block_tokens, num_splits, num_warps, num_stages (the launch),
-    interpret, value_row, state_row, after, stream, return_prepared, w_once and exact.
+    interpret, value_row, after, stream, return_prepared, w_once and exact.
     """
     half = head_parts(q.shape[-1], rotary_dim)[0][1]
     tables = rope_tables(inv_freq, values.shape[3], chunk_size, dims=half)
@@ -353,26 +343,18 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
 
 @functools.partial(jax.jit, static_argnames=("chunk_size", "block_tokens", "num_splits", "num_warps",
                                              "num_stages", "interpret", "rotary_dim", "value_row", "stream",
-                                             "return_prepared", "w_once", "state_row"))
+                                             "return_prepared", "w_once"))
 def _launch(q, a, w, chunks, values, tables, layer, value_cache, previous, *, chunk_size: int,
             block_tokens: int = 32, num_splits: int | None = None, num_warps: int = 8, num_stages: int = 2,
             interpret: bool = False, rotary_dim: int | None = None, value_row: int = 0, after=None,
-            stream: int | None = None, return_prepared: bool = False, w_once: bool = False, exact=(),
-            state_row: int = 0):
+            stream: int | None = None, return_prepared: bool = False, w_once: bool = False, exact=()):
     """sparse_attention_partials with its RoPE tables built."""
     b, hkv, g, d = q.shape
     k = chunks.shape[-1]
     rank = a.shape[-1]
-    rows = state_row + b  # the state's arrays need at least this many rows
-    if state_row < 0:
-        raise ValueError(f"state_row={state_row} must be >= 0")
-    if a.ndim != 4 or a.shape[1] < rows:
-        raise ValueError(f"a {a.shape} must be [L, >= {rows}, N, r] (q's {b} rows from state_row={state_row})")
-    if w.ndim not in (4, 5) or w.shape[-3:] != (hkv, rank, d) or w.shape[-4] < rows:
-        raise ValueError(f"w {w.shape} must be [L, >= {rows}, {hkv}, {rank}, {d}] (all layers) or [>= {rows}, {hkv}, "
-                         f"{rank}, {d}] (this layer's), for q's {b} rows from state_row={state_row}")
-    if value_cache is not None and state_row:
-        raise ValueError(f"state_row={state_row} cannot run with value_cache (the cache has one row per q row)")
+    if w.ndim not in (4, 5) or w.shape[-4:] != (b, hkv, rank, d):
+        raise ValueError(f"w {w.shape} must be [L, {b}, {hkv}, {rank}, {d}] (all layers) or [{b}, {hkv}, {rank}, "
+                         f"{d}] (this layer's)")
     if d & (d - 1):
         raise ValueError(f"head_dim={d} must be a power of two for the Pallas kernel")
     if chunk_size & (chunk_size - 1):
@@ -393,12 +375,12 @@ def _launch(q, a, w, chunks, values, tables, layer, value_cache, previous, *, ch
     layers = jnp.stack([layer, layer if stacked_w else jnp.int32(0)])
     reuse = value_cache is not None
     value_arrays, host_rows = value_parts(values)
-    exact_arrays, exact_sizes = exact_inputs(exact, rows, hkv, d, q.dtype)
+    exact_arrays, exact_sizes = exact_inputs(exact, b, hkv, d, q.dtype)
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
                                blocks_per_split=per_split, num_splits=splits, rank_parts=tuple(parts),
                                head_parts=heads, groups_padded=gp, reuse=reuse, value_row=value_row,
                                host_rows=host_rows, num_after=len(jax.tree.leaves(after)), w_once=w_once,
-                               exact_sizes=exact_sizes, state_row=state_row)
+                               exact_sizes=exact_sizes)
     params = compiler_params(interpret, num_warps, num_stages)
     programs = splits + len(exact_sizes)
     out_shape = partials_shape(b, hkv, programs, gp, d)
@@ -418,43 +400,38 @@ def _launch(q, a, w, chunks, values, tables, layer, value_cache, previous, *, ch
     return (partials, prepared) if return_prepared else partials
 
 
-def exact_inputs(exact, min_rows: int, kv_heads: int, head_dim: int, dtype) -> tuple[list, tuple[int, ...]]:
-    """The kernel's operands for `exact` segments: [valid [n_seg, B_state] int32, k_0, v_0, k_1, v_1, ...] and each
-    segment's row count n_i. Every segment has the same B_state >= min_rows rows. Segments of no rows are left
-    out."""
+def exact_inputs(exact, batch: int, kv_heads: int, head_dim: int, dtype) -> tuple[list, tuple[int, ...]]:
+    """The kernel's operands for `exact` segments: [valid [n_seg, B] int32, k_0, v_0, k_1, v_1, ...] and each
+    segment's row count n_i. Segments of no rows are left out."""
     arrays, sizes, valid = [], [], []
-    state_rows = exact[0][0].shape[1] if exact and len(exact[0]) == 3 and exact[0][0].ndim == 5 else min_rows
     for i, seg in enumerate(exact):
         if len(seg) != 3:
             raise ValueError(f"exact[{i}] must be (k, v, valid), got {len(seg)} items")
         k, v, rows = seg
-        if (k.ndim != 5 or k.shape != v.shape or k.shape[1:3] != (state_rows, kv_heads) or state_rows < min_rows
-                or k.shape[4] != head_dim):
-            raise ValueError(f"exact[{i}]: k {k.shape} and v {v.shape} must both be [L, B_state, {kv_heads}, n, "
-                             f"{head_dim}], with the same B_state >= {min_rows} rows in every segment")
+        if k.ndim != 5 or k.shape != v.shape or k.shape[1:3] != (batch, kv_heads) or k.shape[4] != head_dim:
+            raise ValueError(f"exact[{i}]: k {k.shape} and v {v.shape} must both be [L, {batch}, {kv_heads}, n, "
+                             f"{head_dim}]")
         if k.dtype != dtype or v.dtype != dtype:
             raise ValueError(f"exact[{i}]: k {k.dtype} and v {v.dtype} must have the query's dtype {dtype}")
-        if rows is not None and jnp.shape(rows) != (state_rows,):
-            raise ValueError(f"exact[{i}]: valid must be [{state_rows}] rows per sequence or None, got "
-                             f"{jnp.shape(rows)}")
+        if rows is not None and jnp.shape(rows) != (batch,):
+            raise ValueError(f"exact[{i}]: valid must be [{batch}] rows per sequence or None, got {jnp.shape(rows)}")
         n = k.shape[3]
         if n:
             arrays += [k, v]
             sizes.append(n)
-            valid.append(jnp.full((state_rows,), n, jnp.int32) if rows is None else jnp.asarray(rows, jnp.int32))
+            valid.append(jnp.full((batch,), n, jnp.int32) if rows is None else jnp.asarray(rows, jnp.int32))
     return ([jnp.stack(valid)] + arrays if sizes else []), tuple(sizes)
 
 
-def exact_partials_reference(q, exact, layer, state_row: int = 0) -> tuple:
+def exact_partials_reference(q, exact, layer) -> tuple:
     """Plain jnp of the exact segments' programs, as one split: (acc [B, Hkv, 1, G, D], m, l)."""
     b, hkv, g, d = q.shape
     keys, vals, live = [], [], []
-    at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)[state_row:state_row + b]
     for k, v, rows in exact:
         n = k.shape[3]
-        keys.append(at(k))
-        vals.append(at(v))
-        rows = jnp.full((b,), n) if rows is None else rows[state_row:state_row + b]
+        keys.append(jax.lax.dynamic_index_in_dim(k, layer, 0, keepdims=False))
+        vals.append(jax.lax.dynamic_index_in_dim(v, layer, 0, keepdims=False))
+        rows = jnp.full((b,), n) if rows is None else rows
         live.append(jnp.arange(n)[None, :] < rows[:, None])
     live = jnp.concatenate(live, axis=1)[:, None, None]  # [B, 1, 1, n]
     return _softmax_partial(q, jnp.concatenate(keys, axis=2), jnp.concatenate(vals, axis=2), live)
@@ -476,15 +453,15 @@ def _softmax_partial(q, keys, vals, live=None) -> tuple:
 
 def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer, value_cache=None,
                                         previous=None, *, chunk_size: int, rotary_dim: int | None = None,
-                                        value_row: int = 0, exact=(), state_row: int = 0, **unused):
+                                        value_row: int = 0, exact=(), **unused):
     """Plain jnp of the same computation, one split: (acc [B, Hkv, 1, G, D], m, l), plus the new value
     cache (the selected values) when `value_cache` is given; values are always read from `values`.
     With `exact` segments, their partial follows as a second split."""
     b, hkv, g, d = q.shape
     k = chunks.shape[-1]
     pos = (chunks[..., None] * chunk_size + jnp.arange(chunk_size)).reshape(b, hkv, k * chunk_size)
-    a_l = jax.lax.dynamic_index_in_dim(a, layer, 0, keepdims=False)[state_row:state_row + b]  # [B, N, r]
-    w = (w if w.ndim == 4 else jax.lax.dynamic_index_in_dim(w, layer, 0, keepdims=False))[state_row:state_row + b]
+    a_l = jax.lax.dynamic_index_in_dim(a, layer, 0, keepdims=False)  # [B, N, r]
+    w = w if w.ndim == 4 else jax.lax.dynamic_index_in_dim(w, layer, 0, keepdims=False)  # [B, Hkv, r, D]
     rows = jax.vmap(lambda x, p: x[p])(a_l, pos)  # [B, Hkv, k*c, r]
     hi = jax.lax.Precision.HIGHEST
     k_pre = jnp.einsum("bhnr,bhrd->bhnd", rows, w, preferred_element_type=jnp.float32, precision=hi)
@@ -495,8 +472,7 @@ def sparse_attention_partials_reference(q, a, w, chunks, values, inv_freq, layer
     v = jnp.take_along_axis(v_l, chunks[..., None, None], axis=2).reshape(b, hkv, k * chunk_size, d)
     out = _softmax_partial(q, keys, v)
     if any(seg[0].shape[3] for seg in exact):
-        out = tuple(jnp.concatenate([x, y], axis=2)
-                    for x, y in zip(out, exact_partials_reference(q, exact, layer, state_row)))
+        out = tuple(jnp.concatenate([x, y], axis=2) for x, y in zip(out, exact_partials_reference(q, exact, layer)))
     if value_cache is not None:
         out += (v.reshape(value_cache.shape).astype(value_cache.dtype),)
     return out

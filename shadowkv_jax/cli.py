@@ -83,10 +83,6 @@ def _parser() -> argparse.ArgumentParser:
     bk.add_argument("--no-value-reuse", action="store_true",
                     help="fetch every selected value from where the values live (the faster choice with "
                          "--value-placement device: a reuse cache there only adds writes)")
-    bk.add_argument("--attention-chains", type=int,
-                    help="the kernel path's rows in N groups whose selection and attention kernels run as chains of "
-                         "their own, one group's selection beside the next one's landmark scores (needs "
-                         "--no-value-reuse; default 1)")
     bk.add_argument("--micro-batches", type=int, choices=[1, 2], default=1,
                     help="2: decode the batch as two halves whose layers interleave, so one half's value reads "
                          "overlap the other's GEMMs (shadowkv/pipeline.py)")
@@ -225,11 +221,6 @@ def _bench(args) -> int:
                          "(stream 0 is XLA's main stream)")
     if args.schedule_groups and args.value_stream is None:
         raise UsageError("--schedule-groups needs --value-stream (the kernel calls it places run on that stream)")
-    if args.attention_chains is not None and (args.attention_chains < 1 or
-                                              (args.attention_chains > 1 and not args.no_value_reuse)):
-        raise UsageError(f"--attention-chains {args.attention_chains} must be >= 1, and above 1 needs --no-value-reuse")
-    if args.attention_chains is not None and args.attention_chains > 1 and args.micro_batches > 1:
-        raise UsageError("--attention-chains above 1 cannot run with --micro-batches 2 (each micro-batch is one chain)")
     if not 0 <= args.emulate_reuse < 1 or (args.emulate_reuse and args.no_value_reuse):
         raise UsageError(f"--emulate-reuse {args.emulate_reuse} must be in [0, 1) and needs value reuse "
                          "(no --no-value-reuse)")
@@ -245,8 +236,7 @@ def _bench(args) -> int:
     overrides = {k: v for k, v in dict(rank=args.rank, chunk_size=args.chunk_size, sparse_budget=args.sparse_budget,
                                        factorization=args.factorization, implementation=args.implementation,
                                        value_reuse=not args.no_value_reuse, top_k=args.top_k,
-                                       value_placement=args.value_placement,
-                                       attention_chains=args.attention_chains).items()
+                                       value_placement=args.value_placement).items()
                  if v is not None}
     methods = ["full" if m == "full" else tp.shadowkv_factory(model.config, **overrides) for m in args.method]
     limits = tp.default_limits(args.gpu_memory_gb, args.host_memory_gb, args.margin)

@@ -617,9 +617,6 @@ def method_label(row) -> str:
     if row.get("placement") == "split":
         n = row["device_value_rows"]
         label += f", values of {n} row{'s' if n != 1 else ''} on the GPU"
-    chains = row.get("config", {}).get("attention_chains", 1)
-    if chains > 1 and row.get("implementation") == "pallas":
-        label += f", {chains} attention chains"
     if len(sizes) > 1:
         label += f", micro-batches {'+'.join(map(str, sizes))}"
         if row.get("value_stream") is not None:

@@ -1,5 +1,4 @@
-"""The micro-batched decode step (shadowkv/pipeline.py), and the step with its rows in attention chains
-(shadowkv/decode.py), give what one ShadowKV step over the whole batch gives."""
+"""The micro-batched decode step (shadowkv/pipeline.py) gives what one ShadowKV step over the whole batch gives."""
 
 import dataclasses
 
@@ -17,9 +16,9 @@ from shadowkv_jax.shadowkv.pipeline import (SCHEDULE_GROUP_COMPILER_OPTIONS, Mic
                                             compile_grouped, split_state)
 
 
-def _model(layers, head_dim=16):
+def _model(layers):
     cfg = sk.ModelConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=layers, num_heads=4,
-                         num_kv_heads=2, head_dim=head_dim, max_position_embeddings=4096, rope_theta=1000.0)
+                         num_kv_heads=2, head_dim=16, max_position_embeddings=4096, rope_theta=1000.0)
     params = init_params(cfg, jax.random.key(layers))
     params["layers"]["wq"] = params["layers"]["wq"] * 8  # peaked attention: a wrong chunk shows in the logits
     params["layers"]["wk"] = params["layers"]["wk"] * 8
@@ -80,55 +79,6 @@ def test_two_micro_batches_decode_like_one_batch(layers, sizes, impl, stream, gr
     for name in ("prev_selection", "gen_k", "value_cache"):
         joined = np.concatenate([np.asarray(getattr(p, name)) for p in got_carry.parts], axis=1)
         np.testing.assert_allclose(joined, np.asarray(getattr(want_carry, name)), atol=tol, err_msg=name)
-
-
-@pytest.mark.parametrize("chains,top_k", [(2, "xla"), (3, "pallas")])
-def test_attention_chains_decode_like_one_chain(chains, top_k):
-    """The kernel path with the batch's rows in attention chains (each chain's kernels read the stacked state at its
-    rows): the same tokens, logits, hit rates and state as one chain. Three ragged prompts: 2 + 1 rows, or a row
-    each. Compiled on a GPU (values on the device; head_dim 32, so that each rotary half is a 16-wide piece),
-    interpreted on CPU."""
-    from shadowkv_jax.shadowkv.decode import chain_rows
-
-    assert chain_rows(3, chains) == {2: [(0, 2), (2, 3)], 3: [(0, 1), (1, 2), (2, 3)]}[chains]
-    gpu = jax.devices()[0].platform == "gpu"
-    model = _model(2, head_dim=32)
-    rng = np.random.default_rng(7)
-    prompts = [list(rng.integers(1, 128, n)) for n in (203, 260, 171)]
-    cfg = sk.ShadowKVConfig(rank=16, chunk_size=8, sparse_budget=48, outlier_chunks=2, max_new_tokens=8,
-                            value_placement="device", implementation="pallas", top_k=top_k, value_reuse=False)
-    pre = sk.prefill_prompts(model, prompts, method=cfg)
-    st = pre.state
-    first = jnp.argmax(pre.next_logits, axis=-1).astype(jnp.int32)
-    one = ShadowKVDecode(cfg, model.config, st.placement, "pallas", interpret=not gpu)
-    chained = dataclasses.replace(one, config=dataclasses.replace(cfg, attention_chains=chains))
-    values = st.values
-    copy = jax.tree.map(jnp.copy, st.without_values())  # the first decode donates its state
-    kernels = {}
-    for name, attention in (("one", one), ("chained", chained)):  # each chain launches its own kernels
-        text = str(decode_loop.trace(model.params, copy, first, jax.random.key(0), jnp.zeros((0,), jnp.int32), values,
-                                     config=model.config, sampler=Greedy(), num_steps=1, attention=attention).jaxpr)
-        kernels[name] = [text.count(k) for k in ("shadowkv_landmark_scores", "shadowkv_gather_reconstruct")]
-    assert kernels["chained"] == [chains * n for n in kernels["one"]] and min(kernels["one"]) > 0, kernels
-    want_toks, want_carry, want = _decode(model, one, st.without_values(), values, first, 4)
-    got_toks, got_carry, got = _decode(model, chained, copy, values, first, 4)
-    np.testing.assert_array_equal(got_toks, want_toks)
-    np.testing.assert_allclose(np.asarray(got["logits"]), np.asarray(want["logits"]), atol=2e-5, rtol=2e-5)
-    np.testing.assert_array_equal(np.asarray(got["metrics"]["hit_rate"]), np.asarray(want["metrics"]["hit_rate"]))
-    assert 0 < float(np.asarray(want["metrics"]["hit_rate"]).mean()) < 1
-    for name in ("prev_selection", "gen_k", "gen_v", "lengths"):
-        np.testing.assert_array_equal(np.asarray(getattr(got_carry, name)), np.asarray(getattr(want_carry, name)),
-                                      err_msg=name)
-
-
-def test_attention_chains_are_checked():
-    with pytest.raises(sk.ShadowKVConfigError, match="attention_chains=2 needs value_reuse=False"):
-        sk.ShadowKVConfig(attention_chains=2)
-    with pytest.raises(sk.ShadowKVConfigError, match="attention_chains=0 must be a positive integer"):
-        sk.ShadowKVConfig(attention_chains=0, value_reuse=False)
-    cfg = sk.ShadowKVConfig(attention_chains=2, value_reuse=False)
-    with pytest.raises(ValueError, match="attention_chains=2: the micro-batched step runs each micro-batch as one"):
-        PipelinedShadowKV(ShadowKVDecode(cfg, _model(1).config))
 
 
 def test_micro_batch_sizes_are_checked():

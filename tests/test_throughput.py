@@ -232,11 +232,6 @@ def test_bench_cli(tmp_path, capsys, monkeypatch):
     assert "--schedule-groups needs --value-stream" in capsys.readouterr().err
     assert main(["bench", "--model", sk.default_model_path(), "--value-placement", "split"]) == 2
     assert "--value-placement split keeps values in pinned host memory" in capsys.readouterr().err
-    assert main(["bench", "--model", sk.default_model_path(), "--attention-chains", "2"]) == 2
-    assert "--attention-chains 2 must be >= 1, and above 1 needs --no-value-reuse" in capsys.readouterr().err
-    assert main(["bench", "--model", sk.default_model_path(), "--attention-chains", "2", "--no-value-reuse",
-                 "--micro-batches", "2"]) == 2
-    assert "--attention-chains above 1 cannot run with --micro-batches 2" in capsys.readouterr().err
 
 
 def test_dense_decode_kernel_equals_xla_path(tiny):

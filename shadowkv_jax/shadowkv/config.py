@@ -46,13 +46,9 @@ class ShadowKVConfig:
     top_k: str = "auto"  # selection after the scores: "xla" (softmax, lax.top_k), "pallas" (one kernel:
     #                      kernels/chunk_selection.py), "auto": the kernel wherever the attention kernel runs
     #                      compiled (GPU), else XLA
-    attention_chains: int = 1  # kernel path: the batch's rows in this many groups, each selected and attended by
-    #                            kernels of its own, so one group's selection (latency-bound, a program per KV
-    #                            head) runs beside the next group's landmark scores (HBM-bound); needs
-    #                            value_reuse=False. The same result as 1 (shadowkv/decode.py)
 
     def __post_init__(self):
-        for name in ("rank", "chunk_size", "sparse_budget", "local_chunks", "max_new_tokens", "attention_chains"):
+        for name in ("rank", "chunk_size", "sparse_budget", "local_chunks", "max_new_tokens"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ShadowKVConfigError(f"{name}={v!r} must be a positive integer")
@@ -60,9 +56,6 @@ class ShadowKVConfig:
             raise ShadowKVConfigError(f"outlier_chunks={self.outlier_chunks!r} must be an integer >= 0")
         if not isinstance(self.value_reuse, bool):
             raise ShadowKVConfigError(f"value_reuse={self.value_reuse!r} must be True or False")
-        if self.attention_chains > 1 and self.value_reuse:
-            raise ShadowKVConfigError(f"attention_chains={self.attention_chains} needs value_reuse=False (the reuse "
-                                      f"cache is read and written by one kernel over the whole batch)")
         if self.sparse_budget % self.chunk_size:
             raise ShadowKVConfigError(
                 f"sparse_budget={self.sparse_budget} must be a multiple of chunk_size={self.chunk_size} "

@@ -10,12 +10,6 @@
    only the misses from host memory; this reference path reads all and refreshes the cache);
 5. one softmax per query head over [local | outliers | selected | generated] (the kernel path reads the
    exact segments in the same launch, one more program each, and merges its splits after).
-
-With `attention_chains` > 1 the kernel path runs steps 2-5 for groups of the batch's rows, one chain of kernels
-per group, each reading the stacked state in place at its rows. A group's landmark kernel is launched just after
-the previous group's selection, and its attention kernel just after the next group's selection (_done_marker), so
-in the step's command buffer (CONCURRENT, decoding.py) one group's selection, whose few programs leave most of the
-GPU idle, runs beside the next group's landmark scores and the previous group's attention.
 """
 
 from __future__ import annotations
@@ -35,39 +29,32 @@ from .values import gather_values
 
 
 def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array,
-                  k: int, top_k: str = "xla", interpret: bool = False, layer=None, row: int = 0,
-                  after=None, return_scores: bool = False):
+                  k: int, top_k: str = "xla", interpret: bool = False, layer=None) -> jax.Array:
     """q [B, Hq, D], landmarks [B, Hkv, n_sel, D], chunk_ids [B, Hkv, n_sel] -> chunk ids [B, Hkv, k].
 
     With `layer`, landmarks and chunk_ids are the whole stacked [L, ...] arrays and the scores come from
     kernels/landmark_scores.py, which reads the layer's landmarks in place (XLA copies the slice first).
     top_k "xla": softmax, group max and `lax.top_k` in XLA (winners by score); "pallas": the same set from
     kernels/chunk_selection.py, one kernel from the scores to the chunk ids (in increasing slot order; the
-    step does not depend on the order).
-    With `layer`, `row` and `after`: q's row i is row row + i of the stacked arrays (num_chunks: q's rows), and the
-    landmark kernel waits for whatever writes `after` (kernels/landmark_scores.py). `return_scores`: return
-    (chunk ids, the landmark scores [B, Hkv, G, n_sel])."""
+    step does not depend on the order)."""
     b, hq, d = q.shape
     hkv = landmarks.shape[-3]
     qg = q.reshape(b, hkv, hq // hkv, d)
     if layer is not None:
         from ..kernels.landmark_scores import landmark_scores
 
-        s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret, row=row, after=after)
+        s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret)
     else:
         s = jnp.einsum("bhgd,bhnd->bhgn", qg, landmarks, preferred_element_type=jnp.float32) / math.sqrt(d)
     from ..kernels.chunk_selection import max_group_softmax, select_top_chunks
 
     if top_k == "pallas":
         stacked = chunk_ids if layer is not None else chunk_ids[None]
-        chunks = select_top_chunks(s, stacked, num_chunks, k, 0 if layer is None else layer, interpret=interpret,
-                                   row=row)
-    else:
-        if layer is not None:
-            chunk_ids = jax.lax.dynamic_index_in_dim(chunk_ids, layer, 0, keepdims=False)[row:row + b]
-        _, top = jax.lax.top_k(max_group_softmax(s, chunk_ids, num_chunks), k)
-        chunks = jnp.take_along_axis(chunk_ids, top, axis=-1)
-    return (chunks, s) if return_scores else chunks
+        return select_top_chunks(s, stacked, num_chunks, k, 0 if layer is None else layer, interpret=interpret)
+    if layer is not None:
+        chunk_ids = jax.lax.dynamic_index_in_dim(chunk_ids, layer, 0, keepdims=False)
+    _, top = jax.lax.top_k(max_group_softmax(s, chunk_ids, num_chunks), k)
+    return jnp.take_along_axis(chunk_ids, top, axis=-1)
 
 
 def select_layer(q: jax.Array, st: ShadowKVState, layer, cfg: ShadowKVConfig, implementation: str,
@@ -182,64 +169,20 @@ class ShadowKVDecode:
     value_stream: int | None = None
 
     def __call__(self, q, k, v, k_pre, *, carry: ShadowKVState, layer, positions, lengths, consts):
-        if self.implementation == "pallas" and min(self.config.attention_chains, q.shape[0]) > 1:
-            return self._chains(q, k, v, carry=carry, layer=layer, lengths=lengths, consts=consts)
         chunks, carry = self.prepare(q, k, v, carry=carry, layer=layer, lengths=lengths)
         out, carry, _ = self.attend(q, chunks, carry=carry, layer=layer, lengths=lengths, consts=consts)
         return out, carry
 
     def prepare(self, q, k, v, *, carry: ShadowKVState, layer, lengths):
         """Steps 1-2 (HBM work only): append the new token's K/V, select this layer's chunks [B, Hkv, k]."""
-        st = self._append(k, v, carry, layer, lengths)
+        st = carry
+        rows = jnp.arange(q.shape[0])
         with jax.named_scope("select"):
             chunks = select_layer(q[:, 0], st, layer, self.config, self.implementation, self.interpret)
-        return chunks, st
-
-    @staticmethod
-    def _append(k, v, st: ShadowKVState, layer, lengths) -> ShadowKVState:
-        """Step 1: the new token's K/V written to the generated segment."""
-        rows = jnp.arange(k.shape[0])
         gen_idx = lengths - st.prompt_lengths  # [B] slot of the new token
         gen_k = st.gen_k.at[layer, rows, :, gen_idx].set(k[:, 0].astype(st.gen_k.dtype))
         gen_v = st.gen_v.at[layer, rows, :, gen_idx].set(v[:, 0].astype(st.gen_v.dtype))
-        return dataclasses.replace(st, gen_k=gen_k, gen_v=gen_v)
-
-    def _chains(self, q, k, v, *, carry: ShadowKVState, layer, lengths, consts):
-        """Steps 1-5 on the kernel path with the rows in `attention_chains` groups (see the module's docstring):
-        the same chunks and output as one group."""
-        cfg, st = self.config, self._append(k, v, carry, layer, lengths)
-        top_k = resolved_top_k(cfg.top_k, self.implementation, self.interpret)
-        segments = self._segments(st, lengths)
-        prev = jax.lax.dynamic_index_in_dim(st.prev_selection, layer, 0, keepdims=False)
-        rows = chain_rows(q.shape[0], cfg.attention_chains)
-        selected, markers = [], []
-        for r0, r1 in rows:
-            with jax.named_scope("select"):
-                chunks, scores = select_chunks(q[r0:r1, 0], st.landmarks, st.chunk_ids, st.num_chunks[r0:r1],
-                                               cfg.selected_chunks, top_k, self.interpret, layer=layer, row=r0,
-                                               after=markers[-1] if markers else None, return_scores=True)
-            selected.append(chunks)
-            markers.append(_done_marker(scores))
-        outs = []
-        for i, (r0, r1) in enumerate(rows):
-            # chain i's attention waits for chain i + 1's landmark kernel (through its marker), so that chain
-            # i + 1's selection, launched when that kernel ends, takes its SMs before this kernel's programs fill
-            # the GPU
-            after = markers[i + 1] if i + 1 < len(rows) else None
-            out, _, _ = self._kernel_attention(q[r0:r1, 0], st, consts, layer, selected[i], None, segments, after,
-                                               state_row=r0)
-            outs.append(out)
-        chunks = jnp.concatenate(selected)
-        metrics = {"hit_rate": st.step_metrics["hit_rate"].at[layer].set(hit_rate(chunks, prev))}
-        carry = dataclasses.replace(st, step_metrics=metrics, prev_selection=st.prev_selection.at[layer].set(chunks))
-        return jnp.concatenate(outs)[:, None], carry
-
-    @staticmethod
-    def _segments(st: ShadowKVState, lengths):
-        """The kernel's exact segments: whole stacked arrays and each sequence's valid rows."""
-        gen_idx = lengths - st.prompt_lengths
-        return ((st.local_k, st.local_v, st.local_lengths), (st.outlier_k, st.outlier_v, None),
-                (st.gen_k, st.gen_v, gen_idx + 1))
+        return chunks, dataclasses.replace(st, gen_k=gen_k, gen_v=gen_v)
 
     def attend(self, q, chunks, *, carry: ShadowKVState, layer, lengths, consts, after=None):
         """Steps 3-5 (the value reads): attention over [local | outliers | chunks | generated] -> (out
@@ -256,7 +199,8 @@ class ShadowKVDecode:
         gen_idx = lengths - st.prompt_lengths
         if self.implementation == "pallas":
             # the kernel reads the exact segments in place (whole stacked arrays, valid rows per sequence)
-            segments = self._segments(st, lengths)
+            segments = ((st.local_k, st.local_v, st.local_lengths), (st.outlier_k, st.outlier_v, None),
+                        (st.gen_k, st.gen_v, gen_idx + 1))
             out, new_cache, done = self._kernel_attention(q[:, 0], st, consts, layer, chunks, prev, segments, after)
         else:
             loc_valid = (jnp.arange(cfg.local_capacity)[None, :] < st.local_lengths[:, None])[:, None]
@@ -283,9 +227,9 @@ class ShadowKVDecode:
                                     prev_selection=st.prev_selection.at[layer].set(chunks))
         return out[:, None], carry, done
 
-    def _kernel_attention(self, q, st, values, layer, chunks, prev, exact, after=None, state_row: int = 0):
+    def _kernel_attention(self, q, st, values, layer, chunks, prev, exact, after=None):
         """Fused kernel over the selected chunks and the exact segments (`exact`: the kernel's argument of that
-        name), then the merge of its splits. q's rows are the state's from `state_row` on.
+        name), then the merge of its splits.
         Returns (attention output, this step's value cache or None, done: see `attend`)."""
         from ..kernels.common import scaled_query_groups
         from ..kernels.decode_attention import combine_splits
@@ -306,25 +250,9 @@ class ShadowKVDecode:
         with jax.named_scope("gather_reconstruct_attention"):
             partials, prepared = sparse_attention_partials(
                 qs, st.a, st.w, chunks, values, inv, layer, **reuse, chunk_size=self.config.chunk_size,
-                interpret=self.interpret, rotary_dim=self.model.rotary_dim, value_row=self.value_row + state_row,
-                state_row=state_row, after=after, stream=self.value_stream, return_prepared=True, exact=exact,
-                **launch)
+                interpret=self.interpret, rotary_dim=self.model.rotary_dim, value_row=self.value_row,
+                after=after, stream=self.value_stream, return_prepared=True, exact=exact, **launch)
         with jax.named_scope("combine"):
             out = combine_splits(partials[:3])
         new_cache = partials[3] if reuse else None
         return out.reshape(b, hq, d).astype(q.dtype), new_cache, (partials[1], prepared)
-
-
-def _done_marker(x: jax.Array) -> jax.Array:
-    """A one-element reduction of x: a kernel of its own that ends just after x's writer. A kernel given it as an
-    `after` operand is launched a little later than the kernels that read x itself, which the GPU then serves
-    first (it hands out the programs of kernels in the order they were launched)."""
-    return jnp.sum(x.reshape(-1)[:8])
-
-
-def chain_rows(batch: int, chains: int) -> list[tuple[int, int]]:
-    """[(first, end), ...]: the batch's rows in min(chains, batch) consecutive groups, the larger ones first."""
-    n = min(chains, batch)
-    sizes = [batch // n + (i < batch % n) for i in range(n)]
-    starts = [sum(sizes[:i]) for i in range(n)]
-    return [(s, s + m) for s, m in zip(starts, sizes)]

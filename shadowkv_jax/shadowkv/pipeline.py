@@ -136,9 +136,6 @@ class PipelinedShadowKV:
     schedule_groups: bool = False  # experimental: see the module's docstring
 
     def __post_init__(self):
-        if self.decode.config.attention_chains > 1:
-            raise ValueError(f"attention_chains={self.decode.config.attention_chains}: the micro-batched step runs "
-                             f"each micro-batch as one chain (use attention_chains=1)")
         if self.schedule_groups and self.value_stream is None:
             raise ValueError("schedule_groups=True needs value_stream (the kernel calls it places are async)")
 
