@@ -56,7 +56,8 @@
 #           without the early stop, ShadowKV at 122,880 x 10 with 1 and 2 chains (profiled)
 #   pad30: the decode rows padded to a multiple of 8, on and off; a launch sweep with 128-token blocks
 #   final31a, final31b: the attention chains launched in order against one chain, then both methods at both
-#           contexts and under an 80 GB cap (CH=N chains for final31b)
+#           contexts and under an 80 GB cap (CH=N chains for final31b); kept32: the kept version's compiled tests
+#           and profiled step
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -835,6 +836,13 @@ final31b)  # the same at 65,536 (CH chains, from final31a), then both methods un
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch auto --gpu-memory-gb 80 --attention-chains ${CH:-1} \
       --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
   BENCH_TIMEOUT=110 BTAIL=1 full_auto --context 122880 --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_full_80gb.json"
+  ;;
+kept32)  # the kept version (the chains reverted): its kernels compiled and checked, ShadowKV at 122,880 x 10 profiled
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "threshold or top_k or chunk_selection or landmark or in_place or exact_segments or partials_match" 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -6 | tee "$OUT/kernel_tests_kept32_h200.txt"
+  BENCH_TIMEOUT=150 BTAIL=1 sk_device --context 122880 --batch 10 --profile \
+      --json "$OUT/prof_llama_122880_shadowkv_kept32.json"
   ;;
 dev2)  # values on the GPU with the device launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH) and no value
   # reuse (with values in HBM a reuse cache only adds writes): ShadowKV and full attention at 122,880 in the same
