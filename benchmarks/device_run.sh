@@ -777,7 +777,8 @@ mend28)  # the review's cached RoPE tables: the kernel tests that build them, co
       -k "rope_at or in_place or partials_match or exact_segments" 2>&1 | tail -1 | tee "$OUT/kernel_tests_mend28_h200.txt"
   BENCH_TIMEOUT=100 BTAIL=3 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_mend28.json"
   ;;
-chain29)  # the threshold search's early stop and the attention chains: compiled tests; the selection paths with the
+chain29)  # (ran with the attention chains in the code: apply benchmarks/patches/attention_chains.patch to rerun)
+  # the threshold search's early stop and the attention chains: compiled tests; the selection paths with the
   # early stop and without (benchmarks/patches/no_early_exit.patch); ShadowKV at 122,880 x 10 with 1 and 2 chains,
   # the 2-chain step profiled
   SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
@@ -815,7 +816,8 @@ pad30)  # the decode step's rows padded to a multiple of 8 (model/llama.DECODE_R
   python3 benchmarks/pick_launch.py "$OUT/kernels_pad30_h200.json" && grep "^DEVICE_VALUES_LAUNCH" kernels/sparse_attention.py
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_pad30_launch.json"
   ;;
-final31a)  # the attention chains launched in order (decode._done_marker) against one chain at 122,880 x 10, then
+final31a)  # (ran with the attention chains in the code: apply benchmarks/patches/attention_chains.patch to rerun)
+  # the attention chains launched in order (decode._done_marker) against one chain at 122,880 x 10, then
   # ShadowKV (with the faster) and full attention at their largest batches at 122,880
   timeout 90 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_pipeline.py -k chains 2>&1 \
       | grep -E "passed|failed|Error|assert" | tail -4 | tee "$OUT/tests_final31_h200.txt"
@@ -829,7 +831,8 @@ print(2 if s[1] < s[0] else 1)" 2>/dev/null || echo 1); echo "chains: $CH" | tee
       --json "$OUT/tput_llama_122880_shadowkv_device.json"
   BENCH_TIMEOUT=130 BTAIL=1 full_auto --context 122880 --json "$OUT/tput_llama_122880_full.json"
   ;;
-final31b)  # the same at 65,536 (CH chains, from final31a), then both methods under an 80 GB cap
+final31b)  # (ran with the attention chains in the code, like final31a: its --attention-chains needs the patch)
+  # the same at 65,536 (CH chains, from final31a), then both methods under an 80 GB cap
   BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 65536 --batch auto --attention-chains ${CH:-1} \
       --json "$OUT/tput_llama_65536_shadowkv_device.json"
   BENCH_TIMEOUT=110 BTAIL=1 full_auto --context 65536 --json "$OUT/tput_llama_65536_full.json"

@@ -84,7 +84,7 @@ class DecoderLayer(nn.Module):
             attn, carry = self.attention(q, k, v, k_pre, carry=carry, layer=layer,
                                          positions=positions, lengths=lengths, consts=consts)
         if x.shape[0] > rows:
-            attn = jnp.pad(attn, ((0, x.shape[0] - rows),) + ((0, 0),) * (attn.ndim - 1))
+            attn = pad_rows(attn, x.shape[0] - rows)
         return layer_out(p, x, attn, c), carry
 
 
@@ -164,8 +164,7 @@ def run_layers(params: Params, config: ModelConfig, attention, x, positions, len
     b = x.shape[0]
     pad = decode_row_padding(b, x.shape[1])
     if pad:
-        x = jnp.pad(x, ((0, pad), (0, 0), (0, 0)))
-        rope = tuple(jnp.pad(r, ((0, pad),) + ((0, 0),) * (r.ndim - 1)) for r in rope)
+        x, rope = pad_rows(x, pad), tuple(pad_rows(r, pad) for r in rope)
 
     def body(state, xs):
         h, c = state
@@ -184,6 +183,11 @@ def run_layers(params: Params, config: ModelConfig, attention, x, positions, len
 # instead and the zero rows ride through the dense work (norms of zero rows are zero); the attention back-end sees
 # the batch. Per platform (None: no padding); one sequence is left alone (a vector product).
 DECODE_ROW_MULTIPLE = {"gpu": 8}
+
+
+def pad_rows(x: jax.Array, rows: int) -> jax.Array:
+    """x with `rows` zero rows appended along its first axis."""
+    return jnp.pad(x, ((0, rows),) + ((0, 0),) * (x.ndim - 1))
 
 
 def decode_row_padding(batch: int, tokens: int) -> int:
