@@ -57,7 +57,7 @@
 #   pad30: the decode rows padded to a multiple of 8, on and off; a launch sweep with 128-token blocks
 #   final31a, final31b: the attention chains launched in order against one chain, then both methods at both
 #           contexts and under an 80 GB cap (CH=N chains for final31b); kept32: the kept version's compiled tests
-#           and profiled step
+#           and profiled step; anat33: the three attention kernels' hardware counters (ncu)
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -839,6 +839,18 @@ final31b)  # (ran with the attention chains in the code, like final31a: its --at
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch auto --gpu-memory-gb 80 --attention-chains ${CH:-1} \
       --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
   BENCH_TIMEOUT=110 BTAIL=1 full_auto --context 122880 --gpu-memory-gb 80 --json "$OUT/tput_llama_122880_full_80gb.json"
+  ;;
+anat33)  # the hardware counters (Nsight Compute) of one layer's landmark, selection and attention kernels at
+  # 122,880 x 10 (benchmarks/kernel_anatomy.py): the details page and the attention kernel's SASS with stall samples
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -1); echo "ncu: $NCU"
+  XLA_FLAGS=--xla_gpu_enable_command_buffer= timeout 300 $NCU --clock-control none -k regex:shadowkv \
+      --launch-skip 3 --launch-count 3 --set full --import-source no -f -o "$OUT/anatomy" \
+      python3 benchmarks/kernel_anatomy.py --calls 2 2>&1 | grep -v "^==PROF==" | tail -5
+  $NCU -i "$OUT/anatomy.ncu-rep" --page details --print-details all > "$OUT/ncu_details.txt" 2>&1
+  $NCU -i "$OUT/anatomy.ncu-rep" --page source --csv --print-source sass -k regex:gather \
+      > "$OUT/ncu_sass_attention.csv" 2>&1; wc -l "$OUT/ncu_sass_attention.csv"
+  grep -E "^  shadowkv|Duration|Registers Per|Shared Memory Config|Dynamic Shared|Achieved Occupancy|Theoretical Occ|Block Limit|DRAM Throughput|Memory Throughput|Compute \(SM\) Thr|Waves Per SM|Local Memory Spill|No Eligible|Issued Warp" \
+      "$OUT/ncu_details.txt" | cut -c1-110
   ;;
 kept32)  # the kept version (the chains reverted): its kernels compiled and checked, ShadowKV at 122,880 x 10 profiled
   SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
