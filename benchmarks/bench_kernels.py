@@ -76,6 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--stages", type=int, nargs="+", default=[2], help="Triton software-pipelining stages")
     p.add_argument("--w-once", type=int, nargs="+", default=[0], choices=[0, 1],
                    help="1: the kernel loads W once per program (w_once), 0: in every block")
+    p.add_argument("--launches", nargs="+", default=None,
+                   help="splits/block/warps/stages/w_once launches, in place of the product of the options above")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--in-loop", type=int, default=32,
                    help="also time this many calls inside one compiled loop (as in a decode step's layer scan), "
@@ -108,41 +110,42 @@ def main(argv=None) -> int:
                     roof = nbytes["total"] / hbm_bw
                 else:
                     roof = max((nbytes["total"] - nbytes["values"]) / hbm_bw, nbytes["values"] / pcie_bw)
-                for splits in args.splits:
-                    for block in args.block_tokens:
-                        for warps, stages, once in itertools.product(args.warps, args.stages, args.w_once):
-                            once = bool(once)
-                            launch = dict(chunk_size=C, block_tokens=block, num_splits=splits, num_warps=warps,
-                                          num_stages=stages, w_once=once)
-                            fn = jax.jit(lambda q, a, w, ch, v, kw=launch:
-                                         sparse_attention_partials(q, a, w, ch, v, inv, layer, **kw))
-                            try:
-                                got = fn(q, a, w, selections[0], vals)
-                            except Exception as e:  # e.g. a launch whose tiles overflow shared memory: say so, go on
-                                row = {"context": ctx, "batch": b, "placement": placement, "splits": splits,
-                                       "block_tokens": block, "warps": warps, "stages": stages, "w_once": once,
-                                       "error": f"{type(e).__name__}: {str(e)[:300]}"}
-                                rows.append(row)
-                                print(json.dumps(row), flush=True)
-                                continue
-                            empty = [(jnp.zeros((b, HKV, 1, D), q.dtype),) * 2 + (jnp.zeros((b, 1, 1), bool),)]
-                            o = np.asarray(combine(got, q, empty))
-                            ref = sparse_attention_partials_reference(q, a, w, selections[0], vals_dev, inv, layer,
-                                                                      chunk_size=C)
-                            err = float(np.abs(o - np.asarray(combine(ref, q, empty))).max())
-                            t = median_time(fn, [(q, a, w, s, vals) for s in selections], args.repeats)
-                            row = {"context": ctx, "batch": b, "placement": placement, "splits": splits,
-                                   "block_tokens": block, "warps": warps, "stages": stages, "w_once": once,
-                                   "ms": 1e3 * t,
-                                   "roofline_ms": 1e3 * roof, "pct_of_roofline": 100 * roof / t,
-                                   "bytes": nbytes, "max_abs_err_vs_reference": err}
-                            if args.in_loop:
-                                looped = in_loop(args.in_loop, launch, inv, layer)
-                                t_loop = median_time(looped, [(q, a, w, jnp.stack(selections), vals)],
-                                                     max(3, args.repeats // 4)) / args.in_loop
-                                row.update(ms_in_loop=1e3 * t_loop, pct_of_roofline_in_loop=100 * roof / t_loop)
-                            rows.append(row)
-                            print(json.dumps(row), flush=True)
+                launches = ([tuple(int(x) for x in text.split("/")) for text in args.launches] if args.launches
+                            else list(itertools.product(args.splits, args.block_tokens, args.warps, args.stages,
+                                                        args.w_once)))
+                for splits, block, warps, stages, once in launches:
+                    once = bool(once)
+                    launch = dict(chunk_size=C, block_tokens=block, num_splits=splits, num_warps=warps,
+                                  num_stages=stages, w_once=once)
+                    fn = jax.jit(lambda q, a, w, ch, v, kw=launch:
+                                 sparse_attention_partials(q, a, w, ch, v, inv, layer, **kw))
+                    try:
+                        got = fn(q, a, w, selections[0], vals)
+                    except Exception as e:  # e.g. a launch whose tiles overflow shared memory: say so, go on
+                        row = {"context": ctx, "batch": b, "placement": placement, "splits": splits,
+                               "block_tokens": block, "warps": warps, "stages": stages, "w_once": once,
+                               "error": f"{type(e).__name__}: {str(e)[:300]}"}
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+                        continue
+                    empty = [(jnp.zeros((b, HKV, 1, D), q.dtype),) * 2 + (jnp.zeros((b, 1, 1), bool),)]
+                    o = np.asarray(combine(got, q, empty))
+                    ref = sparse_attention_partials_reference(q, a, w, selections[0], vals_dev, inv, layer,
+                                                              chunk_size=C)
+                    err = float(np.abs(o - np.asarray(combine(ref, q, empty))).max())
+                    t = median_time(fn, [(q, a, w, s, vals) for s in selections], args.repeats)
+                    row = {"context": ctx, "batch": b, "placement": placement, "splits": splits,
+                           "block_tokens": block, "warps": warps, "stages": stages, "w_once": once,
+                           "ms": 1e3 * t,
+                           "roofline_ms": 1e3 * roof, "pct_of_roofline": 100 * roof / t,
+                           "bytes": nbytes, "max_abs_err_vs_reference": err}
+                    if args.in_loop:
+                        looped = in_loop(args.in_loop, launch, inv, layer)
+                        t_loop = median_time(looped, [(q, a, w, jnp.stack(selections), vals)],
+                                             max(3, args.repeats // 4)) / args.in_loop
+                        row.update(ms_in_loop=1e3 * t_loop, pct_of_roofline_in_loop=100 * roof / t_loop)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
                 if placement == "device":
                     ref_fn = jax.jit(lambda q, a, w, ch, v: sparse_attention_partials_reference(
                         q, a, w, ch, v, inv, layer, chunk_size=C))

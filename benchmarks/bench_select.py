@@ -27,7 +27,7 @@ import numpy as np
 
 from common import run_meta, save_json
 from shadowkv_jax.kernels.chunk_selection import max_group_softmax, select_top_chunks
-from shadowkv_jax.kernels.landmark_scores import landmark_scores
+from shadowkv_jax.kernels.landmark_scores import DECODE_LAUNCH, landmark_scores
 from shadowkv_jax.kernels.top_k import top_k_indices
 from shadowkv_jax.shadowkv.decode import select_chunks
 from shadowkv_jax.shapes import NAMED_SHAPES
@@ -38,7 +38,8 @@ def _scores(q, landmarks, layer, interpret):
     """The landmark kernel's scores [B, Hkv, G, N], as select_chunks computes them in place."""
     b, hq, d = q.shape
     hkv = landmarks.shape[2]
-    return landmark_scores(q.reshape(b, hkv, hq // hkv, d), landmarks, layer, scale=d ** -0.5, interpret=interpret)
+    return landmark_scores(q.reshape(b, hkv, hq // hkv, d), landmarks, layer, scale=d ** -0.5, interpret=interpret,
+                           **DECODE_LAUNCH)
 
 
 def two_kernels(q, landmarks, chunk_ids, num_chunks, k, layer, interpret):

@@ -57,7 +57,8 @@
 #   pad30: the decode rows padded to a multiple of 8, on and off; a launch sweep with 128-token blocks
 #   final31a, final31b: the attention chains launched in order against one chain, then both methods at both
 #           contexts and under an 80 GB cap (CH=N chains for final31b); kept32: the kept version's compiled tests
-#           and profiled step; anat33: the three attention kernels' hardware counters (ncu)
+#           and profiled step; anat33: the three attention kernels' hardware counters (ncu);
+#   anat34: the attention kernel's launches (ncu, loop), the landmark kernel's loop, ShadowKV with the fastest
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -851,6 +852,27 @@ anat33)  # the hardware counters (Nsight Compute) of one layer's landmark, selec
       > "$OUT/ncu_sass_attention.csv" 2>&1; wc -l "$OUT/ncu_sass_attention.csv"
   grep -E "^  shadowkv|Duration|Registers Per|Shared Memory Config|Dynamic Shared|Achieved Occupancy|Theoretical Occ|Block Limit|DRAM Throughput|Memory Throughput|Compute \(SM\) Thr|Waves Per SM|Local Memory Spill|No Eligible|Issued Warp" \
       "$OUT/ncu_details.txt" | cut -c1-110
+  ;;
+anat34)  # the attention kernel's launches: registers, shared memory, occupancy and time of each (ncu), then in the
+  # 32-call loop; the landmark kernel looping over blocks; the selection's warps; ShadowKV at 122,880 x 10 with the
+  # fastest attention and landmark launches
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -1)
+  L="${LAUNCHES:-8/64/4/2/0 8/64/4/2/1 8/64/4/3/1 4/64/4/3/1 8/32/4/2/1 8/32/4/3/1 16/32/4/2/1 16/32/4/3/1 8/128/8/2/1 4/128/8/2/1 8/64/8/2/1 8/64/4/1/1 8/64/4/1/0 8/32/4/4/1}"
+  XLA_FLAGS=--xla_gpu_enable_command_buffer= timeout 200 $NCU --clock-control none -k regex:gather --section LaunchStats \
+      --section Occupancy --section SpeedOfLight -f -o /tmp/launches python3 benchmarks/kernel_anatomy.py --launches $L \
+      2>&1 | grep "^launch" | tee /tmp/launches.txt
+  $NCU -i /tmp/launches.ncu-rep --page details --csv > "$OUT/ncu_launches_anat34.csv"
+  python3 benchmarks/ncu_summary.py "$OUT/ncu_launches_anat34.csv" --json "$OUT/ncu_launches_anat34.json" \
+      --labels $(grep ": ran" /tmp/launches.txt | cut -d" " -f2 | tr -d :)
+  timeout 240 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --launches $L \
+      --repeats 10 --json "$OUT/kernels_anat34_h200.json" 2>&1 | grep "^| 122880" | cut -c1-140
+  timeout 80 python3 benchmarks/landmark_variants.py --launches dot/128/4 dot/128/4/4/2 dot/128/4/8/3 dot/64/4/8/3 \
+      dot/128/8/8/3 dot/256/8/4/2 dot/128/4/16/3 --json "$OUT/landmark_anat34_h200.json" 2>&1 | tail -9
+  timeout 80 python3 benchmarks/bench_select.py --batch 10 --context 122880 --warps 8 16 \
+      --json "$OUT/select_anat34_h200.json" 2>&1 | tail -4
+  python3 benchmarks/pick_launch.py "$OUT/kernels_anat34_h200.json"
+  python3 benchmarks/pick_launch.py --landmark "$OUT/landmark_anat34_h200.json"
+  BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_anat34.json"
   ;;
 kept32)  # the kept version (the chains reverted): its kernels compiled and checked, ShadowKV at 122,880 x 10 profiled
   SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \

@@ -9,6 +9,13 @@ the device-values launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH), the be
 (budget 1,920 tokens in chunks of 8, 45 outlier chunks, 4 local chunks). Each of --calls calls is one jit with the
 three kernels, so `--launch-skip 3` skips the first call's (warm-up). Without a profiler it prints each call's
 wall time, which includes a launch and a sync: the kernels' own times come from the profiler.
+
+    ncu --clock-control none -k regex:gather --section LaunchStats --section Occupancy --section SpeedOfLight \
+        python benchmarks/kernel_anatomy.py --launches 8/64/4/2/0 8/64/4/2/1 ...
+
+runs the attention kernel alone, once per launch (splits/block tokens/warps/stages/W once), on the selection of
+one call of the three kernels, in the order given: what each launch asks of the SM (registers, shared memory,
+so how many programs fit) beside its time.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from shadowkv_jax.kernels.chunk_selection import select_top_chunks
-from shadowkv_jax.kernels.landmark_scores import landmark_scores
+from shadowkv_jax.kernels.landmark_scores import DECODE_LAUNCH as LANDMARK_LAUNCH, landmark_scores
 from shadowkv_jax.kernels.sparse_attention import (DEVICE_VALUES_LAUNCH, rope_inv_freq_full,
                                                    sparse_attention_partials)
 
@@ -52,18 +59,35 @@ def inputs(batch: int, context: int, layers: int = 2):
     return state
 
 
-def layer_kernels(st, layer, interpret=False):
-    """Landmark scores -> selection -> attention partials, as select_layer and _kernel_attention call them."""
+def selection(st, layer, interpret=False):
+    """Landmark scores -> chunk ids [B, Hkv, k], as select_layer calls the two kernels."""
+    s = landmark_scores(st["q"], st["landmarks"], layer, scale=1 / math.sqrt(D), interpret=interpret,
+                         **LANDMARK_LAUNCH)
+    return select_top_chunks(s, st["chunk_ids"], st["num_chunks"], BUDGET // C, layer, interpret=interpret)
+
+
+def attention(st, layer, chunks, interpret=False, launch=None):
+    """The attention partials over `chunks` and the three exact segments, as _kernel_attention calls the kernel."""
     inv = rope_inv_freq_full(1.0 / (500000.0 ** (np.arange(0, D, 2) / D)), D)
-    s = landmark_scores(st["q"], st["landmarks"], layer, scale=1 / math.sqrt(D), interpret=interpret)
-    chunks = select_top_chunks(s, st["chunk_ids"], st["num_chunks"], BUDGET // C, layer, interpret=interpret)
     batch = st["q"].shape[0]
     exact = ((st["local_k"], st["local_v"], jnp.full((batch,), LOCAL_CHUNKS * C, jnp.int32)),
              (st["outlier_k"], st["outlier_v"], None),
              (st["gen_k"], st["gen_v"], jnp.full((batch,), GENERATED // 2, jnp.int32)))
     return sparse_attention_partials(st["q"], st["a"], st["w"], chunks, st["values"], inv, layer,
                                      chunk_size=C, exact=exact, interpret=interpret,
-                                     **DEVICE_VALUES_LAUNCH)
+                                     **(DEVICE_VALUES_LAUNCH if launch is None else launch))
+
+
+def layer_kernels(st, layer, interpret=False):
+    """Landmark scores -> selection -> attention partials: one decode layer's kernels."""
+    return attention(st, layer, selection(st, layer, interpret), interpret)
+
+
+def parse_launch(text: str) -> dict:
+    """'splits/block/warps/stages/w_once' -> sparse_attention_partials' launch options."""
+    splits, block, warps, stages, once = (int(x) for x in text.split("/"))
+    return {"num_splits": splits, "block_tokens": block, "num_warps": warps, "num_stages": stages,
+            "w_once": bool(once)}
 
 
 def main(argv=None) -> int:
@@ -72,8 +96,21 @@ def main(argv=None) -> int:
     p.add_argument("--context", type=int, default=122880)
     p.add_argument("--calls", type=int, default=3)
     p.add_argument("--interpret", action="store_true", help="run the kernels interpreted (a CPU check)")
+    p.add_argument("--launches", nargs="+", default=None,
+                   help="only the attention kernel, once per launch splits/block/warps/stages/w_once")
     args = p.parse_args(argv)
     st = inputs(args.batch, args.context)
+    if args.launches:
+        chunks = jax.jit(lambda st: selection(st, jnp.int32(0), args.interpret))(st)
+        for text in args.launches:
+            run = jax.jit(lambda st, chunks, kw=parse_launch(text): attention(st, jnp.int32(0), chunks,
+                                                                              args.interpret, kw))
+            try:
+                jax.block_until_ready(run(st, chunks))
+                print(f"launch {text}: ran", flush=True)
+            except Exception as e:  # e.g. tiles over the shared memory: say so, go on
+                print(f"launch {text}: {type(e).__name__}: {str(e)[:200]}", flush=True)
+        return 0
     run = jax.jit(lambda st, layer: layer_kernels(st, layer, args.interpret))
     for i in range(args.calls):
         t0 = time.perf_counter()

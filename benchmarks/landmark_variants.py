@@ -4,7 +4,8 @@
 
 Forms: "dot" is kernels/landmark_scores.py (one tensor-core dot of the padded query group against the
 block's landmarks; bf16 products are exact in fp32, the scale applied after); "rows" is its earlier form
-(an fp32 multiply-and-sum per query head on the CUDA cores), kept here for the comparison. Each is checked against the jnp reference, then timed as 32 calls
+(an fp32 multiply-and-sum per query head on the CUDA cores), kept here for the comparison. A "dot" launch
+may name blocks per program and pipeline stages too (dot/128/4/8/3: each program loops over 8 blocks). Each is checked against the jnp reference, then timed as 32 calls
 in one compiled loop over distinct layers, as the decode step's layer scan runs them; the percentage is
 of the HBM rate measured here.
 """
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--launches", nargs="+", default=["rows/128/8", "rows/256/8", "rows/512/8", "rows/128/4",
                                                      "rows/256/4", "dot/128/4", "dot/256/4", "dot/256/8",
-                                                     "dot/512/8"], help="form/block/warps")
+                                                     "dot/512/8"],
+                   help="form/block/warps, or dot/block/warps/blocks per program/pipeline stages")
     p.add_argument("--calls", type=int, default=32, help="kernel calls per timed loop (as many as layers)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of the loop (median)")
     p.add_argument("--interpret", action="store_true")
@@ -92,9 +94,11 @@ def main(argv=None) -> int:
     nbytes = b * HKV * n * D * 2
     rows = []
     for launch in args.launches:
-        form, block, warps = launch.split("/")
+        form, block, warps, *looped = launch.split("/")  # looped: blocks per program, pipeline stages
         f = rows_scores if form == "rows" else landmark_scores
-        fn = functools.partial(f, scale=scale, block=int(block), num_warps=int(warps), interpret=args.interpret)
+        extra = {"blocks": int(looped[0]), "num_stages": int(looped[1])} if looped else {}
+        fn = functools.partial(f, scale=scale, block=int(block), num_warps=int(warps), interpret=args.interpret,
+                               **extra)
         err = float(np.abs(np.asarray(fn(q, lm, 1)) - ref).max())
         t = timed_loop(fn, q, lm, args.calls, args.repeats)
         rows.append({"launch": launch, "ms_per_layer": 1e3 * t, "pct_of_hbm": 100 * nbytes / t / hbm,

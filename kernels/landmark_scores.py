@@ -27,28 +27,44 @@ from jax.experimental import pallas as pl
 from .common import compiler_params, dot, load_query_group, padded_groups
 
 
-def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, groups_padded: int, scale: float):
+def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, blocks: int, groups_padded: int, scale: float):
     # layer_ref [1] int32; q_ref [B, Hkv, G, D] (loaded as Gp >= 16 rows); lm_ref [L, B, Hkv, N, D];
-    # s_ref [B, Hkv, G, N] f32
+    # s_ref [B, Hkv, G, N] f32; program j scores rows [j * blocks * block, (j + 1) * blocks * block)
     from jax.experimental.pallas import triton as plt
 
     b, h, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     d = lm_ref.shape[-1]
-    rows = j * block + jax.lax.broadcasted_iota(jnp.int32, (block,), 0)
-    valid = rows < n
     col = jax.lax.broadcasted_iota(jnp.int32, (1, d), 1)
-    lm = plt.load(lm_ref.at[layer_ref[0], b, h, rows[:, None], col], mask=valid[:, None], other=0)  # [T, D]
     q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D], of the wider dtype of q and landmarks
-    s = dot(q, lm.astype(q.dtype).T) * scale  # [Gp, T] f32
     # padded query rows are masked: no write on the GPU, dropped as out of bounds when interpreted
     g = jax.lax.broadcasted_iota(jnp.int32, (groups_padded, 1), 0)
-    plt.store(s_ref.at[b, h, g, rows[None, :]], s, mask=(g < q_ref.shape[2]) & valid[None, :])
+
+    def score_block(i, carry):
+        rows = (j * blocks + i) * block + jax.lax.broadcasted_iota(jnp.int32, (block,), 0)
+        valid = rows < n
+        lm = plt.load(lm_ref.at[layer_ref[0], b, h, rows[:, None], col], mask=valid[:, None], other=0)  # [T, D]
+        s = dot(q, lm.astype(q.dtype).T) * scale  # [Gp, T] f32
+        plt.store(s_ref.at[b, h, g, rows[None, :]], s, mask=(g < q_ref.shape[2]) & valid[None, :])
+        return carry
+
+    if blocks == 1:
+        score_block(0, 0)
+    else:  # a loop, so that the next blocks' loads are in flight (software-pipelined) during this block's dot
+        jax.lax.fori_loop(0, blocks, score_block, 0)
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "block", "num_warps", "interpret"))
+# The decode step's launch (shadowkv/decode.select_chunks): 128-landmark blocks, one per program, 4 warps (0.110 ms
+# per layer at 122,880 x 10 on an H200, benchmarks/landmark_variants.py).
+DECODE_LAUNCH = {"block": 128, "blocks": 1, "num_warps": 4, "num_stages": 1}
+
+
+@functools.partial(jax.jit, static_argnames=("scale", "block", "blocks", "num_warps", "num_stages", "interpret"))
 def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0, block: int = 128,
-                    num_warps: int = 4, interpret: bool = False) -> jax.Array:
-    """q [B, Hkv, G, D], landmarks [L, B, Hkv, N, D], layer -> scale * q . landmarks [B, Hkv, G, N] fp32."""
+                    blocks: int = 1, num_warps: int = 4, num_stages: int = 1, interpret: bool = False) -> jax.Array:
+    """q [B, Hkv, G, D], landmarks [L, B, Hkv, N, D], layer -> scale * q . landmarks [B, Hkv, G, N] fp32.
+
+    `blocks`: blocks of `block` landmarks per program, in a loop of `num_stages` software-pipelining stages
+    (1: one block per program, no loop)."""
     b, hkv, g, d = q.shape
     if landmarks.ndim != 5 or landmarks.shape[1:3] != (b, hkv) or landmarks.shape[-1] != d:
         raise ValueError(f"landmarks shape {landmarks.shape} does not match q {q.shape}: expected [L, {b}, {hkv}, N, {d}]")
@@ -58,10 +74,13 @@ def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, scale: float =
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
     # the dot's operands share the wider of the two dtypes, so neither is rounded (landmarks cast per block)
     q = q.astype(jnp.promote_types(q.dtype, landmarks.dtype))
-    kernel = functools.partial(_kernel, n=n, block=block, groups_padded=padded_groups(g), scale=float(scale))
+    if blocks < 1:
+        raise ValueError(f"blocks={blocks} must be at least 1 (blocks of landmarks per program)")
+    kernel = functools.partial(_kernel, n=n, block=block, blocks=blocks, groups_padded=padded_groups(g),
+                               scale=float(scale))
     return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((b, hkv, g, n), jnp.float32),
-                          grid=(b, hkv, pl.cdiv(n, block)), interpret=interpret,
-                          compiler_params=compiler_params(interpret, num_warps, 1),
+                          grid=(b, hkv, pl.cdiv(n, block * blocks)), interpret=interpret,
+                          compiler_params=compiler_params(interpret, num_warps, num_stages),
                           name="shadowkv_landmark_scores")(layer, q, landmarks)
 
 

@@ -509,20 +509,23 @@ def test_chunk_selection_kernel_refuses_bad_shapes():
         select_top_chunks(s, jnp.zeros((2, 2, 8), jnp.int32), jnp.full((2,), 8), 4, interpret=True)
 
 
-@pytest.mark.parametrize("b,hkv,g,d,n,block,q_dtype", [
-    (2, 2, 4, 128, 300, 128, jnp.bfloat16),  # N past a block edge
-    (1, 3, 1, 64, 128, 128, jnp.bfloat16),  # MQA-like group of 1, N exactly one block
-    (3, 1, 7, 64, 77, 32, jnp.bfloat16),  # odd group, N straddling three blocks
-    (2, 2, 4, 64, 100, 64, jnp.float32),  # fp32 queries, bf16 landmarks: the dot runs in fp32
+@pytest.mark.parametrize("b,hkv,g,d,n,block,blocks,q_dtype", [
+    (2, 2, 4, 128, 300, 128, 1, jnp.bfloat16),  # N past a block edge
+    (1, 3, 1, 64, 128, 128, 1, jnp.bfloat16),  # MQA-like group of 1, N exactly one block
+    (3, 1, 7, 64, 77, 32, 1, jnp.bfloat16),  # odd group, N straddling three blocks
+    (2, 2, 4, 64, 100, 64, 1, jnp.float32),  # fp32 queries, bf16 landmarks: the dot runs in fp32
+    (2, 2, 4, 128, 300, 32, 4, jnp.bfloat16),  # 4 blocks a program: the last program's blocks past N
+    (1, 2, 4, 64, 256, 32, 2, jnp.bfloat16),  # N exactly 4 programs of 2 blocks
 ])
-def test_landmark_scores_match_reference(b, hkv, g, d, n, block, q_dtype):
+def test_landmark_scores_match_reference(b, hkv, g, d, n, block, blocks, q_dtype):
     from shadowkv_jax.kernels.landmark_scores import landmark_scores, landmark_scores_reference
 
     rng = np.random.default_rng(3)
     q = jnp.asarray(rng.standard_normal((b, hkv, g, d)), q_dtype)
     lm = jnp.asarray(rng.standard_normal((3, b, hkv, n, d)), jnp.bfloat16)
     for layer in (0, 2):
-        got = landmark_scores(q, lm, jnp.int32(layer), scale=d ** -0.5, block=block, interpret=INTERPRET)
+        got = landmark_scores(q, lm, jnp.int32(layer), scale=d ** -0.5, block=block, blocks=blocks,
+                              num_stages=2 if blocks > 1 else 1, interpret=INTERPRET)
         want = landmark_scores_reference(q, lm, jnp.int32(layer), scale=d ** -0.5)
         assert got.shape == (b, hkv, g, n) and got.dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-4)

@@ -41,9 +41,9 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
     hkv = landmarks.shape[-3]
     qg = q.reshape(b, hkv, hq // hkv, d)
     if layer is not None:
-        from ..kernels.landmark_scores import landmark_scores
+        from ..kernels.landmark_scores import DECODE_LAUNCH, landmark_scores
 
-        s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret)
+        s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret, **DECODE_LAUNCH)
     else:
         s = jnp.einsum("bhgd,bhnd->bhgn", qg, landmarks, preferred_element_type=jnp.float32) / math.sqrt(d)
     from ..kernels.chunk_selection import max_group_softmax, select_top_chunks
