@@ -58,7 +58,8 @@
 #   final31a, final31b: the attention chains launched in order against one chain, then both methods at both
 #           contexts and under an 80 GB cap (CH=N chains for final31b); kept32: the kept version's compiled tests
 #           and profiled step; anat33: the three attention kernels' hardware counters (ncu);
-#   anat34: the attention kernel's launches (ncu, loop), the landmark kernel's loop, ShadowKV with the fastest
+#   anat34: the attention kernel's launches (ncu, loop), the landmark kernel's loop, ShadowKV with the fastest;
+#   anat35: chunk ids a block ahead (attention), reloaded under the mask (selection): tests, A/B, ShadowKV
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -873,6 +874,33 @@ anat34)  # the attention kernel's launches: registers, shared memory, occupancy 
   python3 benchmarks/pick_launch.py "$OUT/kernels_anat34_h200.json"
   python3 benchmarks/pick_launch.py --landmark "$OUT/landmark_anat34_h200.json"
   BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_anat34.json"
+  ;;
+anat35)  # the next block's chunk ids loaded a block ahead in the attention kernel, the chunk ids loaded again under
+  # the output mask in the selection, the landmark kernel's loop launch: compiled tests; the attention kernel's
+  # launches in the loop with the early ids and without (benchmarks/patches/no_id_prefetch.patch); the selection
+  # with the reload and without (no_id_reload.patch); ShadowKV at 122,880 x 10 with the fastest launch, with and
+  # without the early ids
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "threshold or top_k or chunk_selection or landmark or in_place or exact_segments or partials_match" 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -6 | tee "$OUT/kernel_tests_anat35_h200.txt"
+  L="8/64/4/3/0 8/64/4/3/1 8/64/4/2/0"
+  timeout 100 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --launches $L \
+      --repeats 10 --json "$OUT/kernels_anat35_h200.json" 2>&1 | grep "^| 122880" | cut -c1-140
+  git apply benchmarks/patches/no_id_prefetch.patch || exit 1
+  timeout 100 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --launches $L \
+      --repeats 10 --json "$OUT/kernels_anat35_no_prefetch_h200.json" 2>&1 | grep "^| 122880" | cut -c1-140
+  git apply -R benchmarks/patches/no_id_prefetch.patch || exit 1
+  timeout 60 python3 benchmarks/bench_select.py --batch 10 --context 122880 --warps 16 \
+      --json "$OUT/select_anat35_h200.json" 2>&1 | tail -1
+  git apply benchmarks/patches/no_id_reload.patch || exit 1
+  timeout 60 python3 benchmarks/bench_select.py --batch 10 --context 122880 --warps 16 2>&1 | tail -1
+  git apply -R benchmarks/patches/no_id_reload.patch || exit 1
+  python3 benchmarks/pick_launch.py "$OUT/kernels_anat35_h200.json"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_anat35.json"
+  git apply benchmarks/patches/no_id_prefetch.patch || exit 1
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 \
+      --json "$OUT/tput_llama_122880_shadowkv_anat35_no_prefetch.json"
+  git apply -R benchmarks/patches/no_id_prefetch.patch
   ;;
 kept32)  # the kept version (the chains reverted): its kernels compiled and checked, ShadowKV at 122,880 x 10 profiled
   SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \

@@ -33,7 +33,7 @@ def summarize(path: str) -> list[dict]:
     col = {name: header.index(name) for name in ("ID", "Kernel Name", "Grid Size", "Block Size", "Section Name",
                                                  "Metric Name", "Metric Unit", "Metric Value")}
     for r in rows[start + 1:]:
-        if len(r) < len(header):
+        if len(r) <= col["Metric Value"]:
             continue
         launch = launches.setdefault(r[col["ID"]], {"kernel": r[col["Kernel Name"]], "grid": r[col["Grid Size"]],
                                                     "block": r[col["Block Size"]]})

@@ -53,9 +53,11 @@ def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, blocks: int,
         jax.lax.fori_loop(0, blocks, score_block, 0)
 
 
-# The decode step's launch (shadowkv/decode.select_chunks): 128-landmark blocks, one per program, 4 warps (0.110 ms
-# per layer at 122,880 x 10 on an H200, benchmarks/landmark_variants.py).
-DECODE_LAUNCH = {"block": 128, "blocks": 1, "num_warps": 4, "num_stages": 1}
+# The decode step's launch (shadowkv/decode.select_chunks): programs of 4 blocks of 128 landmarks in a 2-stage
+# pipelined loop, 4 warps. At 122,880 x 10 on an H200 (benchmarks/landmark_variants.py, 32 calls in a loop,
+# 2026-12-02): 0.0897 ms per layer, against 0.0983 for one block per program (each program loaded its block, then
+# waited for it: no load was in flight during its dot and store); 8 or 16 blocks in 3 stages 0.095-0.099.
+DECODE_LAUNCH = {"block": 128, "blocks": 4, "num_warps": 4, "num_stages": 2}
 
 
 @functools.partial(jax.jit, static_argnames=("scale", "block", "blocks", "num_warps", "num_stages", "interpret"))
