@@ -59,7 +59,9 @@
 #           contexts and under an 80 GB cap (CH=N chains for final31b); kept32: the kept version's compiled tests
 #           and profiled step; anat33: the three attention kernels' hardware counters (ncu);
 #   anat34: the attention kernel's launches (ncu, loop), the landmark kernel's loop, ShadowKV with the fastest;
-#   anat35: chunk ids a block ahead (attention), reloaded under the mask (selection): tests, A/B, ShadowKV
+#   anat35: chunk ids a block ahead (attention), reloaded under the mask (selection): tests, A/B, ShadowKV;
+#   final36a, final36b: the kept version's compiled tests, both methods at 122,880, ShadowKV at 65,536 and 80 GB,
+#           the profiled step
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -878,7 +880,7 @@ anat34)  # the attention kernel's launches: registers, shared memory, occupancy 
 anat35)  # the next block's chunk ids loaded a block ahead in the attention kernel, the chunk ids loaded again under
   # the output mask in the selection, the landmark kernel's loop launch: compiled tests; the attention kernel's
   # launches in the loop with the early ids and without (benchmarks/patches/no_id_prefetch.patch); the selection
-  # with the reload and without (no_id_reload.patch); ShadowKV at 122,880 x 10 with the fastest launch, with and
+  # with the reload and without; ShadowKV at 122,880 x 10 with the fastest launch, with and
   # without the early ids
   SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
       -k "threshold or top_k or chunk_selection or landmark or in_place or exact_segments or partials_match" 2>&1 \
@@ -890,17 +892,33 @@ anat35)  # the next block's chunk ids loaded a block ahead in the attention kern
   timeout 100 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device --launches $L \
       --repeats 10 --json "$OUT/kernels_anat35_no_prefetch_h200.json" 2>&1 | grep "^| 122880" | cut -c1-140
   git apply -R benchmarks/patches/no_id_prefetch.patch || exit 1
+  # (the reload was in the code when this ran, and is now benchmarks/patches/selection_id_reload.patch: not kept)
+  git apply benchmarks/patches/selection_id_reload.patch || exit 1
   timeout 60 python3 benchmarks/bench_select.py --batch 10 --context 122880 --warps 16 \
       --json "$OUT/select_anat35_h200.json" 2>&1 | tail -1
-  git apply benchmarks/patches/no_id_reload.patch || exit 1
+  git apply -R benchmarks/patches/selection_id_reload.patch || exit 1
   timeout 60 python3 benchmarks/bench_select.py --batch 10 --context 122880 --warps 16 2>&1 | tail -1
-  git apply -R benchmarks/patches/no_id_reload.patch || exit 1
   python3 benchmarks/pick_launch.py "$OUT/kernels_anat35_h200.json"
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_anat35.json"
   git apply benchmarks/patches/no_id_prefetch.patch || exit 1
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 \
       --json "$OUT/tput_llama_122880_shadowkv_anat35_no_prefetch.json"
   git apply -R benchmarks/patches/no_id_prefetch.patch
+  ;;
+final36a)  # the kept version (chunk ids a block ahead, 3 stages; the landmark kernel's loop launch): compiled tests,
+  # then both methods at their largest batches at 122,880
+  SHADOWKV_KERNELS_COMPILED=1 timeout 300 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "threshold or top_k or chunk_selection or landmark or in_place or exact_segments or partials_match" 2>&1 \
+      | tail -4 | tee "$OUT/kernel_tests_final36_h200.txt"
+  BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_device.json"
+  BENCH_TIMEOUT=130 BTAIL=1 full_auto --context 122880 --json "$OUT/tput_llama_122880_full.json"
+  ;;
+final36b)  # the same machine: ShadowKV at 65,536 and under an 80 GB cap, and its profiled step at 122,880 x 10
+  BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 65536 --batch auto --json "$OUT/tput_llama_65536_shadowkv_device.json"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch auto --gpu-memory-gb 80 \
+      --json "$OUT/tput_llama_122880_shadowkv_device_80gb.json"
+  BENCH_TIMEOUT=150 BTAIL=1 sk_device --context 122880 --batch 10 --profile \
+      --json "$OUT/prof_llama_122880_shadowkv_final36.json"
   ;;
 kept32)  # the kept version (the chains reverted): its kernels compiled and checked, ShadowKV at 122,880 x 10 profiled
   SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \

@@ -96,11 +96,8 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
 
     def place(i, carry):
         slot, take, *carry = take_slots(keys(i), in_row(i), t, ties_wanted, *carry)
-        # lanes not taken are masked: no write on the GPU, out of bounds (dropped) when interpreted. The chunk ids
-        # are loaded again, under the mask: the first load's registers are then free during the search (the
-        # kernel's 512 threads get at most 128 registers each, and it spilled)
-        chunk = plt.load(ids_ref.at[layer, b, h, slots(i)], mask=take, other=0)
-        plt.store(out_ref.at[b, h, jnp.where(take, slot, k)], chunk, mask=take)
+        # lanes not taken are masked: no write on the GPU, out of bounds (dropped) when interpreted
+        plt.store(out_ref.at[b, h, jnp.where(take, slot, k)], ids(i), mask=take)
         return tuple(carry)
 
     jax.lax.fori_loop(0, n_tiles, place, (jnp.int32(0), jnp.int32(0)))

@@ -290,8 +290,10 @@ MIN_BLOCK_TOKENS = 16
 # default. At 122,880 tokens x 10 sequences (240 chunks per KV head) in a 32-layer loop on an H200, with the rotary
 # halves as separate dots: 8 splits of 64-token blocks, 4 warps, 0.106 ms per layer; 16 splits of 32-token blocks
 # 0.109-0.111, of 16-token blocks 0.132; 8 warps 0.127-0.139 (stages half12, wonce15). Loading W once per
-# program (w_once) changed nothing (0.105 against 0.106). Before the halves, 16-token blocks were best (0.176).
-DEVICE_VALUES_LAUNCH = {"block_tokens": 64, "num_splits": 8, "num_warps": 4, "num_stages": 2, "w_once": False}
+# program (w_once) changed nothing (0.105 against 0.106): ncu shows the same shared memory either way. With the
+# next block's chunk ids loaded a block ahead, 3 pipeline stages: 0.093 against 0.096 for 2 (anat35, 2026-12-02).
+# Each program takes 152 KB of shared memory and 248-255 registers a thread, so one program runs per SM (ncu).
+DEVICE_VALUES_LAUNCH = {"block_tokens": 64, "num_splits": 8, "num_warps": 4, "num_stages": 3, "w_once": False}
 
 
 def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits: int | None = None):
