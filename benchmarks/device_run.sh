@@ -61,7 +61,7 @@
 #   anat34: the attention kernel's launches (ncu, loop), the landmark kernel's loop, ShadowKV with the fastest;
 #   anat35: chunk ids a block ahead (attention), reloaded under the mask (selection): tests, A/B, ShadowKV;
 #   final36a, final36b: the kept version's compiled tests, both methods at 122,880, ShadowKV at 65,536 and 80 GB,
-#           the profiled step
+#           the profiled step; anat37: the kept selection and attention kernels under ncu
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -904,6 +904,18 @@ anat35)  # the next block's chunk ids loaded a block ahead in the attention kern
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 \
       --json "$OUT/tput_llama_122880_shadowkv_anat35_no_prefetch.json"
   git apply -R benchmarks/patches/no_id_prefetch.patch
+  ;;
+anat37)  # the kept version's selection and attention kernels under ncu (full set, SASS with stall samples)
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -1)
+  XLA_FLAGS=--xla_gpu_enable_command_buffer= timeout 300 $NCU --clock-control none -k regex:"selection|gather" \
+      --launch-skip 2 --launch-count 2 --set full --import-source no -f -o /tmp/anat37 \
+      python3 benchmarks/kernel_anatomy.py --calls 2 2>&1 | grep -v "^==PROF==" | tail -3
+  $NCU -i /tmp/anat37.ncu-rep --page details --csv > "$OUT/ncu_anat37.csv" 2>&1
+  python3 benchmarks/ncu_summary.py "$OUT/ncu_anat37.csv"
+  $NCU -i /tmp/anat37.ncu-rep --page source --csv --print-source sass -k regex:selection \
+      > "$OUT/ncu_sass_selection_anat37.csv" 2>&1
+  $NCU -i /tmp/anat37.ncu-rep --page source --csv --print-source sass -k regex:gather \
+      > "$OUT/ncu_sass_attention_anat37.csv" 2>&1; wc -l "$OUT"/*.csv
   ;;
 final36a)  # the kept version (chunk ids a block ahead, 3 stages; the landmark kernel's loop launch): compiled tests,
   # then both methods at their largest batches at 122,880
