@@ -34,12 +34,14 @@ from shadowkv_jax.shapes import NAMED_SHAPES
 from shadowkv_jax.throughput import shadowkv_factory, wall_times
 
 
-def _scores(q, landmarks, layer, interpret):
-    """The landmark kernel's scores [B, Hkv, G, N], as select_chunks computes them in place."""
+def _scores(q, landmarks, layer, interpret, padded=False):
+    """The landmark kernel's scores [B, Hkv, G, N], as select_chunks computes them in place (`padded`: rows
+    padded to a multiple of 16, as it computes them for the selection kernel)."""
     b, hq, d = q.shape
     hkv = landmarks.shape[2]
+    width = -(-landmarks.shape[3] // 16) * 16 if padded else None
     return landmark_scores(q.reshape(b, hkv, hq // hkv, d), landmarks, layer, scale=d ** -0.5, interpret=interpret,
-                           **DECODE_LAUNCH)
+                           width=width, **DECODE_LAUNCH)
 
 
 def two_kernels(q, landmarks, chunk_ids, num_chunks, k, layer, interpret):
@@ -50,7 +52,7 @@ def two_kernels(q, landmarks, chunk_ids, num_chunks, k, layer, interpret):
 
 
 def fused(q, landmarks, chunk_ids, num_chunks, k, layer, interpret, num_warps):
-    return select_top_chunks(_scores(q, landmarks, layer, interpret), chunk_ids, num_chunks, k, layer,
+    return select_top_chunks(_scores(q, landmarks, layer, interpret, padded=True), chunk_ids, num_chunks, k, layer,
                              num_warps=num_warps, interpret=interpret)
 
 

@@ -61,7 +61,8 @@
 #   anat34: the attention kernel's launches (ncu, loop), the landmark kernel's loop, ShadowKV with the fastest;
 #   anat35: chunk ids a block ahead (attention), reloaded under the mask (selection): tests, A/B, ShadowKV;
 #   final36a, final36b: the kept version's compiled tests, both methods at 122,880, ShadowKV at 65,536 and 80 GB,
-#           the profiled step; anat37: the kept selection and attention kernels under ncu
+#           the profiled step; anat37: the kept selection and attention kernels under ncu;
+#   sel38: the selection's packed prefix sum and vector loads of padded score rows, with and without
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -916,6 +917,20 @@ anat37)  # the kept version's selection and attention kernels under ncu (full se
       > "$OUT/ncu_sass_selection_anat37.csv" 2>&1
   $NCU -i /tmp/anat37.ncu-rep --page source --csv --print-source sass -k regex:gather \
       > "$OUT/ncu_sass_attention_anat37.csv" 2>&1; wc -l "$OUT"/*.csv
+  ;;
+sel38)  # the selection's one packed prefix sum and its score rows padded to 16-byte vectors: compiled tests, the
+  # selection paths with both and without (benchmarks/patches/selection_before_sel38.patch), ShadowKV at
+  # 122,880 x 10 with both and without
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "threshold or top_k or chunk_selection or landmark" 2>&1 | tail -2 | tee "$OUT/kernel_tests_sel38_h200.txt"
+  timeout 60 python3 benchmarks/bench_select.py --batch 10 --context 122880 --warps 16 \
+      --json "$OUT/select_sel38_h200.json" 2>&1 | tail -1
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_sel38.json"
+  git apply benchmarks/patches/selection_before_sel38.patch || exit 1
+  timeout 60 python3 benchmarks/bench_select.py --batch 10 --context 122880 --warps 16 2>&1 | tail -1
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 \
+      --json "$OUT/tput_llama_122880_shadowkv_sel38_before.json"
+  git apply -R benchmarks/patches/selection_before_sel38.patch
   ;;
 final36a)  # the kept version (chunk ids a block ahead, 3 stages; the landmark kernel's loop launch): compiled tests,
   # then both methods at their largest batches at 122,880

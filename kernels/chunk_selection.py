@@ -12,7 +12,8 @@ ids each wrote and read the rows again. Here a program reads its G score rows on
 (N <= 16,384, i.e. up to 131,072 tokens at c = 8) the softmax statistics, the score and the counting passes all
 run in registers. Longer rows go tile by tile, the keys staged in a scratch output.
 
-Shapes: s [B, Hkv, G, N] f32; chunk_ids [L, B, Hkv, N] int32 (the stacked state's, read in place at `layer`);
+Shapes: s [B, Hkv, G, N'] f32, N' = N or the rows padded (landmark_scores' `width`: columns past N are never
+used, whatever they hold); chunk_ids [L, B, Hkv, N] int32 (the stacked state's, read in place at `layer`);
 num_chunks [B] int32 -> [B, Hkv, k] int32.
 """
 
@@ -50,7 +51,8 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
         return in_row(i) & (ids(i) < num)
 
     def logits(i, g, valid):
-        x = plt.load(s_ref.at[b, h, g, slots(i)], mask=in_row(i), other=NEG_INF)
+        # loaded up to the padded row's width, a multiple of 16 (16-byte vector loads), the padding then masked
+        x = plt.load(s_ref.at[b, h, g, slots(i)], mask=slots(i) < s_ref.shape[-1], other=NEG_INF)
         return jnp.where(valid, x, NEG_INF)
 
     def keys_from(i, score, valid):
@@ -108,10 +110,11 @@ def select_top_chunks(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array,
                       tile: int = MAX_TILE, num_warps: int = 16, interpret: bool = False) -> jax.Array:
     """s [B, Hkv, G, N] landmark scores, chunk_ids [L, B, Hkv, N] (read at `layer`), num_chunks [B] -> the
     chunk ids [B, Hkv, k] of the k slots with the highest max-over-group softmax, in increasing slot order."""
-    b, hkv, g, n = s.shape
-    if chunk_ids.ndim != 4 or chunk_ids.shape[1:] != (b, hkv, n):
+    b, hkv, g, width = s.shape
+    n = chunk_ids.shape[-1]
+    if chunk_ids.ndim != 4 or chunk_ids.shape[1:3] != (b, hkv) or not n <= width < n + 16:
         raise ValueError(f"chunk_ids shape {chunk_ids.shape} does not match scores {s.shape}: expected "
-                         f"[L, {b}, {hkv}, {n}]")
+                         f"[L, {b}, {hkv}, N] with N the scores' width, or less by under 16 (padded rows)")
     if not 0 < k <= n:
         raise ValueError(f"k={k} must be in [1, {n}] (the selectable chunks)")
     if tile & (tile - 1):

@@ -60,19 +60,25 @@ def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, blocks: int,
 DECODE_LAUNCH = {"block": 128, "blocks": 4, "num_warps": 4, "num_stages": 2}
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "block", "blocks", "num_warps", "num_stages", "interpret"))
+@functools.partial(jax.jit, static_argnames=("scale", "block", "blocks", "num_warps", "num_stages", "width",
+                                             "interpret"))
 def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0, block: int = 128,
-                    blocks: int = 1, num_warps: int = 4, num_stages: int = 1, interpret: bool = False) -> jax.Array:
-    """q [B, Hkv, G, D], landmarks [L, B, Hkv, N, D], layer -> scale * q . landmarks [B, Hkv, G, N] fp32.
+                    blocks: int = 1, num_warps: int = 4, num_stages: int = 1, width: int | None = None,
+                    interpret: bool = False) -> jax.Array:
+    """q [B, Hkv, G, D], landmarks [L, B, Hkv, N, D], layer -> scale * q . landmarks [B, Hkv, G, width] fp32.
 
     `blocks`: blocks of `block` landmarks per program, in a loop of `num_stages` software-pipelining stages
-    (1: one block per program, no loop)."""
+    (1: one block per program, no loop). `width` (default N): the rows' width, N or more; columns past N are
+    not written (e.g. rows padded to a multiple of 16, which the selection kernel then loads as vectors)."""
     b, hkv, g, d = q.shape
     if landmarks.ndim != 5 or landmarks.shape[1:3] != (b, hkv) or landmarks.shape[-1] != d:
         raise ValueError(f"landmarks shape {landmarks.shape} does not match q {q.shape}: expected [L, {b}, {hkv}, N, {d}]")
     if d & (d - 1):
         raise ValueError(f"head_dim={d} must be a power of two for the Pallas kernel")
     n = landmarks.shape[3]
+    width = n if width is None else width
+    if width < n:
+        raise ValueError(f"width={width} must be at least the landmarks' N={n}")
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
     # the dot's operands share the wider of the two dtypes, so neither is rounded (landmarks cast per block)
     q = q.astype(jnp.promote_types(q.dtype, landmarks.dtype))
@@ -80,7 +86,7 @@ def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, scale: float =
         raise ValueError(f"blocks={blocks} must be at least 1 (blocks of landmarks per program)")
     kernel = functools.partial(_kernel, n=n, block=block, blocks=blocks, groups_padded=padded_groups(g),
                                scale=float(scale))
-    return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((b, hkv, g, n), jnp.float32),
+    return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((b, hkv, g, width), jnp.float32),
                           grid=(b, hkv, pl.cdiv(n, block * blocks)), interpret=interpret,
                           compiler_params=compiler_params(interpret, num_warps, num_stages),
                           name="shadowkv_landmark_scores")(layer, q, landmarks)

@@ -497,6 +497,13 @@ def test_chunk_selection_kernel_matches_reference(b, hkv, g, n, k, tile):
         np.testing.assert_array_equal(got, np.asarray(select_top_chunks_reference(*args)))
         if b > 1 and k <= n // 2:
             assert (got[1] < num_chunks[1]).all()
+        # rows padded to a multiple of 16 (as the decode step's landmark kernel writes them): whatever the
+        # padding holds (here scores that would win), the same ids
+        width = -(-n // 16) * 16
+        if width > n:
+            padded = np.concatenate([s, np.full((b, hkv, g, width - n), 50.0, np.float32)], axis=-1)
+            got = select_top_chunks(jnp.asarray(padded), *args[1:], tile=tile, interpret=INTERPRET)
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(select_top_chunks_reference(*args)))
 
 
 def test_chunk_selection_kernel_refuses_bad_shapes():
@@ -524,10 +531,13 @@ def test_landmark_scores_match_reference(b, hkv, g, d, n, block, blocks, q_dtype
     q = jnp.asarray(rng.standard_normal((b, hkv, g, d)), q_dtype)
     lm = jnp.asarray(rng.standard_normal((3, b, hkv, n, d)), jnp.bfloat16)
     for layer in (0, 2):
+        # the looped launches write rows padded to a multiple of 16, as the decode step asks
+        width = -(-n // 16) * 16 if blocks > 1 else None
         got = landmark_scores(q, lm, jnp.int32(layer), scale=d ** -0.5, block=block, blocks=blocks,
-                              num_stages=2 if blocks > 1 else 1, interpret=INTERPRET)
+                              num_stages=2 if blocks > 1 else 1, width=width, interpret=INTERPRET)
         want = landmark_scores_reference(q, lm, jnp.int32(layer), scale=d ** -0.5)
-        assert got.shape == (b, hkv, g, n) and got.dtype == jnp.float32
+        assert got.shape == (b, hkv, g, width or n) and got.dtype == jnp.float32
+        got = got[..., :n]
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-4)
 
 
@@ -536,6 +546,8 @@ def test_landmark_scores_refuse_mismatched_shapes():
 
     with pytest.raises(ValueError, match=r"landmarks shape \(2, 1, 2, 16, 64\) does not match"):
         landmark_scores(jnp.zeros((1, 3, 4, 64)), jnp.zeros((2, 1, 2, 16, 64)), jnp.int32(0), interpret=True)
+    with pytest.raises(ValueError, match="width=8 must be at least the landmarks' N=16"):
+        landmark_scores(jnp.zeros((1, 2, 4, 64)), jnp.zeros((2, 1, 2, 16, 64)), jnp.int32(0), width=8, interpret=True)
 
 
 @pytest.mark.parametrize("reuse", [False, True], ids=["plain", "reuse"])

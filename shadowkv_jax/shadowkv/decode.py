@@ -43,7 +43,10 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
     if layer is not None:
         from ..kernels.landmark_scores import DECODE_LAUNCH, landmark_scores
 
-        s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret, **DECODE_LAUNCH)
+        # the selection kernel's rows padded to a multiple of 16: its loads of them are then 16-byte vectors
+        width = -(-landmarks.shape[-2] // 16) * 16 if top_k == "pallas" else None
+        s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret, width=width,
+                            **DECODE_LAUNCH)
     else:
         s = jnp.einsum("bhgd,bhnd->bhgn", qg, landmarks, preferred_element_type=jnp.float32) / math.sqrt(d)
     from ..kernels.chunk_selection import max_group_softmax, select_top_chunks
