@@ -108,8 +108,9 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
 @functools.partial(jax.jit, static_argnames=("k", "tile", "num_warps", "interpret"))
 def select_top_chunks(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array, k: int, layer=0, *,
                       tile: int = MAX_TILE, num_warps: int = 16, interpret: bool = False) -> jax.Array:
-    """s [B, Hkv, G, N] landmark scores, chunk_ids [L, B, Hkv, N] (read at `layer`), num_chunks [B] -> the
-    chunk ids [B, Hkv, k] of the k slots with the highest max-over-group softmax, in increasing slot order."""
+    """s [B, Hkv, G, N] landmark scores (or rows padded past N by fewer than 16 columns, which are never used),
+    chunk_ids [L, B, Hkv, N] (read at `layer`), num_chunks [B] -> the chunk ids [B, Hkv, k] of the k slots with
+    the highest max-over-group softmax, in increasing slot order."""
     b, hkv, g, width = s.shape
     n = chunk_ids.shape[-1]
     if chunk_ids.ndim != 4 or chunk_ids.shape[1:3] != (b, hkv) or not n <= width < n + 16:

@@ -185,6 +185,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
 
     init = (jnp.full((groups_padded,), NEG_INF, jnp.float32), jnp.zeros((groups_padded,), jnp.float32),
             jnp.zeros((groups_padded, d), jnp.float32))
+
     def splits_partial():
         return jax.lax.fori_loop(0, blocks_per_split, body, init + (chunk_ids(block_slots(0)),))[:3]
 
@@ -292,7 +293,7 @@ MIN_BLOCK_TOKENS = 16
 # 0.109-0.111, of 16-token blocks 0.132; 8 warps 0.127-0.139 (stages half12, wonce15). Loading W once per
 # program (w_once) changed nothing (0.105 against 0.106): ncu shows the same shared memory either way. With the
 # next block's chunk ids loaded a block ahead, 3 pipeline stages: 0.093 against 0.096 for 2 (anat35, 2026-12-02).
-# Each program takes 152 KB of shared memory and 248-255 registers a thread, so one program runs per SM (ncu).
+# A program then takes 221 KB of shared memory (152 with 2 stages) and 255 registers a thread: one per SM (ncu).
 DEVICE_VALUES_LAUNCH = {"block_tokens": 64, "num_splits": 8, "num_warps": 4, "num_stages": 3, "w_once": False}
 
 

@@ -80,11 +80,12 @@ def take_slots(key, in_row, t, ties_wanted, taken, ties):
     first, while `ties_wanted` remain. Returns (slot [tile], take [tile], taken, ties) with the running counts
     of slots used and ties seen updated for the next tile.
 
-    One prefix sum counts both the keys above t (low 16 bits) and the ties (high bits): a tile holds at most
-    16,384 keys, so neither count overflows its half. Two prefix sums took ~a quarter of the selection kernel's
-    time (ncu, H200)."""
-    if key.shape[-1] > 1 << 15:
-        raise ValueError(f"a tile of {key.shape[-1]} keys is over the 32,768 the packed prefix sum counts")
+    One prefix sum counts both the keys above t (low 16 bits) and the ties (high bits), so a tile holds fewer
+    than 32,768 keys (the kernels' tiles hold at most 16,384). With a prefix sum for each, the slots took about a
+    quarter of the selection kernel's samples (ncu, H200); with one, the landmark scores and the selection took
+    0.1292 against 0.1328 ms a layer at 122,880 x 10 (bench_select, stage sel38)."""
+    if key.shape[-1] >= 1 << 15:
+        raise ValueError(f"a tile of {key.shape[-1]} keys is over the 32,767 that the packed prefix sum counts")
     tie = (key == t) & in_row
     above = key > t
     packed = above.astype(jnp.int32) + jnp.left_shift(tie.astype(jnp.int32), 16)

@@ -440,6 +440,9 @@ def test_top_k_kernel_picks_the_same_set(rows, n, k, tile):
 def test_top_k_kernel_refuses_k_beyond_the_row():
     with pytest.raises(ValueError, match="k=9 must be in"):
         top_k_indices(jnp.zeros((2, 8)), 9, interpret=True)
+    # the slots' packed prefix sum counts ties in 16 bits of an int32: a tile of 2^15 keys could overflow it
+    with pytest.raises(ValueError, match="a tile of 32768 keys is over the 32,767"):
+        top_k_indices(jnp.zeros((1, 40000)), 5, tile=1 << 15, interpret=True)
 
 
 @pytest.mark.parametrize("tiles", [1, 3])
