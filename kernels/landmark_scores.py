@@ -12,7 +12,9 @@ in fp32 and accumulate in fp32; the scale is applied after, in fp32. An earlier 
 products row by row on the CUDA cores: 0.167 ms per layer at 122,880 tokens x 10 on an H200 against
 0.110 for the dot (benchmarks/landmark_variants.py), which reads the 315 MB at the HBM rate.
 
-Shapes: q [B, Hkv, G, D]; landmarks [L, B, Hkv, N, D]; layer int32 -> scores [B, Hkv, G, N] fp32.
+Shapes: q [B, Hkv, G, D]; landmarks [L, B, Hkv, N, D]; layer int32 -> scores [B, Hkv, G, N] fp32 (or rows
+padded past N, `width`, for the selection kernel's vector loads). A program may score several blocks in a
+software-pipelined loop (`blocks`): with one block a program, each loaded its block and then waited for it.
 Limits of the Triton lowering: D a power of two.
 """
 
