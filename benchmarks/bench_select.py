@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import run_meta, save_json
-from shadowkv_jax.kernels.chunk_selection import max_group_softmax, select_top_chunks
+from shadowkv_jax.kernels.chunk_selection import max_group_softmax, padded_width, select_top_chunks
 from shadowkv_jax.kernels.landmark_scores import DECODE_LAUNCH, landmark_scores
 from shadowkv_jax.kernels.top_k import top_k_indices
 from shadowkv_jax.shadowkv.decode import select_chunks
@@ -39,7 +39,7 @@ def _scores(q, landmarks, layer, interpret, padded=False):
     padded to a multiple of 16, as it computes them for the selection kernel)."""
     b, hq, d = q.shape
     hkv = landmarks.shape[2]
-    width = -(-landmarks.shape[3] // 16) * 16 if padded else None
+    width = padded_width(landmarks.shape[3]) if padded else None
     return landmark_scores(q.reshape(b, hkv, hq // hkv, d), landmarks, layer, scale=d ** -0.5, interpret=interpret,
                            width=width, **DECODE_LAUNCH)
 

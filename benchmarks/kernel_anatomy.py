@@ -29,10 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shadowkv_jax.kernels.chunk_selection import select_top_chunks
-from shadowkv_jax.kernels.landmark_scores import DECODE_LAUNCH as LANDMARK_LAUNCH, landmark_scores
 from shadowkv_jax.kernels.sparse_attention import (DEVICE_VALUES_LAUNCH, rope_inv_freq_full,
                                                    sparse_attention_partials)
+from shadowkv_jax.shadowkv.decode import select_chunks
 
 HKV, G, D, RANK, C = 8, 4, 128, 160, 8
 BUDGET, OUTLIER_CHUNKS, LOCAL_CHUNKS, GENERATED = 1920, 45, 4, 66
@@ -60,10 +59,10 @@ def inputs(batch: int, context: int, layers: int = 2):
 
 
 def selection(st, layer, interpret=False):
-    """Landmark scores -> chunk ids [B, Hkv, k], as select_layer calls the two kernels."""
-    s = landmark_scores(st["q"], st["landmarks"], layer, scale=1 / math.sqrt(D), interpret=interpret,
-                         **LANDMARK_LAUNCH)
-    return select_top_chunks(s, st["chunk_ids"], st["num_chunks"], BUDGET // C, layer, interpret=interpret)
+    """Landmark scores -> chunk ids [B, Hkv, k]: the step's own select_chunks (its two kernels)."""
+    b = st["q"].shape[0]
+    return select_chunks(st["q"].reshape(b, HKV * G, D), st["landmarks"], st["chunk_ids"], st["num_chunks"],
+                         BUDGET // C, top_k="pallas", interpret=interpret, layer=layer)
 
 
 def attention(st, layer, chunks, interpret=False, launch=None):

@@ -31,6 +31,15 @@ from .top_k import INT_MIN, sortable, take_slots, threshold
 # The largest row held in registers; longer rows run in tiles of this many slots.
 MAX_TILE = 16384
 
+# Score rows may be padded to a multiple of this many columns (landmark_scores' `width`): 16 fp32 columns keep every
+# row's start 16-byte aligned, so the kernel loads them as vectors.
+ROW_ALIGN = 16
+
+
+def padded_width(n: int) -> int:
+    """The width of n-column score rows padded for the selection kernel's vector loads."""
+    return -(-n // ROW_ALIGN) * ROW_ALIGN
+
 
 def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: int, groups: int, tile: int):
     # layer_ref [1] int32; num_ref [B] int32; s_ref [B, Hkv, G, N] f32; ids_ref [L, B, Hkv, N] int32;
@@ -51,7 +60,7 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
         return in_row(i) & (ids(i) < num)
 
     def logits(i, g, valid):
-        # loaded up to the padded row's width, a multiple of 16 (16-byte vector loads), the padding then masked
+        # loaded up to the padded row's width (padded_width: 16-byte vector loads), the padding then masked
         x = plt.load(s_ref.at[b, h, g, slots(i)], mask=slots(i) < s_ref.shape[-1], other=NEG_INF)
         return jnp.where(valid, x, NEG_INF)
 
@@ -108,14 +117,14 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
 @functools.partial(jax.jit, static_argnames=("k", "tile", "num_warps", "interpret"))
 def select_top_chunks(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array, k: int, layer=0, *,
                       tile: int = MAX_TILE, num_warps: int = 16, interpret: bool = False) -> jax.Array:
-    """s [B, Hkv, G, N] landmark scores (or rows padded past N by fewer than 16 columns, which are never used),
+    """s [B, Hkv, G, N] landmark scores (or rows padded past N to padded_width(N), columns never used),
     chunk_ids [L, B, Hkv, N] (read at `layer`), num_chunks [B] -> the chunk ids [B, Hkv, k] of the k slots with
     the highest max-over-group softmax, in increasing slot order."""
     b, hkv, g, width = s.shape
     n = chunk_ids.shape[-1]
-    if chunk_ids.ndim != 4 or chunk_ids.shape[1:3] != (b, hkv) or not n <= width < n + 16:
+    if chunk_ids.ndim != 4 or chunk_ids.shape[1:3] != (b, hkv) or not n <= width < n + ROW_ALIGN:
         raise ValueError(f"chunk_ids shape {chunk_ids.shape} does not match scores {s.shape}: expected "
-                         f"[L, {b}, {hkv}, N] with N the scores' width, or less by under 16 (padded rows)")
+                         f"[L, {b}, {hkv}, N] with N the scores' width, or less by under {ROW_ALIGN} (padded rows)")
     if not 0 < k <= n:
         raise ValueError(f"k={k} must be in [1, {n}] (the selectable chunks)")
     if tile & (tile - 1):

@@ -486,7 +486,7 @@ def test_threshold_search_finds_the_top_k_anywhere_in_int32(tiles):
 def test_chunk_selection_kernel_matches_reference(b, hkv, g, n, k, tile):
     """Softmax, group max, top-k and chunk ids in one kernel: the same ids as the jnp path, in the same
     (increasing slot) order; padding chunks (id >= num_chunks) never win; ties go to the lower slot."""
-    from shadowkv_jax.kernels.chunk_selection import select_top_chunks, select_top_chunks_reference
+    from shadowkv_jax.kernels.chunk_selection import padded_width, select_top_chunks, select_top_chunks_reference
 
     rng = np.random.default_rng(n)
     s = rng.standard_normal((b, hkv, g, n)).astype(np.float32) * 3
@@ -502,7 +502,7 @@ def test_chunk_selection_kernel_matches_reference(b, hkv, g, n, k, tile):
             assert (got[1] < num_chunks[1]).all()
         # rows padded to a multiple of 16 (as the decode step's landmark kernel writes them): whatever the
         # padding holds (here scores that would win), the same ids
-        width = -(-n // 16) * 16
+        width = padded_width(n)
         if width > n:
             padded = np.concatenate([s, np.full((b, hkv, g, width - n), 50.0, np.float32)], axis=-1)
             got = select_top_chunks(jnp.asarray(padded), *args[1:], tile=tile, interpret=INTERPRET)
@@ -528,6 +528,7 @@ def test_chunk_selection_kernel_refuses_bad_shapes():
     (1, 2, 4, 64, 256, 32, 2, jnp.bfloat16),  # N exactly 4 programs of 2 blocks
 ])
 def test_landmark_scores_match_reference(b, hkv, g, d, n, block, blocks, q_dtype):
+    from shadowkv_jax.kernels.chunk_selection import padded_width
     from shadowkv_jax.kernels.landmark_scores import landmark_scores, landmark_scores_reference
 
     rng = np.random.default_rng(3)
@@ -535,7 +536,7 @@ def test_landmark_scores_match_reference(b, hkv, g, d, n, block, blocks, q_dtype
     lm = jnp.asarray(rng.standard_normal((3, b, hkv, n, d)), jnp.bfloat16)
     for layer in (0, 2):
         # the looped launches write rows padded to a multiple of 16, as the decode step asks
-        width = -(-n // 16) * 16 if blocks > 1 else None
+        width = padded_width(n) if blocks > 1 else None
         got = landmark_scores(q, lm, jnp.int32(layer), scale=d ** -0.5, block=block, blocks=blocks,
                               num_stages=2 if blocks > 1 else 1, width=width, interpret=INTERPRET)
         want = landmark_scores_reference(q, lm, jnp.int32(layer), scale=d ** -0.5)

@@ -41,10 +41,11 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
     hkv = landmarks.shape[-3]
     qg = q.reshape(b, hkv, hq // hkv, d)
     if layer is not None:
+        from ..kernels.chunk_selection import padded_width
         from ..kernels.landmark_scores import DECODE_LAUNCH, landmark_scores
 
-        # the selection kernel's rows padded to a multiple of 16: its loads of them are then 16-byte vectors
-        width = -(-landmarks.shape[-2] // 16) * 16 if top_k == "pallas" else None
+        # the selection kernel's rows padded: its loads of them are then 16-byte vectors
+        width = padded_width(landmarks.shape[-2]) if top_k == "pallas" else None
         s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret, width=width,
                             **DECODE_LAUNCH)
     else:
