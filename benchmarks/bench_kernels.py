@@ -2,8 +2,9 @@
 
     python benchmarks/bench_kernels.py [--contexts 32768 131072] [--batches 1 4 8 16] [--json OUT]
 
-One layer's kernel call (Hkv 8, G 4, D 128, rank 160, chunk 8, budget 2048 tokens = 256 chunks) with
-values on the device and in pinned host memory. Each configuration is first checked against the jnp
+One layer's kernel call (Hkv 8, G 4, D 128, rank 160, chunk 8, budget 2048 tokens = 256 chunks, or --budget) with
+values on the device and in pinned host memory; with --exact, also the decode step's three exact segments (4 local
+chunks, 45 outlier chunks, 66 generated rows half full) read in the same launch, as the step calls it. Each configuration is first checked against the jnp
 reference on the GPU, then timed (median of --repeats calls, selections rotated so caches do not
 flatter it). Roofline: device values -> bytes / HBM bandwidth; host values -> max(HBM part / HBM
 bandwidth, value bytes / measured host->device bandwidth). Both bandwidths are measured here.
@@ -23,11 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import run_meta, save_json
-from shadowkv_jax.kernels.sparse_attention import (combine, expected_bytes, rope_inv_freq_full,
+from shadowkv_jax.kernels.decode_attention import combine_splits
+from shadowkv_jax.kernels.sparse_attention import (expected_bytes, rope_inv_freq_full,
                                                    sparse_attention_partials,
                                                    sparse_attention_partials_reference)
 
 HKV, G, D, RANK, C, BUDGET = 8, 4, 128, 160, 8, 2048
+EXACT_ROWS = {"local": 4 * C, "outliers": 45 * C, "generated": 66}  # the bench's ShadowKV config at decode
 
 
 def median_time(fn, args_list, repeats):
@@ -44,10 +47,10 @@ def median_time(fn, args_list, repeats):
 def in_loop(n, launch: dict, inv, layer):
     """n kernel calls (sparse_attention_partials' options `launch`) in one jit, cycling through the stacked
     selections; each call's output feeds a running sum, so none is dropped and they run one after another, as
-    layers do."""
-    def run(q, a, w, sels, v):
+    layers do. `exact`: the launch's exact segments, or ()."""
+    def run(q, a, w, sels, v, exact):
         def body(i, acc):
-            out = sparse_attention_partials(q, a, w, sels[i % sels.shape[0]], v, inv, layer, **launch)
+            out = sparse_attention_partials(q, a, w, sels[i % sels.shape[0]], v, inv, layer, exact=exact, **launch)
             return acc + out[0][0, 0, 0, 0, 0]
         return jax.lax.fori_loop(0, n, body, jnp.float32(0))
     return jax.jit(run)
@@ -78,6 +81,9 @@ def main(argv=None) -> int:
                    help="1: the kernel loads W once per program (w_once), 0: in every block")
     p.add_argument("--launches", nargs="+", default=None,
                    help="splits/block/warps/stages/w_once launches, in place of the product of the options above")
+    p.add_argument("--budget", type=int, default=BUDGET, help="selected tokens per KV head (the step's: 1920)")
+    p.add_argument("--exact", action="store_true",
+                   help="also read the step's three exact segments in the launch (EXACT_ROWS)")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--in-loop", type=int, default=32,
                    help="also time this many calls inside one compiled loop (as in a decode step's layer scan), "
@@ -88,7 +94,7 @@ def main(argv=None) -> int:
     hbm_bw, pcie_bw = measure_bandwidths()
     print(f"measured HBM {hbm_bw / 1e12:.2f} TB/s, host->device {pcie_bw / 1e9:.1f} GB/s", flush=True)
     rng = np.random.default_rng(0)
-    k = BUDGET // C
+    k = args.budget // C
     inv = jnp.asarray(rope_inv_freq_full(1.0 / (500000.0 ** (np.arange(0, D, 2) / D))))
     rows = []
     for ctx in args.contexts:
@@ -102,7 +108,17 @@ def main(argv=None) -> int:
             selections = [jnp.asarray(np.sort(rng.random((b, HKV, n_c)).argsort(-1)[..., :k], -1), jnp.int32)
                           for _ in range(4)]
             layer = jnp.int32(0)
-            nbytes = expected_bytes(b, HKV, BUDGET, RANK, D)
+            nbytes = expected_bytes(b, HKV, args.budget, RANK, D)
+            exact = ()
+            if args.exact:  # (k, v, valid rows) of each segment, stacked over one layer as the state holds them
+                seg = lambda i, n: tuple(jax.random.normal(jax.random.key(10 + 2 * i + j), (1, b, HKV, n, D),
+                                                           jnp.bfloat16) for j in range(2))
+                seg_rows = list(EXACT_ROWS.values())
+                exact = tuple(seg(i, n) + (jnp.full((b,), n if i < 2 else n // 2, jnp.int32),)
+                              for i, n in enumerate(seg_rows))
+                extra = sum(seg_rows[:2]) + seg_rows[2] // 2  # rows attended: their K and V are read
+                nbytes = {**nbytes, "exact": b * HKV * extra * 2 * D * 2}
+                nbytes["total"] += nbytes["exact"]
             for placement in args.placements:
                 vals = vals_dev if placement == "device" else jax.device_put(
                     vals_dev, jax.sharding.SingleDeviceSharding(dev, memory_kind="pinned_host"))
@@ -117,10 +133,10 @@ def main(argv=None) -> int:
                     once = bool(once)
                     launch = dict(chunk_size=C, block_tokens=block, num_splits=splits, num_warps=warps,
                                   num_stages=stages, w_once=once)
-                    fn = jax.jit(lambda q, a, w, ch, v, kw=launch:
-                                 sparse_attention_partials(q, a, w, ch, v, inv, layer, **kw))
+                    fn = jax.jit(lambda q, a, w, ch, v, ex, kw=launch:
+                                 sparse_attention_partials(q, a, w, ch, v, inv, layer, exact=ex, **kw))
                     try:
-                        got = fn(q, a, w, selections[0], vals)
+                        got = fn(q, a, w, selections[0], vals, exact)
                     except Exception as e:  # e.g. a launch whose tiles overflow shared memory: say so, go on
                         row = {"context": ctx, "batch": b, "placement": placement, "splits": splits,
                                "block_tokens": block, "warps": warps, "stages": stages, "w_once": once,
@@ -128,12 +144,10 @@ def main(argv=None) -> int:
                         rows.append(row)
                         print(json.dumps(row), flush=True)
                         continue
-                    empty = [(jnp.zeros((b, HKV, 1, D), q.dtype),) * 2 + (jnp.zeros((b, 1, 1), bool),)]
-                    o = np.asarray(combine(got, q, empty))
                     ref = sparse_attention_partials_reference(q, a, w, selections[0], vals_dev, inv, layer,
-                                                              chunk_size=C)
-                    err = float(np.abs(o - np.asarray(combine(ref, q, empty))).max())
-                    t = median_time(fn, [(q, a, w, s, vals) for s in selections], args.repeats)
+                                                              chunk_size=C, exact=exact)
+                    err = float(np.abs(np.asarray(combine_splits(got)) - np.asarray(combine_splits(ref))).max())
+                    t = median_time(fn, [(q, a, w, s, vals, exact) for s in selections], args.repeats)
                     row = {"context": ctx, "batch": b, "placement": placement, "splits": splits,
                            "block_tokens": block, "warps": warps, "stages": stages, "w_once": once,
                            "ms": 1e3 * t,
@@ -141,15 +155,15 @@ def main(argv=None) -> int:
                            "bytes": nbytes, "max_abs_err_vs_reference": err}
                     if args.in_loop:
                         looped = in_loop(args.in_loop, launch, inv, layer)
-                        t_loop = median_time(looped, [(q, a, w, jnp.stack(selections), vals)],
+                        t_loop = median_time(looped, [(q, a, w, jnp.stack(selections), vals, exact)],
                                              max(3, args.repeats // 4)) / args.in_loop
                         row.update(ms_in_loop=1e3 * t_loop, pct_of_roofline_in_loop=100 * roof / t_loop)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                 if placement == "device":
-                    ref_fn = jax.jit(lambda q, a, w, ch, v: sparse_attention_partials_reference(
-                        q, a, w, ch, v, inv, layer, chunk_size=C))
-                    t = median_time(ref_fn, [(q, a, w, s, vals) for s in selections], args.repeats)
+                    ref_fn = jax.jit(lambda q, a, w, ch, v, ex: sparse_attention_partials_reference(
+                        q, a, w, ch, v, inv, layer, chunk_size=C, exact=ex))
+                    t = median_time(ref_fn, [(q, a, w, s, vals, exact) for s in selections], args.repeats)
                     rows.append({"context": ctx, "batch": b, "placement": "device", "impl": "jnp-reference",
                                  "ms": 1e3 * t, "roofline_ms": 1e3 * roof, "pct_of_roofline": 100 * roof / t})
                     print(json.dumps(rows[-1]), flush=True)

@@ -12,9 +12,9 @@ Per (sequence b, KV head h, split s), in blocks of T tokens (whole chunks):
      with value reuse, chunks also selected at the previous step come from a device cache instead
      and only the misses cross PCIe.
 Each split writes an unnormalised partial (acc, m, l). The exact segments [local | outliers | generated] are
-either read in the same launch (`exact`: one more program per (b, h) for each, keys as stored; the splits are
-then merged by decode_attention.combine_splits) or passed to `combine`, which merges them and the splits into one
-softmax (flash-decoding).
+either read in the same launch (`exact`: one more program per (b, h) reads them all, one after another, keys as
+stored; the splits are then merged by decode_attention.combine_splits) or passed to `combine`, which merges them and
+the splits into one softmax (flash-decoding).
 
 Bytes read per (b, h): the A rows of k*c tokens (r each), W_h (r x D), k*c value rows (D each)
 and k chunk ids; nothing is written back but the [G, D] partials. `expected_bytes` gives the roofline.
@@ -98,7 +98,8 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     # cache_ref [B, Hkv, k, c, D] in, new_cache_ref [B, Hkv, k, c, D] out;
     # with exact segments: exact_valid_ref [n_seg, B] int32 and each segment's K and V [L, B, Hkv, n_i, D];
     # with after: num_after more inputs, never read (they only order this kernel after their writers)
-    # outputs: o_ref [B, Hkv, S + n_seg, Gp, D] f32; m_ref, l_ref [B, Hkv, S + n_seg, Gp] f32
+    # outputs: o_ref [B, Hkv, S + 1, Gp, D] f32 with exact segments, else [B, Hkv, S, Gp, D]; m_ref, l_ref the same
+    # without D
     from jax.experimental.pallas import triton as plt
 
     n_values = 1 if host_rows is None else 2
@@ -112,9 +113,10 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     else:
         o_ref, m_ref, l_ref = rest
     b, h, program = pl.program_id(0), pl.program_id(1), pl.program_id(2)
-    # programs 0..n_seg-1 are the exact segments, the rest the splits: the GPU starts the lowest ids first, and
-    # a segment's program (its rows one block after another) is the longest, so it must not be the tail
-    n_seg = len(exact_sizes)
+    # program 0 reads the exact segments when there are any, the rest are the splits: the GPU starts the lowest ids
+    # first, and the segments' program (their rows one block after another) is the longest, so it must not be the
+    # tail
+    n_seg = 1 if exact_sizes else 0
     s = program - n_seg  # the split of a split's program
     layer, w_layer = layer_ref[0], layer_ref[1]
     d = q_ref.shape[-1]
@@ -197,10 +199,15 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     def _():
         write(*splits_partial())
 
-    for i, n in enumerate(exact_sizes):  # one more program per (b, h) for each exact segment
-        pl.when(program == i)(functools.partial(
-            _exact_segment, exact_refs[0], exact_refs[1 + 2 * i], exact_refs[2 + 2 * i], q_ref, layer, b, h, i, n,
-            groups_padded, init, functools.partial(write, out=num_splits + i)))
+    @pl.when(program == 0)
+    def _():  # one program per (b, h) for all the exact segments: one each, most of them took a block or two and
+        # spent their time starting, on an SM of their own
+        q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D]: exact keys are stored whole, after RoPE
+        carry = init
+        for i, n in enumerate(exact_sizes):
+            carry = _exact_segment(exact_refs[0], exact_refs[1 + 2 * i], exact_refs[2 + 2 * i], q, layer, b, h, i,
+                                   n, carry)
+        write(*carry, out=num_splits)
 
 
 # Rows per block of an exact segment's program (keys read as stored: no reconstruction). 64 against 32: the
@@ -208,12 +215,12 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
 EXACT_BLOCK_TOKENS = 64
 
 
-def _exact_segment(valid_ref, k_ref, v_ref, q_ref, layer, b, h, i: int, n: int, groups_padded: int, init, write):
-    """Online softmax of the query group over rows [0, valid_ref[i, b]) of one exact segment (its K and V
-    [L, B, Hkv, n, D] read in place at `layer`); rows past the valid count are masked loads (no traffic)."""
+def _exact_segment(valid_ref, k_ref, v_ref, q, layer, b, h, i: int, n: int, carry):
+    """The online softmax (m, l, acc) `carry` continued over rows [0, valid_ref[i, b]) of exact segment i (its K and
+    V [L, B, Hkv, n, D] read in place at `layer`) for the query group q [Gp, D]; rows past the valid count are
+    masked loads (no traffic)."""
     from jax.experimental.pallas import triton as plt
 
-    q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D]: exact keys are stored whole, after RoPE
     valid = jnp.minimum(valid_ref[i, b], n)
     iota = jax.lax.broadcasted_iota(jnp.int32, (EXACT_BLOCK_TOKENS,), 0)
     col = jax.lax.broadcasted_iota(jnp.int32, (1, q.shape[-1]), 1)
@@ -231,7 +238,7 @@ def _exact_segment(valid_ref, k_ref, v_ref, q_ref, layer, b, h, i: int, n: int, 
         alpha = jnp.exp(m - m_new)
         return m_new, l * alpha + jnp.sum(p, axis=1), acc * alpha[:, None] + _dot(p.astype(vb.dtype), vb)
 
-    write(*jax.lax.fori_loop(0, -(-n // EXACT_BLOCK_TOKENS), body, init))
+    return jax.lax.fori_loop(0, -(-n // EXACT_BLOCK_TOKENS), body, carry)
 
 
 def _load_values(value_refs, host_rows: int | None, layer, row, h, chunk, t_in_chunk, d: int, mask):
@@ -335,8 +342,8 @@ def sparse_attention_partials(q, a, w, chunks, values, inv_freq, layer, value_ca
     `exact`: segments attended exactly in the same launch, each (k, v, valid): k, v [L, B, Hkv, n, D] (the whole
     stacked arrays, read in place at `layer`; row i of q reads their row i, whatever `value_row`), valid [B]
     int32 rows of each sequence to attend (None: all n).
-    Each adds one program per (b, h), launched before the splits' programs, and one split to the partials,
-    after the kernel's own;
+    One more program per (b, h), launched before the splits' programs, reads them all and adds one split to the
+    partials, after the kernel's own;
     `decode_attention.combine_splits(partials)` then merges everything. Reading them here replaces the copy of the
     segments into one array and the softmax over it that `combine` does with segments, which ran after the kernel
     on the critical path.
@@ -395,7 +402,7 @@ def _launch(q, a, w, chunks, values, tables, layer, value_cache, previous, *, ch
                                host_rows=host_rows, num_after=len(jax.tree.leaves(after)), w_once=w_once,
                                exact_sizes=exact_sizes)
     params = compiler_params(interpret, num_warps, num_stages)
-    programs = splits + len(exact_sizes)
+    programs = splits + (1 if exact_sizes else 0)
     out_shape = partials_shape(b, hkv, programs, gp, d)
     args = [layers, q, a, w if stacked_w else w[None], chunks, *tables, *value_arrays]
     prepared = (q, chunks) if stacked_w else (q, w, chunks)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from shadowkv_jax.kernels.decode_attention import combine_splits
-from shadowkv_jax.kernels.sparse_attention import (combine, rope_inv_freq_full, sparse_attention_partials, plan,
+from shadowkv_jax.kernels.sparse_attention import (combine, exact_partials_reference, rope_inv_freq_full,
+                                                   sparse_attention_partials, plan,
                                                    sparse_attention_partials_reference)
 from shadowkv_jax.kernels.top_k import top_k_indices, top_k_indices_reference
 
@@ -153,8 +154,8 @@ def _segments(seed, layers, batch, kv_heads, d, sizes, dtype):
 
 @pytest.mark.parametrize("reuse", [False, True])
 def test_exact_segments_in_the_launch_match_the_combine(reuse):
-    """`exact` segments read in the kernel (one program each per (b, h), in place at the layer) must give what
-    `combine` gives with the same segments as layer slices and masks, and match the jnp reference. Row counts
+    """`exact` segments read in the kernel (one program per (b, h) for all of them, in place at the layer) must give
+    what `combine` gives with the same segments as layer slices and masks, and match the jnp reference. Row counts
     straddle the exact blocks (EXACT_BLOCK_TOKENS = 64: 66 rows in two); one segment is empty, valid counts
     include 0 and the whole segment."""
     c, k, n_c, batch, g, d = 8, 21, 50, 3, 4, 128
@@ -172,7 +173,7 @@ def test_exact_segments_in_the_launch_match_the_combine(reuse):
         reuse_args = (cache, previous)
     got = sparse_attention_partials(q, a, w, chunks, values, inv, layer, *reuse_args, chunk_size=c,
                                     block_tokens=32, num_splits=2, exact=tuple(segs), interpret=INTERPRET)
-    assert got[0].shape[2] == 2 + 3  # two splits, then one per non-empty segment
+    assert got[0].shape[2] == 2 + 1  # two splits, then one for the segments
     plain = sparse_attention_partials(q, a, w, chunks, values, inv, layer, *reuse_args, chunk_size=c,
                                       block_tokens=32, num_splits=2, interpret=INTERPRET)
     np.testing.assert_array_equal(np.asarray(got[0][:, :, :2]), np.asarray(plain[0]))
@@ -186,6 +187,12 @@ def test_exact_segments_in_the_launch_match_the_combine(reuse):
     np.testing.assert_allclose(in_launch, by_combine, atol=2e-5, rtol=2e-5)
     ref = sparse_attention_partials_reference(q, a, w, chunks, values, inv, layer, chunk_size=c, exact=tuple(segs))
     np.testing.assert_allclose(in_launch, np.asarray(combine_splits(ref[:3])), atol=2e-4, rtol=2e-4)
+    # the segments' own partial: one softmax carried through all three, as the reference's second split
+    seg_ref = exact_partials_reference(q, segs, layer)
+    top = np.asarray(seg_ref[1])[:, :, 0]
+    np.testing.assert_allclose(np.asarray(got[1][:, :, 2]), top, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(np.asarray(got[2][:, :, 2]), np.asarray(seg_ref[2])[:, :, 0], rtol=2e-4)
+    np.testing.assert_allclose(np.asarray(got[0][:, :, 2]), np.asarray(seg_ref[0])[:, :, 0], rtol=2e-4, atol=2e-4)
 
 
 def test_exact_segments_of_the_wrong_shape_are_refused():
