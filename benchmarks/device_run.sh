@@ -63,6 +63,8 @@
 #   final36a, final36b: the kept version's compiled tests, both methods at 122,880, ShadowKV at 65,536 and 80 GB,
 #           the profiled step; anat37: the kept selection and attention kernels under ncu;
 #   sel38: the selection's packed prefix sum and vector loads of padded score rows, with and without
+#   exact39: one program for all the exact segments (against one each): compiled tests, the kernel with the step's
+#           segments in a launch sweep, ShadowKV at 122,880 x 10 with and without
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -917,6 +919,22 @@ anat37)  # the kept version's selection and attention kernels under ncu (full se
       > "$OUT/ncu_sass_selection_anat37.csv" 2>&1
   $NCU -i /tmp/anat37.ncu-rep --page source --csv --print-source sass -k regex:gather \
       > "$OUT/ncu_sass_attention_anat37.csv" 2>&1; wc -l "$OUT"/*.csv
+  ;;
+exact39)  # one program per (b, h) for all three exact segments, against one program each
+  # (benchmarks/patches/exact_programs_before_exact39.patch): compiled tests, the kernel with the step's segments
+  # (both layouts, a few launches), ShadowKV at 122,880 x 10 with and without
+  SHADOWKV_KERNELS_COMPILED=1 timeout 170 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "exact_segments or in_place or partials_match" 2>&1 | tail -3 | tee "$OUT/kernel_tests_exact39_h200.txt"
+  KL="8/64/4/3/0 6/64/4/3/0 10/64/4/3/0 5/64/4/3/0"
+  kern() { timeout 120 python3 benchmarks/bench_kernels.py --contexts 122880 --batches 10 --placements device \
+      --budget 1920 --exact --launches $KL --repeats 10 --in-loop 32 --json "$1" 2>&1 | grep "^| 122880"; }
+  kern "$OUT/kernels_exact39_h200.json"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_exact39.json"
+  git apply benchmarks/patches/exact_programs_before_exact39.patch || exit 1
+  KL="8/64/4/3/0" kern "$OUT/kernels_exact39_before_h200.json"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 \
+      --json "$OUT/tput_llama_122880_shadowkv_exact39_before.json"
+  git apply -R benchmarks/patches/exact_programs_before_exact39.patch
   ;;
 sel38)  # the selection's one packed prefix sum and its score rows padded to 16-byte vectors: compiled tests, the
   # selection paths with both and without (benchmarks/patches/selection_before_sel38.patch), ShadowKV at
