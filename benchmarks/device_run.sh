@@ -65,6 +65,7 @@
 #   sel38: the selection's packed prefix sum and vector loads of padded score rows, with and without
 #   exact39: one program for all the exact segments (against one each): compiled tests, the kernel with the step's
 #           segments in a launch sweep, ShadowKV at 122,880 x 10 with and without
+#   cb40: the decode loop's command buffers scheduled CONCURRENT (kept), LHS and SERIALIZE: ShadowKV at 122,880 x 10
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -919,6 +920,16 @@ anat37)  # the kept version's selection and attention kernels under ncu (full se
       > "$OUT/ncu_sass_selection_anat37.csv" 2>&1
   $NCU -i /tmp/anat37.ncu-rep --page source --csv --print-source sass -k regex:gather \
       > "$OUT/ncu_sass_attention_anat37.csv" 2>&1; wc -l "$OUT"/*.csv
+  ;;
+cb40)  # the command buffers' scheduling mode (decoding.DECODE_COMPILER_OPTIONS): CONCURRENT, then LHS and SERIALIZE
+  # (benchmarks/patches/command_buffer_{lhs,serialize}.patch), ShadowKV at 122,880 x 10 on one machine
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_cb40.json"
+  for m in lhs serialize; do
+    git apply benchmarks/patches/command_buffer_$m.patch || exit 1
+    BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 \
+        --json "$OUT/tput_llama_122880_shadowkv_cb40_$m.json"
+    git apply -R benchmarks/patches/command_buffer_$m.patch
+  done
   ;;
 exact39)  # one program per (b, h) for all three exact segments, against one program each
   # (benchmarks/patches/exact_programs_before_exact39.patch): compiled tests, the kernel with the step's segments
