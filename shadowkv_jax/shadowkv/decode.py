@@ -9,7 +9,7 @@
    at the previous step too come from a device cache of last step's selection (the kernel reads
    only the misses from host memory; this reference path reads all and refreshes the cache);
 5. one softmax per query head over [local | outliers | selected | generated] (the kernel path reads the
-   exact segments in the same launch, one more program each, and merges its splits after).
+   exact segments in the same launch, one more program for all three, and merges its splits after).
 """
 
 from __future__ import annotations
