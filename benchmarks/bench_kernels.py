@@ -3,10 +3,10 @@
     python benchmarks/bench_kernels.py [--contexts 32768 131072] [--batches 1 4 8 16] [--json OUT]
 
 One layer's kernel call (Hkv 8, G 4, D 128, rank 160, chunk 8, budget 2048 tokens = 256 chunks, or --budget) with
-values on the device and in pinned host memory; with --exact, also the decode step's three exact segments (4 local
-chunks, 45 outlier chunks, 66 generated rows half full) read in the same launch, as the step calls it. Each configuration is first checked against the jnp
-reference on the GPU, then timed (median of --repeats calls, selections rotated so caches do not
-flatter it). Roofline: device values -> bytes / HBM bandwidth; host values -> max(HBM part / HBM
+values on the device and in pinned host memory; with --exact, also the decode step's three exact segments (the
+bench config's local and outlier chunks, its generated rows half full: kernel_anatomy's sizes) read in the same
+launch, as the step calls it. Each configuration is first checked against the jnp reference on the GPU, then
+timed (median of --repeats calls, selections rotated so caches do not flatter it). Roofline: device values -> bytes / HBM bandwidth; host values -> max(HBM part / HBM
 bandwidth, value bytes / measured host->device bandwidth). Both bandwidths are measured here.
 """
 
@@ -24,13 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import run_meta, save_json
+from kernel_anatomy import GENERATED, LOCAL_CHUNKS, OUTLIER_CHUNKS
 from shadowkv_jax.kernels.decode_attention import combine_splits
 from shadowkv_jax.kernels.sparse_attention import (expected_bytes, rope_inv_freq_full,
                                                    sparse_attention_partials,
                                                    sparse_attention_partials_reference)
 
 HKV, G, D, RANK, C, BUDGET = 8, 4, 128, 160, 8, 2048
-EXACT_ROWS = {"local": 4 * C, "outliers": 45 * C, "generated": 66}  # the bench's ShadowKV config at decode
+EXACT_ROWS = {"local": LOCAL_CHUNKS * C, "outliers": OUTLIER_CHUNKS * C, "generated": GENERATED}
 
 
 def median_time(fn, args_list, repeats):

@@ -116,8 +116,8 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     # program 0 reads the exact segments when there are any, the rest are the splits: the GPU starts the lowest ids
     # first, and the segments' program (their rows one block after another) is the longest, so it must not be the
     # tail
-    n_seg = 1 if exact_sizes else 0
-    s = program - n_seg  # the split of a split's program
+    exact_programs = 1 if exact_sizes else 0
+    s = program - exact_programs  # the split of a split's program
     layer, w_layer = layer_ref[0], layer_ref[1]
     d = q_ref.shape[-1]
     # the query by head_parts: the two rotated halves, then the dims partial rotary leaves alone (if any)
@@ -191,7 +191,7 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
     def splits_partial():
         return jax.lax.fori_loop(0, blocks_per_split, body, init + (chunk_ids(block_slots(0)),))[:3]
 
-    if not n_seg:
+    if not exact_programs:
         write(*splits_partial())
         return
 
@@ -200,8 +200,8 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
         write(*splits_partial())
 
     @pl.when(program == 0)
-    def _():  # one program per (b, h) for all the exact segments: one each, most of them took a block or two and
-        # spent their time starting, on an SM of their own
+    def _():  # all the exact segments in one program: with a program each, most read a block or two of rows and
+        # spent their time starting, each on an SM of its own
         q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D]: exact keys are stored whole, after RoPE
         carry = init
         for i, n in enumerate(exact_sizes):
