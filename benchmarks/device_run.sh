@@ -66,8 +66,9 @@
 #   exact39: one program for all the exact segments (against one each): compiled tests, the kernel with the step's
 #           segments in a launch sweep, ShadowKV at 122,880 x 10 with and without
 #   cb40: the decode loop's command buffers scheduled CONCURRENT (kept), LHS and SERIALIZE: ShadowKV at 122,880 x 10
-#   qpre41: q rotated by the landmark kernel, the attention kernel's last split without padding blocks: compiled
-#           tests, ShadowKV at 122,880 x 10 with both, and without each
+#   qpre41: q rotated by the landmark kernel (not kept), the attention kernel's last split without padding blocks
+#           (kept): compiled tests, ShadowKV at 122,880 x 10 with both, and with each alone
+#   hit42: the kept version's profiled step; ShadowKV without the per-layer hit rate, with 10 and 15 splits
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -923,17 +924,31 @@ anat37)  # the kept version's selection and attention kernels under ncu (full se
   $NCU -i /tmp/anat37.ncu-rep --page source --csv --print-source sass -k regex:gather \
       > "$OUT/ncu_sass_attention_anat37.csv" 2>&1; wc -l "$OUT"/*.csv
   ;;
-qpre41)  # the landmark kernel rotating q before RoPE itself, and the attention kernel's last split stopping at the
-  # last block: compiled tests, ShadowKV at 122,880 x 10 with both, without the first
-  # (benchmarks/patches/query_after_rope.patch) and without the second (benchmarks/patches/padding_blocks.patch)
+qpre41)  # the attention kernel's last split stopping at the last block (kept) and the landmark kernel rotating q before
+  # RoPE itself (benchmarks/patches/query_pre_in_landmark.patch, slower: not kept), as run: compiled tests with both,
+  # ShadowKV at 122,880 x 10 with both, with the kept change alone, and with the rotation alone
+  # (benchmarks/patches/padding_blocks.patch)
+  git apply benchmarks/patches/query_pre_in_landmark.patch || exit 1
   SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
       -k "landmark or partials_match or exact_segments or in_place or blocks_are or w_loaded" 2>&1 | tail -3 \
       | tee "$OUT/kernel_tests_qpre41_h200.txt"
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_qpre41.json"
-  for p in query_after_rope padding_blocks; do
+  git apply -R benchmarks/patches/query_pre_in_landmark.patch
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 \
+      --json "$OUT/tput_llama_122880_shadowkv_qpre41_query_after_rope.json"
+  git apply benchmarks/patches/query_pre_in_landmark.patch benchmarks/patches/padding_blocks.patch || exit 1
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 \
+      --json "$OUT/tput_llama_122880_shadowkv_qpre41_padding_blocks.json"
+  git apply -R benchmarks/patches/query_pre_in_landmark.patch benchmarks/patches/padding_blocks.patch
+  ;;
+hit42)  # the kept version (no padding blocks) profiled, then ShadowKV at 122,880 x 10 without the per-layer hit rate
+  # (benchmarks/patches/no_hit_rate.patch: a measurement of what it costs, not a change) and with 10 and 15 splits
+  # of the attention kernel (30 blocks: 3 or 2 a split, none short)
+  BENCH_TIMEOUT=150 BTAIL=1 sk_device --context 122880 --batch 10 --profile \
+      --json "$OUT/prof_llama_122880_shadowkv_hit42.json"
+  for p in no_hit_rate splits10 splits15; do
     git apply benchmarks/patches/$p.patch || exit 1
-    BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 \
-        --json "$OUT/tput_llama_122880_shadowkv_qpre41_$p.json"
+    BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_hit42_$p.json"
     git apply -R benchmarks/patches/$p.patch
   done
   ;;

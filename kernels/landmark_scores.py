@@ -29,21 +29,15 @@ from jax.experimental import pallas as pl
 from .common import compiler_params, dot, load_query_group, padded_groups
 
 
-def _kernel(layer_ref, q_ref, *refs, n: int, block: int, blocks: int, groups_padded: int, scale: float,
-            rotary_dim: int | None, dtype):
-    # layer_ref [1] int32; q_ref [B' >= B, Hkv, G, D] (loaded as Gp >= 16 rows); with rotary_dim: cos_ref,
-    # sin_ref [B', R] f32 (q_ref then holds q before RoPE); lm_ref [L, B, Hkv, N, D];
+def _kernel(layer_ref, q_ref, lm_ref, s_ref, *, n: int, block: int, blocks: int, groups_padded: int, scale: float):
+    # layer_ref [1] int32; q_ref [B, Hkv, G, D] (loaded as Gp >= 16 rows); lm_ref [L, B, Hkv, N, D];
     # s_ref [B, Hkv, G, N] f32; program j scores rows [j * blocks * block, (j + 1) * blocks * block)
     from jax.experimental.pallas import triton as plt
 
     b, h, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
-    (cos_ref, sin_ref, lm_ref, s_ref) = refs if rotary_dim else (None, None) + refs
     d = lm_ref.shape[-1]
     col = jax.lax.broadcasted_iota(jnp.int32, (1, d), 1)
-    q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D]
-    if rotary_dim:
-        q = _rope(q_ref, cos_ref, sin_ref, q, b, h, groups_padded, rotary_dim).astype(q_ref.dtype)
-    q = q.astype(dtype)  # the wider dtype of q and landmarks
+    q = load_query_group(q_ref, b, h, groups_padded)  # [Gp, D], of the wider dtype of q and landmarks
     # padded query rows are masked: no write on the GPU, dropped as out of bounds when interpreted
     g = jax.lax.broadcasted_iota(jnp.int32, (groups_padded, 1), 0)
 
@@ -61,25 +55,6 @@ def _kernel(layer_ref, q_ref, *refs, n: int, block: int, blocks: int, groups_pad
         jax.lax.fori_loop(0, blocks, score_block, 0)
 
 
-def _rope(q_ref, cos_ref, sin_ref, q, b, h, rows: int, r: int) -> jax.Array:
-    """RoPE of the loaded query group q [rows, D] at sequence b's position, in fp32 as model/layers.apply_rope
-    computes it: q * cos + rotate_half(q) * sin on the first r dims (cos, sin [B', R] rows; the dims past r pass
-    through: cos 1, sin 0). rotate_half's halves come from a second load of q with its columns swapped."""
-    from jax.experimental.pallas import triton as plt
-
-    d, half = q.shape[-1], r // 2
-    col = jax.lax.broadcasted_iota(jnp.int32, (1, d), 1)
-    rotary = col < r
-    swapped = jnp.where(col < half, col + half, jnp.where(rotary, col - half, col))
-    g = jax.lax.broadcasted_iota(jnp.int32, (rows, 1), 0)
-    partner = plt.load(q_ref.at[b, h, g, swapped], mask=g < q_ref.shape[2], other=0).astype(jnp.float32)
-    rotated = jnp.where(col < half, -partner, jnp.where(rotary, partner, 0.0))
-    at = jnp.minimum(col, r - 1)
-    cos = jnp.where(rotary, plt.load(cos_ref.at[b, at]), 1.0)  # [1, D]
-    sin = jnp.where(rotary, plt.load(sin_ref.at[b, at]), 0.0)
-    return q.astype(jnp.float32) * cos + rotated * sin
-
-
 # The decode step's launch (shadowkv/decode.select_chunks): programs of 4 blocks of 128 landmarks in a 2-stage
 # pipelined loop, 4 warps. At 122,880 x 10 on an H200 (benchmarks/landmark_variants.py, 32 calls in a loop,
 # 2026-12-02): 0.0897 ms per layer, against 0.0983 for one block per program (each program loaded its block, then
@@ -89,32 +64,17 @@ DECODE_LAUNCH = {"block": 128, "blocks": 4, "num_warps": 4, "num_stages": 2}
 
 @functools.partial(jax.jit, static_argnames=("scale", "block", "blocks", "num_warps", "num_stages", "width",
                                              "interpret"))
-def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, rope=None, scale: float = 1.0, block: int = 128,
+def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0, block: int = 128,
                     blocks: int = 1, num_warps: int = 4, num_stages: int = 1, width: int | None = None,
                     interpret: bool = False) -> jax.Array:
     """q [B, Hkv, G, D], landmarks [L, B, Hkv, N, D], layer -> scale * q . landmarks [B, Hkv, G, width] fp32.
 
-    `rope` = (cos, sin) [B', R] fp32 (model/layers.rope_cos_sin at each sequence's position, R the rotary dims):
-    q is then the query before RoPE, [B', Hkv, G, D] with B' >= B rows (rows past B, e.g. the decode step's
-    padding rows, are not read), and the kernel rotates it as model/layers.apply_rope does, rounded to q's
-    dtype. The step's q projection then feeds this kernel directly: XLA's RoPE and slice of q ran on the
-    critical path before it.
     `blocks`: blocks of `block` landmarks per program, in a loop of `num_stages` software-pipelining stages
     (1: one block per program, no loop). `width` (default N): the rows' width, N or more; columns past N are
     not written (e.g. rows padded to a multiple of 16, which the selection kernel then loads as vectors)."""
-    _, hkv, g, d = q.shape
-    b = landmarks.shape[1] if landmarks.ndim == 5 else None
-    rows_ok = q.shape[0] >= b if rope is not None else q.shape[0] == b
-    if landmarks.ndim != 5 or not rows_ok or landmarks.shape[2] != hkv or landmarks.shape[-1] != d:
-        raise ValueError(f"landmarks shape {landmarks.shape} does not match q {q.shape}: expected [L, "
-                         f"{q.shape[0]}{' or fewer' if rope is not None else ''}, {hkv}, N, {d}]")
-    rotary_dim = None
-    if rope is not None:
-        cos, sin = rope
-        rotary_dim = cos.shape[-1]
-        if cos.shape != sin.shape or cos.shape != (q.shape[0], rotary_dim) or rotary_dim % 2 or rotary_dim > d:
-            raise ValueError(f"rope: cos {cos.shape} and sin {sin.shape} must both be [{q.shape[0]}, R] with R even "
-                             f"and at most head_dim={d} (q's rows, then the rotary dims)")
+    b, hkv, g, d = q.shape
+    if landmarks.ndim != 5 or landmarks.shape[1:3] != (b, hkv) or landmarks.shape[-1] != d:
+        raise ValueError(f"landmarks shape {landmarks.shape} does not match q {q.shape}: expected [L, {b}, {hkv}, N, {d}]")
     if d & (d - 1):
         raise ValueError(f"head_dim={d} must be a power of two for the Pallas kernel")
     n = landmarks.shape[3]
@@ -122,30 +82,20 @@ def landmark_scores(q: jax.Array, landmarks: jax.Array, layer, *, rope=None, sca
     if width < n:
         raise ValueError(f"width={width} must be at least the landmarks' N={n}")
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
+    # the dot's operands share the wider of the two dtypes, so neither is rounded (landmarks cast per block)
+    q = q.astype(jnp.promote_types(q.dtype, landmarks.dtype))
     if blocks < 1:
         raise ValueError(f"blocks={blocks} must be at least 1 (blocks of landmarks per program)")
-    # the dot's operands share the wider of the two dtypes, so neither is rounded (landmarks cast per block)
-    dtype = jnp.promote_types(q.dtype, landmarks.dtype)
     kernel = functools.partial(_kernel, n=n, block=block, blocks=blocks, groups_padded=padded_groups(g),
-                               scale=float(scale), rotary_dim=rotary_dim, dtype=dtype)
-    tables = () if rope is None else tuple(x.astype(jnp.float32) for x in rope)
+                               scale=float(scale))
     return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((b, hkv, g, width), jnp.float32),
                           grid=(b, hkv, pl.cdiv(n, block * blocks)), interpret=interpret,
                           compiler_params=compiler_params(interpret, num_warps, num_stages),
-                          name="shadowkv_landmark_scores")(layer, q, *tables, landmarks)
+                          name="shadowkv_landmark_scores")(layer, q, landmarks)
 
 
-def landmark_scores_reference(q: jax.Array, landmarks: jax.Array, layer, *, rope=None,
-                              scale: float = 1.0) -> jax.Array:
-    """The same scores with jnp: exact fp32 products of the layer's landmarks (with `rope`, of q rotated by
-    model/layers.apply_rope and rounded to q's dtype, its first B rows)."""
+def landmark_scores_reference(q: jax.Array, landmarks: jax.Array, layer, *, scale: float = 1.0) -> jax.Array:
+    """The same scores with jnp: exact fp32 products of the layer's landmarks."""
     lm = jax.lax.dynamic_index_in_dim(landmarks, layer, 0, keepdims=False)
-    if rope is not None:  # model/layers.apply_rope's formula, cos and sin broadcast over the heads
-        b = landmarks.shape[1]
-        cos, sin = (x[:b, None, None, :].astype(jnp.float32) for x in rope)
-        r, half = cos.shape[-1], cos.shape[-1] // 2
-        x = q[:b].astype(jnp.float32)
-        rotated = jnp.concatenate([-x[..., half:r], x[..., :half]], axis=-1)
-        q = jnp.concatenate([x[..., :r] * cos + rotated * sin, x[..., r:]], axis=-1).astype(q.dtype)
     return scale * jnp.einsum("bhgd,bhnd->bhgn", q.astype(jnp.float32), lm.astype(jnp.float32),
                               precision=jax.lax.Precision.HIGHEST)

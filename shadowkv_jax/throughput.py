@@ -364,8 +364,8 @@ class EmulatedReuse(ShadowKVDecode):
 
     reuse: float = 0.0
 
-    def prepare(self, q, k, v, *, carry, layer, lengths, query_pre=None):
-        chunks, st = super().prepare(q, k, v, carry=carry, layer=layer, lengths=lengths, query_pre=query_pre)
+    def prepare(self, q, k, v, *, carry, layer, lengths):
+        chunks, st = super().prepare(q, k, v, carry=carry, layer=layer, lengths=lengths)
         keep = round(self.reuse * chunks.shape[-1])
         if keep:
             prev = jax.lax.dynamic_index_in_dim(st.prev_selection, layer, 0, keepdims=False)[..., :keep]

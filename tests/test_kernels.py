@@ -555,43 +555,6 @@ def test_landmark_scores_match_reference(b, hkv, g, d, n, block, blocks, q_dtype
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("d,rotary", [(128, 128), (128, 64)], ids=["full", "partial"])
-def test_landmark_scores_rotate_the_query_before_rope(d, rotary):
-    """With `rope`, the kernel takes q before RoPE, with padding rows past the batch (as the decode step's q
-    projection leaves them; here 1e4, never read), and rotates it as model/layers.apply_rope does: the scores
-    match the kernel's on the model's rotated q, and the reference. Positions near 122K; partial rotary (GLM)
-    leaves the dims past R alone."""
-    from shadowkv_jax.kernels.landmark_scores import landmark_scores, landmark_scores_reference
-    from shadowkv_jax.model.layers import apply_rope
-
-    b, pad, hkv, g, n = 2, 3, 2, 4, 200
-    rng = np.random.default_rng(5)
-    q_pre = jnp.asarray(np.concatenate([rng.standard_normal((b, hkv * g, d)), np.full((pad, hkv * g, d), 1e4)]),
-                        jnp.bfloat16)
-    lm = jnp.asarray(rng.standard_normal((2, b, hkv, n, d)), jnp.bfloat16)
-    pos = np.concatenate([rng.integers(100_000, 122_880, b), np.zeros(pad, int)])
-    inv = 1.0 / (500000.0 ** (np.arange(0, rotary, 2) / rotary))
-    angles = np.concatenate([pos[:, None] * inv] * 2, axis=-1)
-    cos, sin = (jnp.asarray(f(angles), jnp.float32) for f in (np.cos, np.sin))  # [B', R]
-    q_rot = apply_rope(q_pre[:b, None], cos[:b, None], sin[:b, None])[:, 0].reshape(b, hkv, g, d)
-    grouped = q_pre.reshape(b + pad, hkv, g, d)
-    run = lambda q, **kw: landmark_scores(q, lm, jnp.int32(1), scale=d ** -0.5, block=32, blocks=2, num_stages=2,
-                                          interpret=INTERPRET, **kw)
-    got = np.asarray(run(grouped, rope=(cos, sin)))
-    assert got.shape == (b, hkv, g, n)
-    np.testing.assert_allclose(got, np.asarray(run(q_rot)), rtol=1e-5, atol=1e-4)
-    want = landmark_scores_reference(grouped, lm, jnp.int32(1), rope=(cos, sin), scale=d ** -0.5)
-    np.testing.assert_array_equal(np.asarray(want),
-                                  np.asarray(landmark_scores_reference(q_rot, lm, jnp.int32(1), scale=d ** -0.5)))
-    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-4)
-    with pytest.raises(ValueError, match=r"rope: cos \(5, 63\) and sin \(5, 63\) must both be \[5, R\] with R even"):
-        run(grouped, rope=(cos[:, :63], sin[:, :63]))
-    with pytest.raises(ValueError, match=rf"rope: cos \(4, {rotary}\) and sin \(4, {rotary}\) must both be \[5, R\]"):
-        run(grouped, rope=(cos[:4], sin[:4]))
-    with pytest.raises(ValueError, match=r"expected \[L, 1 or fewer, 2, N"):
-        run(grouped[:1], rope=(cos[:1], sin[:1]))
-
-
 def test_landmark_scores_refuse_mismatched_shapes():
     from shadowkv_jax.kernels.landmark_scores import landmark_scores
 

@@ -10,7 +10,6 @@ import pytest
 
 import shadowkv_jax as sk
 from shadowkv_jax.model.llama import init_params
-from shadowkv_jax.shadowkv.decode import ShadowKVDecode
 from shadowkv_jax.shadowkv.factorize import factorize, subspace_agreement
 from shadowkv_jax.shadowkv.memory import state_bytes
 from shadowkv_jax.shadowkv.prefill import chunk_outlier_scores
@@ -308,46 +307,6 @@ def test_pallas_decode_matches_reference(smollm2, english_ids):
             assert ref.token_ids == ker.token_ids
             err = np.abs(ref.stats["logits"] - ker.stats["logits"]).max()
             assert err < 2e-3, (kernels, err)
-
-
-def test_landmark_kernel_rotates_the_query_before_rope_itself(smollm2, english_ids, monkeypatch):
-    """The decode step hands the landmark kernel q before RoPE, with the padding rows of the step's dense work
-    (forced here, as on a GPU: 2 sequences, 6 zero rows), and the kernel rotates it: the same tokens and logits as
-    the step that scores XLA's rotated q."""
-    import importlib
-
-    from shadowkv_jax import generation
-    from shadowkv_jax.model import llama
-
-    lm_module = importlib.import_module("shadowkv_jax.kernels.landmark_scores")
-
-    cfg = sk.ShadowKVConfig(rank=48, chunk_size=8, sparse_budget=96, outlier_chunks=2, max_new_tokens=8,
-                            value_placement="device", implementation="pallas", top_k="pallas")
-    prompts = [english_ids[:300], english_ids[50:427]]
-    calls = []
-    plain = lm_module.landmark_scores
-
-    def spy(q, landmarks, layer, **kw):
-        calls.append((kw.get("rope") is not None, q.shape[0]))
-        return plain(q, landmarks, layer, **kw)
-
-    monkeypatch.setattr(lm_module, "landmark_scores", spy)
-    monkeypatch.setattr(ShadowKVDecode, "takes_query_before_rope", False)
-    monkeypatch.setattr(generation, "_COMPILED", {})  # both choices are made when the step is traced
-    jax.clear_caches()
-    want = sk.generate(smollm2, prompts, method=cfg, max_new_tokens=6, return_logits=True)
-    assert calls and not any(rope for rope, _ in calls)
-    calls.clear()
-    monkeypatch.setattr(ShadowKVDecode, "takes_query_before_rope", True)
-    monkeypatch.setattr(llama, "DECODE_ROW_MULTIPLE", {jax.default_backend(): 8})
-    monkeypatch.setattr(generation, "_COMPILED", {})
-    jax.clear_caches()
-    got = sk.generate(smollm2, prompts, method=cfg, max_new_tokens=6, return_logits=True)
-    assert (True, 8) in calls  # the decode step's: q before RoPE, with its padding rows
-    for w, g in zip(want, got):
-        assert w.token_ids == g.token_ids
-        assert np.abs(w.stats["logits"] - g.stats["logits"]).max() < 2e-3
-    jax.clear_caches()
 
 
 @pytest.mark.slow

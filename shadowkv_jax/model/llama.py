@@ -76,17 +76,13 @@ class DecoderLayer(nn.Module):
             bq = bk = bv = 0
         p = dict(attn_norm=attn_norm, wq=wq, wk=wk, wv=wv, bq=bq, bk=bk, bv=bv, wo=wo, mlp_norm=mlp_norm,
                  w_gate=w_gate, w_up=w_up, w_down=w_down)
-        # a decode step (RoPE computed once) hands a back-end that asks for it q before RoPE as the projection
-        # left it, padding rows and all, with cos and sin: see ShadowKVDecode.takes_query_before_rope
-        before_rope = rope is not None and getattr(self.attention, "takes_query_before_rope", False)
-        q, k, v, k_pre, *q_pre = layer_qkv(p, x, positions, c, rope, query_before_rope=before_rope)
-        extra = {"query_pre": (q_pre[0][:, 0], rope[0][:, 0], rope[1][:, 0])} if before_rope else {}
+        q, k, v, k_pre = layer_qkv(p, x, positions, c, rope)
         rows = lengths.shape[0]  # x may carry padding rows past the batch (run_layers' decode_row_padding)
         if x.shape[0] > rows:
             q, k, v, k_pre = (y[:rows] for y in (q, k, v, k_pre))
         with jax.named_scope("attention"):
             attn, carry = self.attention(q, k, v, k_pre, carry=carry, layer=layer,
-                                         positions=positions, lengths=lengths, consts=consts, **extra)
+                                         positions=positions, lengths=lengths, consts=consts)
         if x.shape[0] > rows:
             attn = pad_rows(attn, x.shape[0] - rows)
         return layer_out(p, x, attn, c), carry
@@ -96,9 +92,8 @@ class DecoderLayer(nn.Module):
 # count as 0): DecoderLayer runs them around its attention back-end, and schedules that interleave the layers of
 # several micro-batches (shadowkv/pipeline.py) run them directly.
 
-def layer_qkv(p, x, positions, c: ModelConfig, rope=None, query_before_rope: bool = False):
-    """x [B, T, E], positions [B, T] -> q [B, T, Hq, D], k and v [B, T, Hkv, D] (k after RoPE), k_pre, and with
-    `query_before_rope` q before RoPE as a fifth result.
+def layer_qkv(p, x, positions, c: ModelConfig, rope=None):
+    """x [B, T, E], positions [B, T] -> q [B, T, Hq, D], k and v [B, T, Hkv, D] (k after RoPE), k_pre.
     rope: (cos, sin) = rope_cos_sin(positions, c), when computed once for all layers."""
     b, t, _ = x.shape
     d, hq, hkv = c.head_dim, c.num_heads, c.num_kv_heads
@@ -108,8 +103,7 @@ def layer_qkv(p, x, positions, c: ModelConfig, rope=None, query_before_rope: boo
         k_pre = (h @ p["wk"] + p.get("bk", 0)).reshape(b, t, hkv, d)
         v = (h @ p["wv"] + p.get("bv", 0)).reshape(b, t, hkv, d)
         cos, sin = rope_cos_sin(positions, c) if rope is None else rope
-        out = apply_rope(q, cos, sin), apply_rope(k_pre, cos, sin), v, k_pre
-        return out + (q,) if query_before_rope else out
+        return apply_rope(q, cos, sin), apply_rope(k_pre, cos, sin), v, k_pre
 
 
 def layer_out(p, x, attn, c: ModelConfig):

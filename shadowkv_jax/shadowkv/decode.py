@@ -29,29 +29,25 @@ from .values import gather_values
 
 
 def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array,
-                  k: int, top_k: str = "xla", interpret: bool = False, layer=None, rope=None) -> jax.Array:
+                  k: int, top_k: str = "xla", interpret: bool = False, layer=None) -> jax.Array:
     """q [B, Hq, D], landmarks [B, Hkv, n_sel, D], chunk_ids [B, Hkv, n_sel] -> chunk ids [B, Hkv, k].
 
     With `layer`, landmarks and chunk_ids are the whole stacked [L, ...] arrays and the scores come from
     kernels/landmark_scores.py, which reads the layer's landmarks in place (XLA copies the slice first).
-    `rope` (with `layer` only) = (cos, sin) [B', R]: q is then [B' >= B, Hq, D] before RoPE, which the kernel
-    applies (landmark_scores' `rope`).
     top_k "xla": softmax, group max and `lax.top_k` in XLA (winners by score); "pallas": the same set from
     kernels/chunk_selection.py, one kernel from the scores to the chunk ids (in increasing slot order; the
     step does not depend on the order)."""
     b, hq, d = q.shape
     hkv = landmarks.shape[-3]
     qg = q.reshape(b, hkv, hq // hkv, d)
-    if rope is not None and layer is None:
-        raise ValueError("rope (q before RoPE) needs layer: only the landmark kernel applies it")
     if layer is not None:
         from ..kernels.chunk_selection import padded_width
         from ..kernels.landmark_scores import DECODE_LAUNCH, landmark_scores
 
         # the selection kernel's rows padded: its loads of them are then 16-byte vectors
         width = padded_width(landmarks.shape[-2]) if top_k == "pallas" else None
-        s = landmark_scores(qg, landmarks, layer, rope=rope, scale=1 / math.sqrt(d), interpret=interpret,
-                            width=width, **DECODE_LAUNCH)
+        s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret, width=width,
+                            **DECODE_LAUNCH)
     else:
         s = jnp.einsum("bhgd,bhnd->bhgn", qg, landmarks, preferred_element_type=jnp.float32) / math.sqrt(d)
     from ..kernels.chunk_selection import max_group_softmax, select_top_chunks
@@ -66,19 +62,13 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
 
 
 def select_layer(q: jax.Array, st: ShadowKVState, layer, cfg: ShadowKVConfig, implementation: str,
-                 interpret: bool, query_pre=None) -> jax.Array:
+                 interpret: bool) -> jax.Array:
     """This layer's chunk ids [B, Hkv, k] as the decode step selects them (q [B, Hq, D]): the kernel path
-    reads the stacked landmarks and chunk ids in place, the jnp path takes the layer's slices.
-    `query_pre` = (q before RoPE [B', Hq, D], cos, sin [B', R]), B' >= B: the kernel path scores that instead,
-    rotating it itself; the jnp path ignores it."""
+    reads the stacked landmarks and chunk ids in place, the jnp path takes the layer's slices."""
     at = lambda x: jax.lax.dynamic_index_in_dim(x, layer, 0, keepdims=False)
     if implementation == "pallas":
-        rope = None
-        if query_pre is not None:
-            q, *rope = query_pre
         return select_chunks(q, st.landmarks, st.chunk_ids, st.num_chunks, cfg.selected_chunks,
-                             resolved_top_k(cfg.top_k, implementation, interpret), interpret, layer=layer,
-                             rope=rope)
+                             resolved_top_k(cfg.top_k, implementation, interpret), interpret, layer=layer)
     return select_chunks(q, at(st.landmarks), at(st.chunk_ids), st.num_chunks, cfg.selected_chunks,
                          resolved_top_k(cfg.top_k, implementation, interpret), interpret)
 
@@ -182,24 +172,17 @@ class ShadowKVDecode:
     kernel_splits: int | None = None
     value_stream: int | None = None
 
-    # The decoder layer then passes `query_pre` (q before RoPE as its projection left it, with the step's padding
-    # rows, and cos, sin): the landmark kernel rotates it itself and reads the projection's output directly, so
-    # XLA's RoPE and slice of q (a kernel, ~5 us a layer with its launch at 122,880 x 10 on an H200) run beside
-    # the selection instead of before it.
-    takes_query_before_rope = True
-
-    def __call__(self, q, k, v, k_pre, *, carry: ShadowKVState, layer, positions, lengths, consts, query_pre=None):
-        chunks, carry = self.prepare(q, k, v, carry=carry, layer=layer, lengths=lengths, query_pre=query_pre)
+    def __call__(self, q, k, v, k_pre, *, carry: ShadowKVState, layer, positions, lengths, consts):
+        chunks, carry = self.prepare(q, k, v, carry=carry, layer=layer, lengths=lengths)
         out, carry, _ = self.attend(q, chunks, carry=carry, layer=layer, lengths=lengths, consts=consts)
         return out, carry
 
-    def prepare(self, q, k, v, *, carry: ShadowKVState, layer, lengths, query_pre=None):
-        """Steps 1-2 (HBM work only): append the new token's K/V, select this layer's chunks [B, Hkv, k].
-        `query_pre`: see select_layer."""
+    def prepare(self, q, k, v, *, carry: ShadowKVState, layer, lengths):
+        """Steps 1-2 (HBM work only): append the new token's K/V, select this layer's chunks [B, Hkv, k]."""
         st = carry
         rows = jnp.arange(q.shape[0])
         with jax.named_scope("select"):
-            chunks = select_layer(q[:, 0], st, layer, self.config, self.implementation, self.interpret, query_pre)
+            chunks = select_layer(q[:, 0], st, layer, self.config, self.implementation, self.interpret)
         gen_idx = lengths - st.prompt_lengths  # [B] slot of the new token
         gen_k = st.gen_k.at[layer, rows, :, gen_idx].set(k[:, 0].astype(st.gen_k.dtype))
         gen_v = st.gen_v.at[layer, rows, :, gen_idx].set(v[:, 0].astype(st.gen_v.dtype))
