@@ -953,8 +953,10 @@ hit42)  # the kept version (no padding blocks) profiled, then ShadowKV at 122,88
     git apply -R benchmarks/patches/$p.patch
   done
   ;;
-grp43)  # the layer scan over groups of 2 layers (run_layers; --unroll-layers), each group's weights one slice:
-  # ShadowKV at 122,880 x 10 and full attention at 122,880 x 6, with groups of 1 and 2, on one machine
+grp43)  # the layer scan over groups of 2 layers (benchmarks/patches/layer_groups.patch, --unroll-layers 2; much slower:
+  # not kept), each group's weights one slice: ShadowKV at 122,880 x 10 and full attention at 122,880 x 6, with groups
+  # of 1 and 2, on one machine
+  git apply benchmarks/patches/layer_groups.patch || exit 1
   for u in 1 2; do
     BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch 10 --unroll-layers $u \
         --json "$OUT/tput_llama_122880_shadowkv_grp43_u$u.json"
@@ -963,6 +965,7 @@ grp43)  # the layer scan over groups of 2 layers (run_layers; --unroll-layers), 
     BENCH_TIMEOUT=130 BTAIL=1 bench --model llama-3.1-8b --method full --batch 6 --steps 32 --context 122880 \
         --unroll-layers $u --json "$OUT/tput_llama_122880_full_grp43_u$u.json"
   done
+  git apply -R benchmarks/patches/layer_groups.patch
   ;;
 cb40)  # the command buffers' scheduling mode (decoding.DECODE_COMPILER_OPTIONS): CONCURRENT, then LHS and SERIALIZE
   # (benchmarks/patches/command_buffer_{lhs,serialize}.patch), ShadowKV at 122,880 x 10 on one machine

@@ -41,27 +41,6 @@ def test_scan_loop_equals_step_by_step(smollm2):
     assert np.asarray(loop_tokens)[0].tolist() == stepped
 
 
-@pytest.mark.parametrize("unroll", [2, 3, True])
-def test_layers_unrolled_or_grouped_decode_the_same(smollm2, unroll):
-    """decode_loop's layer_unroll: a divisor of the layers (SmolLM2 has 30) runs the layer scan over groups of that
-    many layers, each group's weights one slice of the stacked arrays; True unrolls it fully. Same tokens and
-    logits as one layer per iteration."""
-    cfg = smollm2.config
-    tokens, lengths = pad_batch(sk.api.encode_prompts(smollm2, PROMPTS[:2], chat=None))
-    first = jnp.asarray([5, 7], jnp.int32)
-
-    def run(u):
-        _, cache = prefill(smollm2.params, tokens, lengths, config=cfg, capacity=128)
-        out, _, extras = decode_loop(smollm2.params, cache, first, jax.random.key(0), jnp.zeros((0,), jnp.int32),
-                                     config=cfg, sampler=sk.Greedy(), num_steps=4, return_logits=True,
-                                     layer_unroll=u)
-        return np.asarray(out), np.asarray(extras["logits"])
-
-    (want, want_logits), (got, got_logits) = run(1), run(unroll)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_allclose(got_logits, want_logits, atol=1e-4, rtol=1e-4)
-
-
 def test_prefill_then_decode_equals_full_forward(smollm2):
     [r] = sk.generate(smollm2, PROMPTS[2], max_new_tokens=24, return_logits=True, chat=True)
     assert len(r.token_ids) >= 8, r.text

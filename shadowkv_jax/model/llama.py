@@ -166,23 +166,14 @@ def run_layers(params: Params, config: ModelConfig, attention, x, positions, len
     if pad:
         x, rope = pad_rows(x, pad), tuple(pad_rows(r, pad) for r in rope)
 
-    group = unroll if unroll is not True and unroll > 1 and config.num_layers % unroll == 0 else 1
-
     def body(state, xs):
         h, c = state
         layer_params, i = xs
-        for j in range(group):  # `group` layers per iteration: their weights one [group, ...] slice
-            p_j = layer_params if group == 1 else jax.tree.map(lambda w: w[j], layer_params)
-            h, c = layer.apply({"params": p_j}, h, positions, lengths, c, i if group == 1 else i[j], consts, rope)
+        h, c = layer.apply({"params": layer_params}, h, positions, lengths, c, i, consts, rope)
         return (h, c), None
 
     idx = jnp.arange(config.num_layers, dtype=jnp.int32)
-    xs = (params["layers"], idx)
-    if group > 1:
-        # lax.scan's own unroll sliced each layer's weights out of the stacked arrays at 2i and 2i + 1, and XLA
-        # copied them (18.8 against 12.3 ms per step, BENCHMARKS.md): the scan here runs over groups of layers
-        xs = jax.tree.map(lambda w: w.reshape(config.num_layers // group, group, *w.shape[1:]), xs)
-    (x, carry), _ = jax.lax.scan(body, (x, carry), xs, unroll=1 if group > 1 else unroll)
+    (x, carry), _ = jax.lax.scan(body, (x, carry), (params["layers"], idx), unroll=unroll)
     return x[:b], carry
 
 
