@@ -86,9 +86,8 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
 
 def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, cos_t_ref, sin_t_ref, *rest,
             num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, num_splits: int,
-            num_blocks: int, rank_parts,
-            head_parts, groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int,
-            w_once: bool, exact_sizes: tuple[int, ...]):
+            num_blocks: int, rank_parts, head_parts, groups_padded: int, reuse: bool, value_row: int,
+            host_rows: int | None, num_after: int, w_once: bool, exact_sizes: tuple[int, ...]):
     # layer_ref [2] int32: the layer of A and the values, then W's (0 when W is one layer's);
     # q_ref [B, Hkv, G, D] (loaded as Gp rows); a_ref [L, B, N, r]; w_ref [L or 1, B, Hkv, r, D];
     # chunks_ref [B, Hkv, k] (read as k_pad slots, the padded ones masked);
@@ -406,8 +405,7 @@ def _launch(q, a, w, chunks, values, tables, layer, value_cache, previous, *, ch
     exact_arrays, exact_sizes = exact_inputs(exact, b, hkv, d, q.dtype)
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
                                blocks_per_split=per_split, num_splits=splits, num_blocks=num_blocks,
-                               rank_parts=tuple(parts),
-                               head_parts=heads, groups_padded=gp, reuse=reuse, value_row=value_row,
+                               rank_parts=tuple(parts), head_parts=heads, groups_padded=gp, reuse=reuse, value_row=value_row,
                                host_rows=host_rows, num_after=len(jax.tree.leaves(after)), w_once=w_once,
                                exact_sizes=exact_sizes)
     params = compiler_params(interpret, num_warps, num_stages)
