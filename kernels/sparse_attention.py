@@ -85,9 +85,9 @@ def _rotate_half(x: jax.Array, rotary_dim: int | None = None) -> jax.Array:
 
 
 def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, cos_t_ref, sin_t_ref, *rest,
-            num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, num_splits: int,
-            num_blocks: int, rank_parts, head_parts, groups_padded: int, reuse: bool, value_row: int,
-            host_rows: int | None, num_after: int, w_once: bool, exact_sizes: tuple[int, ...]):
+            num_selected: int, chunk_size: int, block_tokens: int, blocks_per_split: int, num_splits: int, rank_parts,
+            head_parts, groups_padded: int, reuse: bool, value_row: int, host_rows: int | None, num_after: int,
+            w_once: bool, exact_sizes: tuple[int, ...]):
     # layer_ref [2] int32: the layer of A and the values, then W's (0 when W is one layer's);
     # q_ref [B, Hkv, G, D] (loaded as Gp rows); a_ref [L, B, N, r]; w_ref [L or 1, B, Hkv, r, D];
     # chunks_ref [B, Hkv, k] (read as k_pad slots, the padded ones masked);
@@ -190,7 +190,9 @@ def _kernel(layer_ref, q_ref, a_ref, w_ref, chunks_ref, cos_c_ref, sin_c_ref, co
 
     def splits_partial():
         # the last split stops at the selection's last block: 30 blocks in 8 splits of 4 (the step at 122,880
-        # tokens) left it 2 blocks of padding, gathered and computed in full
+        # tokens) left it 2 blocks of padding, gathered and computed in full; when every split is full the trip
+        # count stays static
+        num_blocks = -(-num_selected // (block_tokens // chunk_size))  # blocks holding a selected chunk
         short = num_blocks < num_splits * blocks_per_split
         trips = jnp.minimum(blocks_per_split, num_blocks - s * blocks_per_split) if short else blocks_per_split
         return jax.lax.fori_loop(0, trips, body, init + (chunk_ids(block_slots(0)),))[:3]
@@ -395,7 +397,6 @@ def _launch(q, a, w, chunks, values, tables, layer, value_cache, previous, *, ch
         # with the RoPE tables, 16-token blocks in two pipeline stages did too (232,640 bytes on an H200)
         block_tokens, num_stages = min(block_tokens, 16), 1
     block_tokens, per_split, splits, k_pad = plan(k, chunk_size, block_tokens, num_splits)
-    num_blocks = -(-k // (block_tokens // chunk_size))  # blocks holding a selected chunk
     gp = padded_groups(g)  # q and the chunk ids are padded as the kernel loads them: no XLA pads before the launch
     stacked_w = w.ndim == 5  # read in place at the layer: no copy of this layer's W before the launch
     layer = jnp.reshape(layer, ()).astype(jnp.int32)
@@ -404,8 +405,8 @@ def _launch(q, a, w, chunks, values, tables, layer, value_cache, previous, *, ch
     value_arrays, host_rows = value_parts(values)
     exact_arrays, exact_sizes = exact_inputs(exact, b, hkv, d, q.dtype)
     kernel = functools.partial(_kernel, num_selected=k, chunk_size=chunk_size, block_tokens=block_tokens,
-                               blocks_per_split=per_split, num_splits=splits, num_blocks=num_blocks,
-                               rank_parts=tuple(parts), head_parts=heads, groups_padded=gp, reuse=reuse, value_row=value_row,
+                               blocks_per_split=per_split, num_splits=splits, rank_parts=tuple(parts),
+                               head_parts=heads, groups_padded=gp, reuse=reuse, value_row=value_row,
                                host_rows=host_rows, num_after=len(jax.tree.leaves(after)), w_once=w_once,
                                exact_sizes=exact_sizes)
     params = compiler_params(interpret, num_warps, num_stages)
