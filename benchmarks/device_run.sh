@@ -70,6 +70,9 @@
 #           (kept): compiled tests, ShadowKV at 122,880 x 10 with both, and with each alone
 #   hit42: the kept version's profiled step; ShadowKV without the per-layer hit rate, with 10 and 15 splits
 #   grp43: the layer scan over groups of 2 layers against 1: ShadowKV at 122,880 x 10, full attention at 122,880 x 6
+#   mem44a, mem44b: the batch built with the prompt's values staged in host RAM (one more ShadowKV row fits): both
+#           methods at their largest batch at 122,880 under an H100's allocator limit (76.8 GiB) and on the whole
+#           H200, ShadowKV at 65,536
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -966,6 +969,16 @@ grp43)  # the layer scan over groups of 2 layers (benchmarks/patches/layer_group
         --unroll-layers $u --json "$OUT/tput_llama_122880_full_grp43_u$u.json"
   done
   git apply -R benchmarks/patches/layer_groups.patch
+  ;;
+mem44a)  # the H100's allocator limit (82,468,405,248 bytes = 76.8 GiB, the 2026-11-27 rows), both methods, then the whole H200
+  BENCH_TIMEOUT=130 BTAIL=2 sk_device --context 122880 --batch auto --gpu-memory-gb 76.8 \
+      --json "$OUT/tput_llama_122880_shadowkv_h100mem_mem44.json"
+  BENCH_TIMEOUT=140 BTAIL=2 full_auto --context 122880 --gpu-memory-gb 76.8 --json "$OUT/tput_llama_122880_full_h100mem_mem44.json"
+  BENCH_TIMEOUT=130 BTAIL=2 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_mem44.json"
+  ;;
+mem44b)  # the whole H200: ShadowKV at 65,536, full attention at 122,880 (same machine as each other)
+  BENCH_TIMEOUT=130 BTAIL=2 sk_device --context 65536 --batch auto --json "$OUT/tput_llama_65536_shadowkv_mem44.json"
+  BENCH_TIMEOUT=140 BTAIL=2 full_auto --context 122880 --json "$OUT/tput_llama_122880_full_mem44.json"
   ;;
 cb40)  # the command buffers' scheduling mode (decoding.DECODE_COMPILER_OPTIONS): CONCURRENT, then LHS and SERIALIZE
   # (benchmarks/patches/command_buffer_{lhs,serialize}.patch), ShadowKV at 122,880 x 10 on one machine

@@ -142,12 +142,13 @@ def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: 
     activation term is the larger of one such prefill and one decode step of the whole batch.
     `replicated` (ShadowKV, as the throughput bench builds a batch): one prompt's state is prefilled
     before the batch state exists, then copied into every row, so the prefill no longer coexists with
-    the batch state; the copy's source (that prompt's state, values still on the device) does.
+    the batch state; the copy's source does: that prompt's state without its values (staged in host RAM
+    first, throughput.stage_values) and one layer of them at a time.
     """
     weights = weight_bytes(config)
     gpu = {"weights": weights}
     host = {}
-    prefilled = 0  # a ShadowKV prefill's own state, below
+    prefilled = source = 0  # a ShadowKV prefill's own state, and what of it the bench's copy holds, below
     if method == "full":
         cache = jax.eval_shape(lambda: KVCache.zeros(config, batch, context + max_new_tokens))
         gpu["kv_cache"] = _nbytes(cache)
@@ -169,13 +170,17 @@ def plan(config: ModelConfig, method, batch: int, context: int, max_new_tokens: 
         attended = cfg.local_capacity + (cfg.outlier_chunks + cfg.selected_chunks) * cfg.chunk_size + max_new_tokens
         name = "shadowkv"
         # a prefill builds its prompts' whole state, values included, on the device before they move
-        prefilled = state_bytes(config, cfg, context, min(prefill_batch, batch), "device")["device"]
+        one = state_bytes(config, cfg, context, min(prefill_batch, batch), "device")
+        prefilled = one["device"]
+        source = prefilled - one["by_field"]["values"] + one["by_field"]["values"] // config.num_layers
     else:
         raise ValueError(f"method={method!r} must be 'full' or a ShadowKVConfig")
     prefill = prefill_activation_bytes(config, min(prefill_batch, batch), context)
     decode = decode_activation_bytes(config, batch, attended)
     if name == "shadowkv" and replicated:
-        gpu["activations"] = max(prefill + prefilled - gpu["shadow_state"], prefilled, decode)
+        # the prefill ran before any of the batch state existed; the copy's source sits beside all of it
+        batch_state = gpu["shadow_state"] + gpu.get("values", 0)
+        gpu["activations"] = max(prefill + prefilled - batch_state, source, decode)
     else:
         gpu["activations"] = max(prefill + prefilled, decode)
     gpu["workspace"] = int(workspace_fraction * sum(gpu.values()))

@@ -212,18 +212,27 @@ def _tile_device_fields(one: ShadowKVState, *, batch: int) -> ShadowKVState:
     return dataclasses.replace(one, **fields)
 
 
-def _tiled_rows(x: jax.Array, batch: int) -> jax.Array:
+def _tiled_rows(x, batch: int) -> jax.Array:
     """[L, 1, ...] -> [L, batch, ...] on the device, each row a copy of x's: zeros, then one donated row
     write at a time. (An eager jnp.repeat held a temporary as large as the result: 122,880 tokens x 10 rows
-    of values ran out of memory on a 141 GB GPU.)"""
+    of values ran out of memory on a 141 GB GPU.) x may be a numpy array (staged values, `stage_values`):
+    it then comes to the device one layer at a time."""
     out = jax.jit(partial(jnp.zeros, (x.shape[0], batch) + x.shape[2:], x.dtype))()
+    if isinstance(x, np.ndarray):
+        for layer in range(x.shape[0]):
+            src = jax.device_put(x[layer:layer + 1])
+            for b in range(batch):
+                out = write_block(out, src, layer, b)
+            del src
+        return out
     for b in range(batch):
         out = write_block(out, x, 0, b)
     return out
 
 
-def _host_values(row: jax.Array, batch: int) -> jax.Array:
-    """values [L, 1, ...] (device) -> [L, batch, ...] in pinned host memory, each row a copy of `row`.
+def _host_values(row, batch: int) -> jax.Array:
+    """values [L, 1, ...] (device, or numpy: `stage_values`) -> [L, batch, ...] in pinned host memory, each row
+    a copy of `row`.
 
     The host array starts as untouched zero pages (np.zeros) copied in once; then each (layer, row)
     block is moved to the host inside a donated dynamic_update_slice (XLA's offloading pattern: an
@@ -236,14 +245,25 @@ def _host_values(row: jax.Array, batch: int) -> jax.Array:
         dst, jax.device_put(x, to_host)[None, None], (l, b) + (0,) * (dst.ndim - 2)),
         donate_argnums=0, out_shardings=sharding)
     for layer in range(row.shape[0]):
-        src = row[layer, 0]
+        src = jax.device_put(row[layer, 0]) if isinstance(row, np.ndarray) else row[layer, 0]
         for b in range(batch):
             t0 = time.perf_counter()
             big = jax.block_until_ready(insert(big, src, jnp.int32(layer), jnp.int32(b)))
             if layer == 0 and b == 1 and time.perf_counter() - t0 > 2.0:
                 raise RuntimeError(f"writing one {src.nbytes / 2**20:.0f} MiB row into the host value array took "
                                    f"{time.perf_counter() - t0:.1f} s: the update is not in place on this backend")
+        del src
     return big
+
+
+def stage_values(one: ShadowKVState) -> tuple[ShadowKVState, np.ndarray]:
+    """(one without values, its values in ordinary host memory), the device copy deleted.
+
+    The batch is then built with no whole prompt's values on the device beside it, only one layer's
+    (`_tiled_rows`): at 122,880 tokens they are 8 GB, the difference between 4 and 5 rows under 80 GB."""
+    staged = np.asarray(one.values)
+    one.values.delete()
+    return dataclasses.replace(one, values=None), staged
 
 
 def replicate_device_fields(one: ShadowKVState, batch: int, placement: str) -> ShadowKVState:
@@ -254,17 +274,17 @@ def replicate_device_fields(one: ShadowKVState, batch: int, placement: str) -> S
                                step_metrics=jax.tree.map(jnp.copy, one.step_metrics))
 
 
-def replicate_values(one: ShadowKVState, batch: int, placement: str, device_rows: int = 0):
-    """`one`'s values (on device) repeated to `batch` rows at `placement` ("split": SplitValues whose last
-    `device_rows` rows are on the device)."""
+def replicate_values(values, batch: int, placement: str, device_rows: int = 0):
+    """One row's values [L, 1, ...] (on the device, or staged in numpy: `stage_values`) repeated to `batch`
+    rows at `placement` ("split": SplitValues whose last `device_rows` rows are on the device)."""
     if placement == "split":
-        return SplitValues(_host_values(one.values, batch - device_rows), _tiled_rows(one.values, device_rows))
-    return _host_values(one.values, batch) if placement == "host" else _tiled_rows(one.values, batch)
+        return SplitValues(_host_values(values, batch - device_rows), _tiled_rows(values, device_rows))
+    return _host_values(values, batch) if placement == "host" else _tiled_rows(values, batch)
 
 
 def replicate_state(one: ShadowKVState, batch: int, placement: str, device_rows: int = 0) -> ShadowKVState:
     """A batch-`batch` state whose rows are copies of the batch-1 state `one` (values on device)."""
-    values = replicate_values(one, batch, placement, device_rows)
+    values = replicate_values(one.values, batch, placement, device_rows)
     return dataclasses.replace(replicate_device_fields(one, batch, placement), values=values)
 
 
@@ -473,9 +493,11 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         row["prefill_s"] = time.perf_counter() - t0
         row["memory_after_prefill"] = _device_memory()  # its peak: weights + one prompt's prefill
         t0 = time.perf_counter()
+        one, staged = stage_values(one)  # what the planner counts: no second copy of one prompt's values
         # the values stay one array for all parts: XLA's pinned-host allocator rounded a first part's
         # array (52.5 GiB at 122,880 x 7) up to a 64 GiB region and then had no room for the second
-        consts = replicate_values(one, batch, placement, device_rows)
+        consts = replicate_values(staged, batch, placement, device_rows)
+        del staged
         parts = [replicate_device_fields(one, n, placement) for n in sizes]
         row["build_batch_s"] = time.perf_counter() - t0
         del one
@@ -723,4 +745,5 @@ def shadowkv_factory(config: ModelConfig, **overrides):
 
 __all__ = ["EmulatedReuse", "ShadowKVStep", "abstract_decode_state", "bench", "bench_model", "compile_decode",
            "default_limits", "hbm_read_probe", "markdown", "measure_bandwidths", "method_label", "plot", "planned",
-           "prefill_shares", "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "step_bytes"]
+           "prefill_shares", "replicate_state", "roofline_s", "run_one", "shadowkv_factory", "speedups", "stage_values",
+           "step_bytes"]

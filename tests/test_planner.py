@@ -63,12 +63,15 @@ def test_host_limit_follows_the_xla_variable(monkeypatch):
 
 def test_replicated_batch_holds_the_copy_source_not_the_prefill():
     """The bench's flow: one prompt's state (values on the device) is prefilled before the batch state
-    exists, then copied into each row; the prefill no longer adds to the batch state."""
+    exists, then copied into each row, its values staged in host RAM and brought back one layer at a time;
+    the prefill no longer adds to the batch state, nor do the source's values but for one layer."""
     from shadowkv_jax.planner import decode_activation_bytes, prefill_activation_bytes
 
     context, new = 4096, 64
     cfg = dataclasses.replace(SKV, max_new_tokens=new)
-    one_row = state_bytes(CFG, cfg, context, batch=1, placement="device")["device"]
+    one = state_bytes(CFG, cfg, context, batch=1, placement="device")
+    one_row, one_values = one["device"], one["by_field"]["values"]
+    source = one_row - one_values + one_values // CFG.num_layers
     prefill = prefill_activation_bytes(CFG, 1, context)
     attended = cfg.local_capacity + (cfg.outlier_chunks + cfg.selected_chunks) * cfg.chunk_size + new
     for batch in (1, 40):
@@ -76,7 +79,12 @@ def test_replicated_batch_holds_the_copy_source_not_the_prefill():
         general = plan(CFG, SKV, batch, context, new)
         bench = plan(CFG, SKV, batch, context, new, replicated=True)
         assert general.gpu["activations"] == max(prefill + one_row, decode)
-        assert bench.gpu["activations"] == max(prefill + one_row - bench.gpu["shadow_state"], one_row, decode)
+        batch_state = bench.gpu["shadow_state"] + bench.gpu.get("values", 0)
+        assert bench.gpu["activations"] == max(prefill + one_row - batch_state, source, decode)
+        on_device = plan(CFG, dataclasses.replace(SKV, value_placement="device"), batch, context, new, replicated=True)
+        assert on_device.gpu["values"] == batch * one_values
+        assert on_device.gpu["activations"] == max(prefill + one_row - on_device.gpu["shadow_state"]
+                                                   - on_device.gpu["values"], source, decode)
     assert plan(CFG, SKV, 40, context, new, replicated=True).gpu_total < plan(CFG, SKV, 40, context, new).gpu_total
     # full attention prefills into the cache in both flows
     assert plan(CFG, "full", 4, context, new, replicated=True).gpu == plan(CFG, "full", 4, context, new).gpu

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import shadowkv_jax as sk
-from shadowkv_jax import throughput as tp
+from shadowkv_jax import planner, throughput as tp
 from shadowkv_jax.decoding import prefill, prefill_rows
 from shadowkv_jax.model.llama import in_token_chunks, init_params
 from shadowkv_jax.planner import GiB, Limits, PlanError
@@ -150,7 +150,11 @@ def test_bench_split_values_row(tiny, micro_batches, monkeypatch):
     host_cfg = sk.ShadowKVConfig.for_model(CFG, 640, **SKV, value_placement="host")
     per_row = plan(CFG, host_cfg, 1, 640, new, replicated=True).host["values"]
     split = tp.shadowkv_factory(CFG, **SKV, value_placement="split", implementation="pallas")  # as on a GPU
-    gpu = plan(CFG, split(640), 5, 640, new, replicated=True, device_rows=3).gpu_total + per_row // 2
+    # at this size one prompt's prefill (its fp32 scores) outweighs the whole batch's state, and every split would
+    # fit as well as any other; without it, each device row costs its values, as at long context
+    monkeypatch.setattr(planner, "prefill_activation_bytes", lambda *args, **kwargs: 0)
+    at = lambda rows: plan(CFG, split(640), 5, 640, new, replicated=True, device_rows=rows).gpu_total
+    gpu = (at(3) + at(4)) // 2  # room for 3 device rows, not 4
     limits = Limits(gpu_bytes=int(gpu / 0.97), host_bytes=int(2.5 * per_row / 0.97), margin=0.03)
     step = tp.ShadowKVStep(micro_batches=micro_batches)
     out = tp.bench(tiny, [640], [split], [5], steps=3, limits=limits, rates=rates, progress=lambda *_: None,
@@ -182,6 +186,17 @@ def test_replicated_state_rows_are_copies(tiny):
         np.testing.assert_array_equal(np.asarray(st.a[:, b]), np.asarray(one.a[:, 0]))
         np.testing.assert_array_equal(np.asarray(st.values[:, b]), np.asarray(one.values[:, 0]))
         np.testing.assert_array_equal(np.asarray(host.values[:, b]), np.asarray(one.values[:, 0]))
+    # the bench's way: the values staged in host RAM (the device copy deleted), then brought back layer by layer
+    expect = np.asarray(one.values)
+    source = one.values
+    bare, staged = tp.stage_values(one)
+    assert source.is_deleted() and bare.values is None and isinstance(staged, np.ndarray)
+    tiled = tp.replicate_values(staged, 3, "device")
+    on_host = tp.replicate_values(staged, 3, "host")
+    assert on_host.sharding.memory_kind == "pinned_host"
+    for b in range(3):
+        np.testing.assert_array_equal(np.asarray(tiled[:, b]), expect[:, 0])
+        np.testing.assert_array_equal(np.asarray(on_host[:, b]), expect[:, 0])
 
 
 def test_step_bytes_count_value_reuse():
