@@ -73,6 +73,7 @@
 #   mem44a, mem44b: the batch built with the prompt's values staged in host RAM (one more ShadowKV row fits): both
 #           methods at their largest batch at 122,880 under an H100's allocator limit (76.8 GiB) and on the whole
 #           H200, ShadowKV at 65,536
+#   sel45: the selection kernel's exp as exp2 and one divide a row, with and without: tests, bench_select, ShadowKV
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -1108,5 +1109,20 @@ sel3)  # landmark-score kernel: compiled kernel tests, 8B-shape agreement kernel
       --profile --json "$OUT/prof_llama_122k_shadowkv_scores_kernel.json"
   BENCH_TIMEOUT=120 BTAIL=8 bench --model llama-3.1-8b --context 122880 --method full --batch auto --steps 32 \
       --profile --json "$OUT/prof_llama_122k_full_b3.json"
+  ;;
+sel45)  # the selection kernel's exp as one exp2 and one divide a row (was libdevice's expf and a divide a slot,
+  # benchmarks/patches/selection_expf_before_sel45.patch): compiled tests, bench_select with and without, ShadowKV at
+  # 122,880 x 10 with and without, one machine
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "chunk_selection or top_k or threshold" 2>&1 | grep -E "passed|failed|Error|assert" | tail -4 \
+      | tee "$OUT/kernel_tests_sel45_h200.txt"
+  timeout 120 python3 benchmarks/bench_select.py --batch 10 --context 122880 --json "$OUT/select_sel45_h200.json" 2>&1 \
+      | tail -6
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_sel45.json"
+  git apply benchmarks/patches/selection_expf_before_sel45.patch || exit 1
+  timeout 120 python3 benchmarks/bench_select.py --batch 10 --context 122880 --warps 16 \
+      --json "$OUT/select_sel45_before_h200.json" 2>&1 | tail -3
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_sel45_before.json"
+  git apply -R benchmarks/patches/selection_expf_before_sel45.patch
   ;;
 esac
