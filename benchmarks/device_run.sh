@@ -74,6 +74,9 @@
 #           methods at their largest batch at 122,880 under an H100's allocator limit (76.8 GiB) and on the whole
 #           H200, ShadowKV at 65,536
 #   sel45: the selection kernel's exp as exp2 and one divide a row, with and without: tests, bench_select, ShadowKV
+#   spl46: the attention kernel's splits at 122,880 x 5 (8, 15, 10, 4) and 65,536 x 20 (8, 4)
+#   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
+#           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -1124,5 +1127,30 @@ sel45)  # the selection kernel's exp as one exp2 and one divide a row (was libde
       --json "$OUT/select_sel45_before_h200.json" 2>&1 | tail -3
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_sel45_before.json"
   git apply -R benchmarks/patches/selection_expf_before_sel45.patch
+  ;;
+spl46)  # the attention kernel's splits at other batches than 122,880 x 10 (where 8 is kept): 122,880 x 5 (the
+  # batch under an H100's memory) with 8, 15, 10 and 4 splits, 65,536 x 20 (16 blocks: 8 splits of 2) with 8 and 4
+  # (benchmarks/patches/splits{15,10,4}.patch), one machine
+  for p in none splits15 splits10 splits4; do
+    [ $p = none ] || git apply benchmarks/patches/$p.patch || exit 1
+    BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 5 --json "$OUT/tput_llama_122880_shadowkv_spl46_b5_$p.json"
+    [ $p = none ] || git apply -R benchmarks/patches/$p.patch
+  done
+  for p in none splits4; do
+    [ $p = none ] || git apply benchmarks/patches/$p.patch || exit 1
+    BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 65536 --batch 20 --json "$OUT/tput_llama_65536_shadowkv_spl46_b20_$p.json"
+    [ $p = none ] || git apply -R benchmarks/patches/$p.patch
+  done
+  ;;
+spl47)  # the kept launch rule (kernels/sparse_attention.device_values_launch: splits of 4 blocks or more): compiled
+  # tests, ShadowKV at 65,536 x 20 (122,880's launch is unchanged), then both methods at 65,536 under an H100's
+  # allocator limit
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "partials_match or exact_segments or in_place or device_values_launch or blocks_are" 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -4 | tee "$OUT/kernel_tests_spl47_h200.txt"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 65536 --batch 20 --json "$OUT/tput_llama_65536_shadowkv_spl47.json"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 65536 --batch auto --gpu-memory-gb 76.8 \
+      --json "$OUT/tput_llama_65536_shadowkv_h100mem_spl47.json"
+  BENCH_TIMEOUT=150 BTAIL=1 full_auto --context 65536 --gpu-memory-gb 76.8 --json "$OUT/tput_llama_65536_full_h100mem_spl47.json"
   ;;
 esac

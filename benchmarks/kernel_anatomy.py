@@ -5,7 +5,7 @@
 
 Runs the landmark scores, the chunk selection and the gather-reconstruct attention kernel (with its three exact
 segments: local, outliers, generated) as the decode step calls them: the stacked state read in place at a layer,
-the device-values launch (kernels/sparse_attention.DEVICE_VALUES_LAUNCH), the bench's default ShadowKV config
+the device-values launch (kernels/sparse_attention.device_values_launch), the bench's default ShadowKV config
 (budget 1,920 tokens in chunks of 8, 45 outlier chunks, 4 local chunks). Each of --calls calls is one jit with the
 three kernels, so `--launch-skip 3` skips the first call's (warm-up). Without a profiler it prints each call's
 wall time, which includes a launch and a sync: the kernels' own times come from the profiler.
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shadowkv_jax.kernels.sparse_attention import (DEVICE_VALUES_LAUNCH, rope_inv_freq_full,
+from shadowkv_jax.kernels.sparse_attention import (device_values_launch, rope_inv_freq_full,
                                                    sparse_attention_partials)
 from shadowkv_jax.shadowkv.decode import select_chunks
 
@@ -74,7 +74,7 @@ def attention(st, layer, chunks, interpret=False, launch=None):
              (st["gen_k"], st["gen_v"], jnp.full((batch,), GENERATED // 2, jnp.int32)))
     return sparse_attention_partials(st["q"], st["a"], st["w"], chunks, st["values"], inv, layer,
                                      chunk_size=C, exact=exact, interpret=interpret,
-                                     **(DEVICE_VALUES_LAUNCH if launch is None else launch))
+                                     **(device_values_launch(chunks.shape[-1], C) if launch is None else launch))
 
 
 def layer_kernels(st, layer, interpret=False):

@@ -122,6 +122,28 @@ def test_bf16_error_within_reference_error(g, d, c, rank, k, n_c, batch, block):
     assert kernel_err <= 1.5 * ref_err + 1e-6, (kernel_err, ref_err)
 
 
+@pytest.mark.parametrize("k,n_c", [(128, 150), (240, 260)], ids=["16_blocks_4_splits", "30_blocks_8_splits"])
+def test_bf16_device_values_launch_within_reference_error(k, n_c):
+    """The decode step's launch with device values (64-token blocks, 4 warps, 3 stages; device_values_launch's
+    splits: 4 of 4 blocks at 65,536 tokens' selection, 8 with a short last one at 122,880's), in bf16."""
+    from shadowkv_jax.kernels.sparse_attention import device_values_launch
+
+    c = 8
+    args32 = make_inputs(2, batch=1, kv_heads=2, groups=4, head_dim=128, chunk_size=c, rank=160, selected=k,
+                         chunks_total=n_c, dtype=jnp.float32)
+    q, a, w, chunks, values, inv = args32
+    cast = lambda x: x.astype(jnp.bfloat16)
+    args16 = (cast(q), cast(a), cast(w), chunks, cast(values), inv)
+    layer = jnp.int32(1)
+    launch = device_values_launch(k, c)
+    got = sparse_attention_partials(*args16, layer, chunk_size=c, interpret=INTERPRET, **launch)
+    assert got[0].shape[2] == {128: 4, 240: 8}[k]
+    truth = attend(sparse_attention_partials_reference(*args32, layer, chunk_size=c), q)
+    ref16 = attend(sparse_attention_partials_reference(*args16, layer, chunk_size=c), args16[0])
+    ref_err, kernel_err = np.abs(ref16 - truth).max(), np.abs(attend(got, args16[0]) - truth).max()
+    assert kernel_err <= 1.5 * ref_err + 1e-6, (kernel_err, ref_err)
+
+
 @pytest.mark.parametrize("d,rotary,g", [(128, 64, 4), (64, 32, 7)])
 def test_partial_rotary_matches_reference(d, rotary, g):
     """Partial rotary (GLM-4: RoPE on the first half of each head): the kernel reconstructs the rotated halves
@@ -266,6 +288,20 @@ def test_blocks_are_whole_chunks_of_at_least_16_tokens():
     # 9 blocks asked in 8 splits: 5 of 2 blocks (the last one runs 1), not 8 with 3 splits of padding alone
     assert plan(9, 16, block_tokens=16, num_splits=8)[1:] == (2, 5, 10)
     assert plan(240, 8, block_tokens=64, num_splits=8)[1:] == (4, 8, 256)  # the step at 122,880: 30 blocks
+
+
+def test_device_values_launch_keeps_splits_of_at_least_4_blocks():
+    """The step's launch with device values: 8 splits, fewer when a split would hold under 4 blocks of 64 tokens."""
+    from shadowkv_jax.kernels.sparse_attention import DEVICE_VALUES_LAUNCH, device_values_launch
+
+    at = lambda k, c=8: device_values_launch(k, c)["num_splits"]
+    assert at(240) == 8 and plan(240, 8, 64, at(240))[1:3] == (4, 8)  # 122,880 tokens: 30 blocks, unchanged
+    assert at(128) == 4 and plan(128, 8, 64, at(128))[1:3] == (4, 4)  # 65,536: 16 blocks in 4 splits, not 8 of 2
+    assert at(100) == 4 and plan(100, 8, 64, at(100))[1:3] == (4, 4)  # 13 blocks: the last split runs 1
+    assert at(3) == 1 and at(1000) == 8  # a block or two: one split; long selections: the cap
+    assert at(64, 16) == 4  # 16-token chunks: 4 chunks a block, 16 blocks
+    rest = {k: v for k, v in device_values_launch(240, 8).items() if k != "num_splits"}
+    assert rest == {k: v for k, v in DEVICE_VALUES_LAUNCH.items() if k != "num_splits"}
 
 
 def test_combine_equals_one_softmax_over_everything():

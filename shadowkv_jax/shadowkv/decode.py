@@ -156,7 +156,7 @@ class ShadowKVDecode:
     (interpreted when `interpret`, e.g. on CPU) and merges it with the exact segments. `value_row`: the
     state's rows are rows value_row.. of `consts` (a micro-batch of a larger batch's values).
     `kernel_splits`: the kernel's splits per (sequence, KV head), i.e. how many SMs it occupies (None: its
-    default, 4, or with device values kernels/sparse_attention.DEVICE_VALUES_LAUNCH); the micro-batched step
+    default, 4, or with device values kernels/sparse_attention.device_values_launch); the micro-batched step
     takes 1 to leave SMs to the other micro-batch's GEMMs.
     `value_stream`: run the kernel (the value reads) as its own XLA call on GPU stream N
     (`jax.experimental.compute_on`), so work that does not need its result can run beside it (the
@@ -237,7 +237,7 @@ class ShadowKVDecode:
         Returns (attention output, this step's value cache or None, done: see `attend`)."""
         from ..kernels.common import scaled_query_groups
         from ..kernels.decode_attention import combine_splits
-        from ..kernels.sparse_attention import DEVICE_VALUES_LAUNCH, rope_inv_freq_full, sparse_attention_partials
+        from ..kernels.sparse_attention import device_values_launch, rope_inv_freq_full, sparse_attention_partials
         from ..model.layers import rope_inv_freq
 
         b, hq, d = q.shape
@@ -249,8 +249,8 @@ class ShadowKVDecode:
             reuse = dict(value_cache=jax.lax.dynamic_index_in_dim(st.value_cache, layer, 0, keepdims=False),
                          previous=prev)
         # values on the device: nothing waits on PCIe, so more and smaller programs (kernels/sparse_attention.py)
-        launch = (DEVICE_VALUES_LAUNCH if self.placement == "device" and self.kernel_splits is None
-                  else {"num_splits": self.kernel_splits})
+        launch = (device_values_launch(chunks.shape[-1], self.config.chunk_size)
+                  if self.placement == "device" and self.kernel_splits is None else {"num_splits": self.kernel_splits})
         with jax.named_scope("gather_reconstruct_attention"):
             partials, prepared = sparse_attention_partials(
                 qs, st.a, st.w, chunks, values, inv, layer, **reuse, chunk_size=self.config.chunk_size,
