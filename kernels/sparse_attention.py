@@ -309,15 +309,15 @@ MIN_BLOCK_TOKENS = 16
 # A program then takes 221 KB of shared memory (152 with 2 stages) and 255 registers a thread: one per SM (ncu).
 DEVICE_VALUES_LAUNCH = {"block_tokens": 64, "num_splits": 8, "num_warps": 4, "num_stages": 3, "w_once": False}
 
-# ...and splits of at least 4 blocks (the last one may be shorter): at 65,536 tokens (16 blocks of 64) x 20
-# sequences 8 splits of 2 took 12.02 ms per step, 4 splits of 4 11.60; at 122,880 (30 blocks) x 5 8 splits of 4 8.58,
+# Fewer splits where a split would hold under 4 blocks (its 3-stage pipeline then has little to overlap): at 65,536
+# tokens (16 blocks of 64) x 20 sequences 8 splits of 2 took 12.02 ms per step, 4 splits of 4 11.60; at 122,880 (30 blocks) x 5 8 splits of 4 8.58,
 # 15 of 2 8.75, 10 of 3 8.78, 4 of 8 8.65 (stage spl46, H200, 2026-12-03).
 DEVICE_MIN_SPLIT_BLOCKS = 4
 
 
 def device_values_launch(num_selected: int, chunk_size: int) -> dict:
     """DEVICE_VALUES_LAUNCH for a selection of `num_selected` chunks: its splits, or fewer, so that a split holds
-    DEVICE_MIN_SPLIT_BLOCKS blocks or more (but the last)."""
+    DEVICE_MIN_SPLIT_BLOCKS blocks or more (all but the last)."""
     launch = dict(DEVICE_VALUES_LAUNCH)
     block_tokens = max(launch["block_tokens"], chunk_size, MIN_BLOCK_TOKENS)  # as plan() takes it
     blocks = math.ceil(num_selected / (block_tokens // chunk_size))
