@@ -310,8 +310,8 @@ MIN_BLOCK_TOKENS = 16
 DEVICE_VALUES_LAUNCH = {"block_tokens": 64, "num_splits": 8, "num_warps": 4, "num_stages": 3, "w_once": False}
 
 # Fewer splits where a split would hold under 4 blocks (its 3-stage pipeline then has little to overlap): at 65,536
-# tokens (16 blocks of 64) x 20 sequences 8 splits of 2 took 12.02 ms per step, 4 splits of 4 11.60; at 122,880 (30 blocks) x 5 8 splits of 4 8.58,
-# 15 of 2 8.75, 10 of 3 8.78, 4 of 8 8.65 (stage spl46, H200, 2026-12-03).
+# tokens (16 blocks of 64) x 20 sequences 8 splits of 2 took 12.02 ms per step, 4 splits of 4 11.60; at 122,880
+# (30 blocks) x 5 8 splits of 4 8.58, 15 of 2 8.75, 10 of 3 8.78, 4 of 8 8.65 (stage spl46, H200, 2026-12-03).
 DEVICE_MIN_SPLIT_BLOCKS = 4
 
 
@@ -319,19 +319,23 @@ def device_values_launch(num_selected: int, chunk_size: int) -> dict:
     """DEVICE_VALUES_LAUNCH for a selection of `num_selected` chunks: its splits, or fewer, so that a split holds
     DEVICE_MIN_SPLIT_BLOCKS blocks or more (all but the last)."""
     launch = dict(DEVICE_VALUES_LAUNCH)
-    block_tokens = max(launch["block_tokens"], chunk_size, MIN_BLOCK_TOKENS)  # as plan() takes it
-    blocks = math.ceil(num_selected / (block_tokens // chunk_size))
-    launch["num_splits"] = max(1, min(launch["num_splits"], math.ceil(blocks / DEVICE_MIN_SPLIT_BLOCKS)))
+    _, blocks = _blocks(num_selected, chunk_size, launch["block_tokens"])
+    launch["num_splits"] = min(launch["num_splits"], math.ceil(blocks / DEVICE_MIN_SPLIT_BLOCKS))
     return launch
+
+
+def _blocks(num_selected: int, chunk_size: int, block_tokens: int) -> tuple[int, int]:
+    """(block_tokens, blocks) of a selection: blocks of whole chunks, at least MIN_BLOCK_TOKENS tokens, at least one."""
+    block_tokens = max(block_tokens, chunk_size, MIN_BLOCK_TOKENS)
+    return block_tokens, max(1, math.ceil(num_selected / (block_tokens // chunk_size)))
 
 
 def plan(num_selected: int, chunk_size: int, block_tokens: int = 32, num_splits: int | None = None):
     """(block_tokens, blocks_per_split, num_splits, padded chunk count) for k selected chunks; blocks are
     whole chunks of at least MIN_BLOCK_TOKENS tokens. No split is left without a block: at most `num_splits`
     splits of blocks_per_split blocks each, the last one possibly shorter (it stops at the last block)."""
-    block_tokens = max(block_tokens, chunk_size, MIN_BLOCK_TOKENS)
+    block_tokens, blocks = _blocks(num_selected, chunk_size, block_tokens)
     chunks_per_block = block_tokens // chunk_size
-    blocks = max(1, math.ceil(num_selected / chunks_per_block))
     num_splits = min(blocks, 4 if num_splits is None else num_splits)
     blocks_per_split = math.ceil(blocks / num_splits)
     num_splits = math.ceil(blocks / blocks_per_split)  # 9 blocks asked in 8 splits: 5 splits of 2, not 8

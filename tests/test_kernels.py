@@ -105,20 +105,23 @@ def test_traced_inv_freq_is_refused_with_the_reason():
                                                     interpret=True))(inv)
 
 
+def _bf16_errors(args32, layer, c, **launch):
+    """(the kernel's bf16 partials, its error, the bf16 reference's error), both errors against the fp32 reference."""
+    q, a, w, chunks, values, inv = args32
+    cast = lambda x: x.astype(jnp.bfloat16)
+    args16 = (cast(q), cast(a), cast(w), chunks, cast(values), inv)
+    truth = attend(sparse_attention_partials_reference(*args32, layer, chunk_size=c), q)
+    ref16 = attend(sparse_attention_partials_reference(*args16, layer, chunk_size=c), args16[0])
+    got = sparse_attention_partials(*args16, layer, chunk_size=c, interpret=INTERPRET, **launch)
+    return got, np.abs(attend(got, args16[0]) - truth).max(), np.abs(ref16 - truth).max()
+
+
 @pytest.mark.parametrize("g,d,c,rank,k,n_c,batch,block", CASES[1:4])
 def test_bf16_error_within_reference_error(g, d, c, rank, k, n_c, batch, block):
     """bf16 kernel error against the fp32 reference, relative to the bf16 reference's own error."""
     args32 = make_inputs(1, batch=batch, kv_heads=2, groups=g, head_dim=d, chunk_size=c, rank=rank,
                          selected=k, chunks_total=n_c, dtype=jnp.float32)
-    q, a, w, chunks, values, inv = args32
-    cast = lambda x: x.astype(jnp.bfloat16)
-    args16 = (cast(q), cast(a), cast(w), chunks, cast(values), inv)
-    layer = jnp.int32(0)
-    truth = attend(sparse_attention_partials_reference(*args32, layer, chunk_size=c), q)
-    ref16 = attend(sparse_attention_partials_reference(*args16, layer, chunk_size=c), args16[0])
-    got16 = attend(sparse_attention_partials(*args16, layer, chunk_size=c, block_tokens=block,
-                                             interpret=INTERPRET), args16[0])
-    ref_err, kernel_err = np.abs(ref16 - truth).max(), np.abs(got16 - truth).max()
+    _, kernel_err, ref_err = _bf16_errors(args32, jnp.int32(0), c, block_tokens=block)
     assert kernel_err <= 1.5 * ref_err + 1e-6, (kernel_err, ref_err)
 
 
@@ -131,16 +134,8 @@ def test_bf16_device_values_launch_within_reference_error(k, n_c):
     c = 8
     args32 = make_inputs(2, batch=1, kv_heads=2, groups=4, head_dim=128, chunk_size=c, rank=160, selected=k,
                          chunks_total=n_c, dtype=jnp.float32)
-    q, a, w, chunks, values, inv = args32
-    cast = lambda x: x.astype(jnp.bfloat16)
-    args16 = (cast(q), cast(a), cast(w), chunks, cast(values), inv)
-    layer = jnp.int32(1)
-    launch = device_values_launch(k, c)
-    got = sparse_attention_partials(*args16, layer, chunk_size=c, interpret=INTERPRET, **launch)
+    got, kernel_err, ref_err = _bf16_errors(args32, jnp.int32(1), c, **device_values_launch(k, c))
     assert got[0].shape[2] == {128: 4, 240: 8}[k]
-    truth = attend(sparse_attention_partials_reference(*args32, layer, chunk_size=c), q)
-    ref16 = attend(sparse_attention_partials_reference(*args16, layer, chunk_size=c), args16[0])
-    ref_err, kernel_err = np.abs(ref16 - truth).max(), np.abs(attend(got, args16[0]) - truth).max()
     assert kernel_err <= 1.5 * ref_err + 1e-6, (kernel_err, ref_err)
 
 
