@@ -75,6 +75,7 @@
 #           H200, ShadowKV at 65,536
 #   sel45: the selection kernel's exp as exp2 and one divide a row, with and without: tests, bench_select, ShadowKV
 #   spl46: the attention kernel's splits at 122,880 x 5 (8, 15, 10, 4) and 65,536 x 20 (8, 4)
+#   ul48: the decode step over per-layer weight arrays (no layer scan) against the layer scan, under an H100's memory
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1152,5 +1153,17 @@ spl47)  # the kept launch rule (kernels/sparse_attention.device_values_launch: s
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 65536 --batch auto --gpu-memory-gb 76.8 \
       --json "$OUT/tput_llama_65536_shadowkv_h100mem_spl47.json"
   BENCH_TIMEOUT=150 BTAIL=1 full_auto --context 65536 --gpu-memory-gb 76.8 --json "$OUT/tput_llama_65536_full_h100mem_spl47.json"
+  ;;
+ul48)  # the step over per-layer weight arrays (--layer-weights per-layer: the layers in a Python loop, no layer scan,
+  # so no loop boundary between layers) against the layer scan, one machine: ShadowKV at 122,880 under an H100's
+  # allocator limit (batch 5, profiled with per-layer weights), then full attention there (batch 3). The per-layer copy
+  # of the weights is not planned for: the H200 has room for it beside these batches.
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch auto --gpu-memory-gb 76.8 \
+      --json "$OUT/tput_llama_122880_shadowkv_h100mem_ul48_stacked.json"
+  BENCH_TIMEOUT=220 BTAIL=1 sk_device --context 122880 --batch auto --gpu-memory-gb 76.8 --layer-weights per-layer \
+      --profile --json "$OUT/tput_llama_122880_shadowkv_h100mem_ul48_perlayer.json"
+  BENCH_TIMEOUT=200 BTAIL=1 full_auto --context 122880 --gpu-memory-gb 76.8 --layer-weights per-layer \
+      --json "$OUT/tput_llama_122880_full_h100mem_ul48_perlayer.json"
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*ul48*.json
   ;;
 esac
