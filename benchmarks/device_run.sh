@@ -76,6 +76,8 @@
 #   sel45: the selection kernel's exp as exp2 and one divide a row, with and without: tests, bench_select, ShadowKV
 #   spl46: the attention kernel's splits at 122,880 x 5 (8, 15, 10, 4) and 65,536 x 20 (8, 4)
 #   ul48: the decode step over per-layer weight arrays (no layer scan) against the layer scan, under an H100's memory
+#   wav49: the attention kernel's launches at 122,880 x 5 and x 10 (one or two programs per SM), the selection's warps
+#          at x 5
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1157,13 +1159,24 @@ spl47)  # the kept launch rule (kernels/sparse_attention.device_values_launch: s
 ul48)  # the step over per-layer weight arrays (--layer-weights per-layer: the layers in a Python loop, no layer scan,
   # so no loop boundary between layers) against the layer scan, one machine: ShadowKV at 122,880 under an H100's
   # allocator limit (batch 5, profiled with per-layer weights), then full attention there (batch 3). The per-layer copy
-  # of the weights is not planned for: the H200 has room for it beside these batches.
+  # of the weights is not planned for: the H200 has room for it beside these batches. Not kept: the per-layer rows
+  # run with benchmarks/patches/per_layer_weights.patch applied.
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch auto --gpu-memory-gb 76.8 \
       --json "$OUT/tput_llama_122880_shadowkv_h100mem_ul48_stacked.json"
+  git apply benchmarks/patches/per_layer_weights.patch || exit 1
   BENCH_TIMEOUT=220 BTAIL=1 sk_device --context 122880 --batch auto --gpu-memory-gb 76.8 --layer-weights per-layer \
       --profile --json "$OUT/tput_llama_122880_shadowkv_h100mem_ul48_perlayer.json"
   BENCH_TIMEOUT=200 BTAIL=1 full_auto --context 122880 --gpu-memory-gb 76.8 --layer-weights per-layer \
       --json "$OUT/tput_llama_122880_full_h100mem_ul48_perlayer.json"
+  git apply -R benchmarks/patches/per_layer_weights.patch
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*ul48*.json
+  ;;
+wav49)  # the attention kernel's launch at 122,880 x 5 (the batch under an H100's memory: 40 (b, h), so 360 programs
+  # of one per SM, in 3 waves) and x 10, in a 32-call loop with the exact segments: 3, 2 and 1 pipeline stages (1
+  # stage and 32-token blocks fit two programs per SM), fewer or more splits; then the selection kernel's warps at x 5
+  python3 benchmarks/bench_kernels.py --contexts 122880 --batches 5 10 --placements device --budget 1920 --exact \
+      --launches 8/64/4/3/0 8/64/4/2/0 8/64/4/1/0 4/64/4/1/0 5/64/4/3/0 10/64/4/1/0 8/32/4/2/0 15/32/4/2/0 \
+      15/32/4/1/0 --json "$OUT/kernels_wav49_h200.json" 2>&1 | grep -v -i "deprecat\|warn" | tail -26
+  python3 benchmarks/bench_select.py --batch 5 --warps 8 16 32 --json "$OUT/select_wav49_b5_h200.json" 2>&1 | tail -7
   ;;
 esac

@@ -106,9 +106,6 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--full-implementation", choices=["auto", "xla", "pallas"], default="auto",
                     help="full-attention decode: the Pallas flash-decoding kernel (auto on GPU) or XLA einsums")
     bn.add_argument("--unroll-layers", type=int, default=1, help="unroll the decode step's scan over layers")
-    bn.add_argument("--layer-weights", choices=["stacked", "per-layer"], default="stacked",
-                    help="per-layer: decode with a per-layer copy of the weights, the layers in a Python loop "
-                         "(no layer scan); the copy is not planned for")
     bn.add_argument("--json", default=None, help="write rates, rows and speedups here")
     bn.add_argument("--profile", action="store_true",
                     help="run the decode loop once more under jax.profiler: GPU kernel ms per step by named scope")
@@ -257,7 +254,7 @@ def _bench(args) -> int:
 
     out = tp.bench(model, args.context, methods, batches, args.steps, limits, breakdown=args.breakdown, rates=rates,
                    on_row=save, unroll=args.unroll_layers, full_attention=args.full_implementation,
-                   profile=args.profile, timed_calls=args.timed_calls, layer_weights=args.layer_weights,
+                   profile=args.profile, timed_calls=args.timed_calls,
                    step=tp.ShadowKVStep(micro_batches=args.micro_batches, value_stream=args.value_stream,
                                         kernel_splits=args.kernel_splits, emulated_reuse=args.emulate_reuse,
                                         schedule_groups=args.schedule_groups))

@@ -33,7 +33,7 @@ from .config import ModelConfig
 from .decoding import RowPrefill, decode_loop
 from .kernels.common import SplitValues
 from .model.attention import DenseDecode
-from .model.llama import init_params, unstack_layers
+from .model.llama import init_params
 from .profiling import profile_kernels
 from .planner import Limits, Plan, best_plan, max_batch, require_fits, splits_values, weight_bytes
 from .sampling import Greedy
@@ -412,7 +412,7 @@ def micro_batch_sizes(batch: int, micro_batches: int, device_rows: int = 0) -> t
 def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates: dict,
             breakdown: bool = False, seed: int = 0, unroll: int = 1, full_attention: str = "auto",
             profile: bool = False, step: ShadowKVStep = ShadowKVStep(), device_rows: int = 0,
-            timed_calls: int = 1, layer_weights: str = "stacked") -> dict:
+            timed_calls: int = 1) -> dict:
     """Prefill one prompt, build a batch of `batch` rows, time decoding. Returns one result row.
 
     The decode loop runs once to warm up, then `timed_calls` times; the first timed call gives the row's
@@ -432,12 +432,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
     rng = np.random.default_rng(seed)
     new = new_tokens(steps)
     ids = rng.integers(3, cfg.vocab_size, context, dtype=np.int32)
-    row = {"context": context, "batch": batch, "steps": steps, "layer_unroll": unroll, "layer_weights": layer_weights}
-    if layer_weights not in ("stacked", "per-layer"):
-        raise ValueError(f"layer_weights={layer_weights!r}: expected 'stacked' or 'per-layer'")
-    # per-layer: decode with a per-layer copy of the weights (unstack_layers), next to the stacked ones that
-    # prefill uses; the planner does not count that copy (an experiment on a GPU with room to spare)
-    decoder = model if layer_weights == "stacked" else dataclasses.replace(model, params=unstack_layers(model.params))
+    row = {"context": context, "batch": batch, "steps": steps, "layer_unroll": unroll}
     lengths = jnp.asarray([context], jnp.int32)
     stand_ins = {"no_attention": NoAttention()} if breakdown else {}
     if method == "full":
@@ -449,7 +444,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
         t0 = time.perf_counter()
         fill = RowPrefill(cfg).compile(model.params, cache_abs, tokens, lengths)
         row["compile_prefill_s"] = time.perf_counter() - t0
-        loops = {name: compile_decode(decoder, cache_abs, batch, None, a, steps, unroll)
+        loops = {name: compile_decode(model, cache_abs, batch, None, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         cache = make_cache()
         where = cache.k.unsafe_buffer_pointer() if platform == "gpu" else None
@@ -490,7 +485,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
             values_abs = abstract_decode_state(cfg, sk, batch, slots, placement, device_rows)[1]
             attention = PipelinedShadowKV(attention, kernel_splits=step.kernel_splits or 1,
                                           value_stream=step.value_stream, schedule_groups=step.schedule_groups)
-        loops = {name: compile_decode(decoder, state_abs, batch, values_abs, a, steps, unroll)
+        loops = {name: compile_decode(model, state_abs, batch, values_abs, a, steps, unroll)
                  for name, a in {"decode": attention, **stand_ins}.items()}
         t0 = time.perf_counter()
         logits, one = fill(model.params, tokens, lengths)
@@ -522,7 +517,7 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
     first = jnp.broadcast_to(jnp.argmax(logits[0]).astype(jnp.int32), (batch,))
     row["compile_decode_s"] = sum(t for _, t in loops.values())
     row["memory_before_decode"] = _device_memory()
-    elapsed, carry, extras, calls = _timed(decoder, loops["decode"][0], carry, first, consts, timed_calls)
+    elapsed, carry, extras, calls = _timed(model, loops["decode"][0], carry, first, consts, timed_calls)
     row["decode_calls_s"] = calls  # warm-up first: the spread says how far one timed call can be trusted
     row["memory_after_decode"] = _device_memory()
     row.update(decode_s=elapsed, step_ms=1e3 * elapsed / steps, tokens_per_s=batch * steps / elapsed)
@@ -530,17 +525,17 @@ def run_one(model: Model, method, context: int, batch: int, steps: int, *, rates
     hit = float(np.asarray(metrics["hit_rate"]).mean()) if metrics is not None else None
     row["hit_rate"] = hit
     for name in stand_ins:
-        t, carry, _, _ = _timed(decoder, loops[name][0], carry, first, consts)
+        t, carry, _, _ = _timed(model, loops[name][0], carry, first, consts)
         row[f"{name}_step_ms"] = 1e3 * t / steps
     if profile:  # one more run of the decode loop under the profiler: kernel time per scope, per step
         loop = loops["decode"][0]
-        row["profile"], (_, carry, _) = profile_kernels(lambda: _run(decoder, loop, carry, first, consts),
+        row["profile"], (_, carry, _) = profile_kernels(lambda: _run(model, loop, carry, first, consts),
                                                         loop.as_text(), per=steps)
     b = step_bytes(cfg, method, batch, context, capacity, hit, placement, device_rows)  # ignored by "full"
     row["bytes_per_step"] = b
     row["roofline_step_ms"] = 1e3 * roofline_s(b, rates)
     row["roofline_fraction"] = row["roofline_step_ms"] / row["step_ms"]
-    del carry, consts, decoder
+    del carry, consts
     return row
 
 
@@ -572,7 +567,7 @@ def default_limits(gpu_gib: float | None = None, host_gib: float | None = None, 
 def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, *, breakdown: bool = False,
           rates: dict | None = None, progress=print, on_row=None, unroll: int = 1,
           full_attention: str = "auto", profile: bool = False, step: ShadowKVStep = ShadowKVStep(),
-          timed_calls: int = 1, layer_weights: str = "stacked") -> dict:
+          timed_calls: int = 1) -> dict:
     """Every (context, method, batch). `methods`: "full" and/or ShadowKVConfig factories
     (callables context -> ShadowKVConfig). `on_row(rows)` runs after each row (e.g. to save partial
     results). `step` applies to the ShadowKV rows. Returns {"rates", "rows"}."""
@@ -590,7 +585,7 @@ def bench(model: Model, contexts, methods, batches, steps: int, limits: Limits, 
                 r = run_one(model, m, context, p.batch, steps, rates=rates, breakdown=breakdown, unroll=unroll,
                             full_attention=full_attention, profile=profile,
                             step=ShadowKVStep() if m == "full" else step, device_rows=p.device_value_rows,
-                            timed_calls=timed_calls, layer_weights=layer_weights)
+                            timed_calls=timed_calls)
                 r["plan"] = {"gpu": p.gpu, "host": p.host, "gpu_total": p.gpu_total, "host_total": p.host_total,
                              "requested_batch": batch, "limits": dataclasses.asdict(limits),
                              "bound_by": bound_by(model.config, m, context, p, limits, steps)}

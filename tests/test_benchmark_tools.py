@@ -1,4 +1,4 @@
-"""The GPU studies' report tools (benchmarks/ncu_summary.py, ncu_sass_phases.py, pick_launch.py) on CPU:
+"""The GPU studies' report tools (benchmarks/ncu_summary.py, ncu_sass_phases.py, pick_launch.py, summarize_rows.py) on CPU:
 they read what Nsight Compute and the sweeps write, and must read it right."""
 
 import json
@@ -79,3 +79,15 @@ def test_kernel_anatomy_runs_one_layer_interpreted(capsys):
                          "2/16/4/1/1"]) == 0
     out = capsys.readouterr().out
     assert "call 0:" in out and "launch 8/64/4/3/0: ran" in out and "launch 2/16/4/1/1: ran" in out
+
+
+def test_summarize_rows_reads_a_real_bench_file(capsys):
+    """ul48's layer-scan row (H200): the timed calls after the warm-up, the row's probe and its step / roofline."""
+    summarize = load_benchmark("summarize_rows")
+    path = os.path.join(RESULTS, "tput_llama_122880_shadowkv_h100mem_ul48_stacked_h200.json")
+    assert summarize.main([path]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3
+    assert ("| shadowkv | 122880 | 5 | stacked | 8.58 (8.58, 8.53, 8.55) | 582.7 | 5.57 (3.93) | 1.54 |"
+            in out[2]), out[2]
+    assert summarize.main([]) == 2

@@ -157,27 +157,3 @@ def test_cache_is_a_pytree(tiny):
     leaves = jax.tree_util.tree_leaves(cache)
     assert len(leaves) == 3
     assert cache.nbytes() == 2 * (3 * 2 * 2 * 8 * 12 * 4) + 2 * 4
-
-
-def test_per_layer_weights_decode_as_the_layer_scan(tiny):
-    """unstack_layers: the layers in a Python loop over per-layer weight arrays give the layer scan's tokens,
-    logits and cache."""
-    from shadowkv_jax.model.llama import unstack_layers
-
-    per_layer = unstack_layers(tiny.params)
-    assert isinstance(per_layer["layers"], tuple) and len(per_layer["layers"]) == tiny.config.num_layers
-    np.testing.assert_array_equal(per_layer["layers"][2]["wq"], tiny.params["layers"]["wq"][2])
-    tokens = jnp.asarray(np.random.default_rng(5).integers(1, 97, (2, 6)), jnp.int32)
-    lengths = jnp.asarray([6, 4], jnp.int32)
-
-    def run(params):
-        logits, cache = prefill(params, tokens, lengths, config=tiny.config, capacity=16)
-        first = jnp.argmax(logits, -1).astype(jnp.int32)
-        toks, cache, extras = decode_loop(params, cache, first, jax.random.key(0), jnp.zeros((0,), jnp.int32),
-                                          config=tiny.config, sampler=sk.Greedy(), num_steps=5, return_logits=True)
-        return np.asarray(toks), np.asarray(extras["logits"]), np.asarray(cache.k)
-
-    want, got = run(tiny.params), run(per_layer)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_allclose(got[1], want[1], atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(got[2], want[2], atol=1e-6)

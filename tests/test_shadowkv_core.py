@@ -282,33 +282,6 @@ def test_two_thousand_generated_tokens_none_dropped():
     assert (written[: n - 1] > 0).all() and (written[n - 1:] == 0).all()
 
 
-def test_per_layer_weights_decode_as_the_layer_scan():
-    """ShadowKV's step over per-layer weight arrays (model/llama.unstack_layers: the layers in a Python loop, the
-    state read and written at constant layer indices) gives the layer scan's tokens, logits and state."""
-    from shadowkv_jax.decoding import decode_loop
-    from shadowkv_jax.model.llama import unstack_layers
-    from shadowkv_jax.shadowkv.decode import ShadowKVDecode
-
-    model = tiny_model(4, 2, seed=5)
-    ids = list(np.random.default_rng(2).integers(1, 128, 300))
-    cfg = dataclasses.replace(exact_config(model.config, len(ids)), sparse_budget=64, outlier_chunks=2,
-                              local_chunks=1)
-
-    def run(params):
-        pre = sk.prefill_prompts(model, [ids], method=cfg)
-        first = jnp.argmax(pre.next_logits, -1).astype(jnp.int32)
-        toks, state, extras = decode_loop(params, pre.state.without_values(), first, jax.random.key(0),
-                                          jnp.zeros((0,), jnp.int32), pre.state.values, config=model.config,
-                                          sampler=sk.Greedy(), num_steps=6, return_logits=True,
-                                          attention=ShadowKVDecode(cfg, model.config, pre.state.placement))
-        return np.asarray(toks), np.asarray(extras["logits"]), np.asarray(state.gen_k)
-
-    want, got = run(model.params), run(unstack_layers(model.params))
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_allclose(got[1], want[1], atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(got[2], want[2], atol=1e-6)
-
-
 def test_more_than_max_new_tokens_is_an_error(smollm2):
     cfg = sk.ShadowKVConfig(rank=32, sparse_budget=64, outlier_chunks=1, max_new_tokens=8)
     with pytest.raises(sk.GenerationError, match="max_new_tokens=9 exceeds"):

@@ -172,21 +172,9 @@ def run_layers(params: Params, config: ModelConfig, attention, x, positions, len
         h, c = layer.apply({"params": layer_params}, h, positions, lengths, c, i, consts, rope)
         return (h, c), None
 
-    if isinstance(params["layers"], (list, tuple)):  # per-layer weights (unstack_layers): no loop, no slices
-        for i, layer_p in enumerate(params["layers"]):
-            (x, carry), _ = body((x, carry), (layer_p, jnp.int32(i)))
-        return x[:b], carry
     idx = jnp.arange(config.num_layers, dtype=jnp.int32)
     (x, carry), _ = jax.lax.scan(body, (x, carry), (params["layers"], idx), unroll=unroll)
     return x[:b], carry
-
-
-def unstack_layers(params: Params) -> Params:
-    """The parameters with "layers" as a tuple of per-layer trees, copies of the stacked arrays' slices:
-    run_layers then runs the layers in a Python loop (no loop boundary, no slices; compile time grows with depth)."""
-    n = jax.tree.leaves(params["layers"])[0].shape[0]
-    take = jax.jit(layer_params)
-    return {**params, "layers": tuple(take(params, jnp.int32(i)) for i in range(n))}
 
 
 # A decode step's GEMMs have the batch as M. On a GPU, XLA pads a bf16 GEMM's M to a multiple of 8 for the tensor
