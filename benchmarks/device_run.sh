@@ -78,6 +78,7 @@
 #   ul48: the decode step over per-layer weight arrays (no layer scan) against the layer scan, under an H100's memory
 #   wav49: the attention kernel's launches at 122,880 x 5 and x 10 (one or two programs per SM), the selection's warps
 #          at x 5
+#   sta50: ShadowKV at 122,880 x 5 with the attention kernel in 2 pipeline stages, in 5 splits, and as kept
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1178,5 +1179,14 @@ wav49)  # the attention kernel's launch at 122,880 x 5 (the batch under an H100'
       --launches 8/64/4/3/0 8/64/4/2/0 8/64/4/1/0 4/64/4/1/0 5/64/4/3/0 10/64/4/1/0 8/32/4/2/0 15/32/4/2/0 \
       15/32/4/1/0 --json "$OUT/kernels_wav49_h200.json" 2>&1 | grep -v -i "deprecat\|warn" | tail -26
   python3 benchmarks/bench_select.py --batch 5 --warps 8 16 32 --json "$OUT/select_wav49_b5_h200.json" 2>&1 | tail -7
+  ;;
+sta50)  # the two launches that wav49's loop timed fastest at 122,880 x 5 (2 stages; 5 splits), in the step, one machine,
+  # the kept launch first and last (benchmarks/patches/{stages2,splits5}.patch)
+  for p in none stages2 splits5 none; do
+    [ $p = none ] || git apply benchmarks/patches/$p.patch || exit 1
+    BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 5 --json "$OUT/tput_llama_122880_shadowkv_sta50_b5_$p.json"
+    [ $p = none ] || git apply -R benchmarks/patches/$p.patch
+  done
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*sta50*.json
   ;;
 esac
