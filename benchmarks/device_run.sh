@@ -79,6 +79,8 @@
 #   wav49: the attention kernel's launches at 122,880 x 5 and x 10 (one or two programs per SM), the selection's warps
 #          at x 5
 #   sta50: ShadowKV at 122,880 x 5 with the attention kernel in 2 pipeline stages, in 5 splits, and as kept
+#   row51: decode rows padded to a multiple of 16, not 8 (cuBLAS' split-K GEMMs at 8 rows): ShadowKV at 122,880 x 5
+#          with and without, full attention under 76.8 GiB (3 rows), ShadowKV at 65,536 x 20
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1182,11 +1184,29 @@ wav49)  # the attention kernel's launch at 122,880 x 5 (the batch under an H100'
   ;;
 sta50)  # the two launches that wav49's loop timed fastest at 122,880 x 5 (2 stages; 5 splits), in the step, one machine,
   # the kept launch first and last (benchmarks/patches/{stages2,splits5}.patch)
-  for p in none stages2 splits5 none; do
+  for p in none stages2 splits5 none; do  # (the second "none" row overwrites the first one's JSON)
     [ $p = none ] || git apply benchmarks/patches/$p.patch || exit 1
     BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 5 --json "$OUT/tput_llama_122880_shadowkv_sta50_b5_$p.json"
     [ $p = none ] || git apply -R benchmarks/patches/$p.patch
   done
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*sta50*.json
+  ;;
+row51)  # decode rows padded to a multiple of 16 rather than 8 (benchmarks/patches/rows16.patch): in ul48's profile at
+  # 122,880 x 5 (8 rows) cuBLAS ran the q, o and down projections as split-K GEMMs, each with a reduce kernel after
+  # it, where at 16 rows (batch 10) it ran them in one kernel. One machine: ShadowKV at x 5 without and with (profiled),
+  # then with it full attention under 76.8 GiB (3 rows) and ShadowKV at 65,536 x 20 (32 rows, not 24)
+  BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 5 --json "$OUT/tput_llama_122880_shadowkv_row51_b5_rows8.json"
+  git apply benchmarks/patches/rows16.patch || exit 1
+  BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch 5 --profile \
+      --json "$OUT/tput_llama_122880_shadowkv_row51_b5_rows16.json"
+  BENCH_TIMEOUT=150 BTAIL=1 full_auto --context 122880 --gpu-memory-gb 76.8 \
+      --json "$OUT/tput_llama_122880_full_h100mem_row51_rows16.json"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 65536 --batch 20 --json "$OUT/tput_llama_65536_shadowkv_row51_b20_rows16.json"
+  git apply -R benchmarks/patches/rows16.patch
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*row51*.json
+  python3 -c "
+import json, sys
+p = json.load(open('$OUT/tput_llama_122880_shadowkv_row51_b5_rows16.json'))['rows'][0]['profile']
+for k in p['kernels'][:12]: print(round(k['ms'], 3), int(k['launches']), k['kernel'][:60])"
   ;;
 esac
