@@ -81,6 +81,8 @@
 #   sta50: ShadowKV at 122,880 x 5 with the attention kernel in 2 pipeline stages, in 5 splits, and as kept
 #   row51: decode rows padded to a multiple of 16, not 8 (cuBLAS' split-K GEMMs at 8 rows): ShadowKV at 122,880 x 5
 #          with and without, full attention under 76.8 GiB (3 rows), ShadowKV at 65,536 x 20
+#   fin52: the HBM probe's spread between processes, single calls cold against 8 queued calls after a warm-up; the
+#          kept code (16-row padding, the new probe): both methods at 122,880 under 76.8 GiB, ShadowKV on the whole GPU
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1208,5 +1210,23 @@ row51)  # decode rows padded to a multiple of 16 rather than 8 (benchmarks/patch
 import json, sys
 p = json.load(open('$OUT/tput_llama_122880_shadowkv_row51_b5_rows16.json'))['rows'][0]['profile']
 for k in p['kernels'][:12]: print(round(k['ms'], 3), int(k['launches']), k['kernel'][:60])"
+  ;;
+fin52)  # the HBM probe (throughput.measure_bandwidths) in 6 fresh processes: one call a run, cold (as before), against 8
+  # queued calls a run after 1 s of warm-up (kept); then the kept code: both methods at 122,880 under an H100's
+  # allocator limit, ShadowKV on the whole H200
+  for i in 1 2 3; do
+    for mode in "calls=1, warmup_s=0" ""; do
+      python3 -c "
+from shadowkv_jax.throughput import measure_bandwidths as m
+r = m($mode)
+print('probe ($mode):', round(r['hbm_read_bytes_per_s'] / 1e12, 3), 'TB/s best,', round(r['hbm_read_median_bytes_per_s'] / 1e12, 3), 'median')" \
+        2>&1 | grep probe | tee -a "$OUT/probe_fin52_h200.txt"
+    done
+  done
+  BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch auto --gpu-memory-gb 76.8 \
+      --json "$OUT/tput_llama_122880_shadowkv_h100mem_fin52.json"
+  BENCH_TIMEOUT=150 BTAIL=1 full_auto --context 122880 --gpu-memory-gb 76.8 --json "$OUT/tput_llama_122880_full_h100mem_fin52.json"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_fin52.json"
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*fin52*.json
   ;;
 esac

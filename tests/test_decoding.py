@@ -100,12 +100,12 @@ def test_tiny_decode_matches_forward(tiny):
 
 
 def test_decode_rows_padded_for_the_gemms_change_nothing(tiny, monkeypatch):
-    """A decode step's rows padded to a multiple of 8 for the dense work (model/llama.DECODE_ROW_MULTIPLE, on by
-    default on GPUs only; forced here): the same logits and cache as unpadded, with 3 sequences (5 zero rows) and
+    """A decode step's rows padded to a multiple of 16 for the dense work (model/llama.DECODE_ROW_MULTIPLE, on by
+    default on GPUs only; forced here): the same logits and cache as unpadded, with 3 sequences (13 zero rows) and
     none for one sequence or a prompt."""
     from shadowkv_jax.model import llama
 
-    assert llama.decode_row_padding(3, 1) == (5 if jax.default_backend() == "gpu" else 0)
+    assert llama.decode_row_padding(3, 1) == (13 if jax.default_backend() == "gpu" else 0)
     rng = np.random.default_rng(4)
     tokens = jnp.asarray(rng.integers(1, 97, (3, 6)), jnp.int32)
     lengths = jnp.asarray([6, 4, 5], jnp.int32)
@@ -120,8 +120,8 @@ def test_decode_rows_padded_for_the_gemms_change_nothing(tiny, monkeypatch):
 
     monkeypatch.setattr(llama, "DECODE_ROW_MULTIPLE", {})
     want, want_cache = run()
-    monkeypatch.setattr(llama, "DECODE_ROW_MULTIPLE", {jax.default_backend(): 8})
-    assert [llama.decode_row_padding(3, 1), llama.decode_row_padding(1, 1), llama.decode_row_padding(3, 6)] == [5, 0, 0]
+    monkeypatch.setattr(llama, "DECODE_ROW_MULTIPLE", {jax.default_backend(): 16})
+    assert [llama.decode_row_padding(3, 1), llama.decode_row_padding(1, 1), llama.decode_row_padding(3, 6)] == [13, 0, 0]
     jax.clear_caches()  # the padding is chosen when the step is traced
     got, got_cache = run()
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)

@@ -301,6 +301,19 @@ def test_select_only_stand_in_keeps_the_selection():
     assert has_topk(optimized(tp.SelectOnly(cfg))) and not has_topk(optimized(tp.NoAttention()))
 
 
+def test_hbm_probe_counts_every_queued_reduction(monkeypatch):
+    """measure_bandwidths: a timed run queues `calls` reductions of the probe's buffer, so its rate is calls x bytes
+    over the best run, after the warm-up."""
+    seen = []
+    monkeypatch.setattr(tp, "wall_times", lambda fn, repeats: (seen.append(fn()), [0.004, 0.002, 0.003])[1])
+    rates = tp.measure_bandwidths(gib=0.001, calls=3, warmup_s=0.05)
+    nbytes = rates["probe_bytes"]
+    assert (rates["probe_calls"], rates["probe_warmup_s"]) == (3, 0.05)
+    assert rates["hbm_read_bytes_per_s"] == pytest.approx(3 * nbytes / 0.002)
+    assert rates["hbm_read_median_bytes_per_s"] == pytest.approx(3 * nbytes / 0.003)
+    assert float(seen[0]) == pytest.approx(nbytes // 2)  # the reduction itself: a sum of ones
+
+
 def test_limits_after_the_probe_leave_out_its_buffers():
     limits = Limits(gpu_bytes=80 << 30, host_bytes=110 << 30, margin=0.03)
     gpu_only = tp.after_probe(limits, {"probe_bytes": 4 << 30, "h2d_bytes_per_s": None})
