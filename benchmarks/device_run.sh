@@ -83,6 +83,7 @@
 #          with and without, full attention under 76.8 GiB (3 rows), ShadowKV at 65,536 x 20
 #   fin52: the HBM probe's spread between processes, single calls cold against 8 queued calls after a warm-up; the
 #          kept code (16-row padding, the new probe): both methods at 122,880 under 76.8 GiB, ShadowKV on the whole GPU
+#   fin53: the kept code's ShadowKV rows at 65,536 tokens (under 76.8 GiB, whole GPU) with the new probe
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1228,5 +1229,11 @@ print('probe ($mode):', round(r['hbm_read_bytes_per_s'] / 1e12, 3), 'TB/s best,'
   BENCH_TIMEOUT=150 BTAIL=1 full_auto --context 122880 --gpu-memory-gb 76.8 --json "$OUT/tput_llama_122880_full_h100mem_fin52.json"
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_fin52.json"
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*fin52*.json
+  ;;
+fin53)  # the kept code's ShadowKV rows at 65,536 tokens with the new probe: under an H100's allocator limit, whole H200
+  BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 65536 --batch auto --gpu-memory-gb 76.8 \
+      --json "$OUT/tput_llama_65536_shadowkv_h100mem_fin53.json"
+  BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 65536 --batch auto --json "$OUT/tput_llama_65536_shadowkv_fin53.json"
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*fin53*.json
   ;;
 esac
