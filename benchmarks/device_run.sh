@@ -1194,18 +1194,19 @@ sta50)  # the two launches that wav49's loop timed fastest at 122,880 x 5 (2 sta
   done
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*sta50*.json
   ;;
-row51)  # decode rows padded to a multiple of 16 rather than 8 (benchmarks/patches/rows16.patch): in ul48's profile at
-  # 122,880 x 5 (8 rows) cuBLAS ran the q, o and down projections as split-K GEMMs, each with a reduce kernel after
-  # it, where at 16 rows (batch 10) it ran them in one kernel. One machine: ShadowKV at x 5 without and with (profiled),
-  # then with it full attention under 76.8 GiB (3 rows) and ShadowKV at 65,536 x 20 (32 rows, not 24)
+row51)  # decode rows padded to a multiple of 16 rather than 8 (kept; benchmarks/patches/rows8_before_row51.patch takes
+  # the kept code back to 8): in ul48's profile at 122,880 x 5 (8 rows) cuBLAS ran the q, o and down projections as
+  # split-K GEMMs, each with a reduce kernel after it, where at 16 rows (batch 10) it ran them in one kernel. One
+  # machine: ShadowKV at x 5 with 8 rows, then with 16 (profiled), full attention under 76.8 GiB (3 rows) and ShadowKV
+  # at 65,536 x 20 (32 rows, not 24)
+  git apply benchmarks/patches/rows8_before_row51.patch || exit 1
   BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 5 --json "$OUT/tput_llama_122880_shadowkv_row51_b5_rows8.json"
-  git apply benchmarks/patches/rows16.patch || exit 1
+  git apply -R benchmarks/patches/rows8_before_row51.patch
   BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch 5 --profile \
       --json "$OUT/tput_llama_122880_shadowkv_row51_b5_rows16.json"
   BENCH_TIMEOUT=150 BTAIL=1 full_auto --context 122880 --gpu-memory-gb 76.8 \
       --json "$OUT/tput_llama_122880_full_h100mem_row51_rows16.json"
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 65536 --batch 20 --json "$OUT/tput_llama_65536_shadowkv_row51_b20_rows16.json"
-  git apply -R benchmarks/patches/rows16.patch
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*row51*.json
   python3 -c "
 import json, sys

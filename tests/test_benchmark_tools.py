@@ -1,5 +1,5 @@
-"""The GPU studies' report tools (benchmarks/ncu_summary.py, ncu_sass_phases.py, pick_launch.py, summarize_rows.py) on CPU:
-they read what Nsight Compute and the sweeps write, and must read it right."""
+"""The GPU studies' report tools (benchmarks/ncu_summary.py, ncu_sass_phases.py, pick_launch.py, summarize_rows.py)
+on CPU: they read what Nsight Compute, the sweeps and the bench write, and must read it right."""
 
 import json
 import os
