@@ -62,14 +62,15 @@ def kth_largest_key(count, n: int, k: int, lowest: jax.Array, upper: jax.Array):
     def step(carry):
         pos, p, m_p, m_hi = carry
         two = (m_p - m_hi < PACKED_BELOW) & (pos >= 2) & (pos < 32)
-        s = pos - jnp.where(two, 2, 1)  # the digit is bits [s, pos)
+        width = 1 + two.astype(jnp.int32)
+        s = pos - width  # the digit is bits [s, pos)
         top = jnp.minimum(pos, 31)
         sign = pos == 32  # the first bit of the whole range: the digit is 1 for keys >= 0
 
         def quarters(key):
             inside = sign | (jnp.right_shift(key, top) == jnp.right_shift(p, top))
             digit = jnp.where(sign, (key >= 0).astype(jnp.int32),
-                              jnp.right_shift(key, s) & jnp.where(two, 3, 1))
+                              jnp.right_shift(key, s) & (jnp.left_shift(1, width) - 1))
             packed = ((digit >= 1).astype(jnp.int32) + jnp.left_shift((digit >= 2).astype(jnp.int32), 10)
                       + jnp.left_shift((digit >= 3).astype(jnp.int32), 20))
             return jnp.where(inside, packed, 0)

@@ -700,3 +700,28 @@ def test_variant_scripts_check_their_kernels_on_a_small_shape(tmp_path):
         "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 2 and all(r["max_abs_err"] < 1e-5 and r["ms_per_layer"] > 0 for r in rows)
+
+
+def _lowers_for_cuda(fn, *args):
+    """Lower `fn` for CUDA on this machine: Pallas' Triton lowering runs here, without a GPU (the Triton compiler
+    itself, after it, does not)."""
+    return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+
+
+@pytest.mark.parametrize("n,tile", [(15312, 16384), (1000, 256)])
+def test_selection_kernels_lower_to_triton_without_a_gpu(n, tile):
+    """The selection's kernels (the top-k, the fused selection, the landmark scores at the decode launch) as the
+    compiled path lowers them, in one tile and in several: interpreted runs do not go through the Triton lowering,
+    whose type rules are stricter (a select of two constants under a scalar predicate failed there, not here)."""
+    from shadowkv_jax.kernels.chunk_selection import padded_width, select_top_chunks
+    from shadowkv_jax.kernels.landmark_scores import DECODE_LAUNCH, landmark_scores
+
+    b, hkv, g, d, k = 2, 2, 4, 128, 240
+    s = jnp.zeros((b, hkv, g, padded_width(n)), jnp.float32)
+    ids, num = jnp.zeros((2, b, hkv, n), jnp.int32), jnp.full((b,), n, jnp.int32)
+    assert "shadowkv_chunk_selection" in _lowers_for_cuda(
+        lambda s, i, c: select_top_chunks(s, i, c, k, 1, tile=tile), s, ids, num)
+    assert "shadowkv_top_k" in _lowers_for_cuda(lambda x: top_k_indices(x, k, tile=tile), s[:, 0, 0, :n])
+    q, lm = jnp.zeros((b, hkv, g, d), jnp.bfloat16), jnp.zeros((2, b, hkv, n, d), jnp.bfloat16)
+    assert "shadowkv_landmark_scores" in _lowers_for_cuda(
+        lambda q, lm: landmark_scores(q, lm, 1, scale=d ** -0.5, width=padded_width(n), **DECODE_LAUNCH), q, lm)
