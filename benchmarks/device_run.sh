@@ -84,7 +84,8 @@
 #   fin52: the HBM probe's spread between processes, single calls cold against 8 queued calls after a warm-up; the
 #          kept code (16-row padding, the new probe): both methods at 122,880 under 76.8 GiB, ShadowKV on the whole GPU
 #   fin53: the kept code's ShadowKV rows at 65,536 tokens (under 76.8 GiB, whole GPU) with the new probe
-#   rad54: the threshold search two bits a pass from the shared top bits: compiled tests, bench_select, ShadowKV at x 5
+#   rad54: the threshold search two bits a pass from the shared top bits (slower: not kept): compiled tests,
+#          bench_select, ShadowKV at 122,880 x 5
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1238,9 +1239,10 @@ fin53)  # the kept code's ShadowKV rows at 65,536 tokens with the new probe: und
   BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 65536 --batch auto --json "$OUT/tput_llama_65536_shadowkv_fin53.json"
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*fin53*.json
   ;;
-rad54)  # the threshold search two bits a pass from the bits the row's lowest and highest keys share (kept;
-  # benchmarks/patches/threshold_bitwise_before_rad54.patch goes back to a bit a pass from the sign): compiled tests,
-  # bench_select at 122,880 x 5 and x 10 with and without, ShadowKV at 122,880 x 5 with, without, with (profiled)
+rad54)  # the threshold search two bits a pass from the bits the row's lowest and highest keys share
+  # (benchmarks/patches/threshold_radix2.patch; slower, not kept): compiled tests, bench_select at 122,880 x 5 and
+  # x 10 with and without, ShadowKV at 122,880 x 5 with, without, with (profiled)
+  git apply benchmarks/patches/threshold_radix2.patch || exit 1
   SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
       -k "chunk_selection or top_k or threshold" 2>&1 | grep -E "passed|failed|Error|assert" | tail -4 \
       | tee "$OUT/kernel_tests_rad54_h200.txt"
@@ -1249,15 +1251,16 @@ rad54)  # the threshold search two bits a pass from the bits the row's lowest an
         --json "$OUT/select_rad54_b${b}_h200.json" 2>&1 | tail -5
   done
   BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 5 --json "$OUT/tput_llama_122880_shadowkv_rad54_b5.json"
-  git apply benchmarks/patches/threshold_bitwise_before_rad54.patch || exit 1
+  git apply -R benchmarks/patches/threshold_radix2.patch
   for b in 5 10; do
     timeout 100 python3 benchmarks/bench_select.py --batch $b --context 122880 --warps 16 \
         --json "$OUT/select_rad54_b${b}_before_h200.json" 2>&1 | tail -2
   done
   BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 5 --json "$OUT/tput_llama_122880_shadowkv_rad54_b5_before.json"
-  git apply -R benchmarks/patches/threshold_bitwise_before_rad54.patch
+  git apply benchmarks/patches/threshold_radix2.patch || exit 1
   BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch 5 --profile \
       --json "$OUT/tput_llama_122880_shadowkv_rad54_b5_again.json"
+  git apply -R benchmarks/patches/threshold_radix2.patch
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*rad54*.json
   python3 -c "
 import json

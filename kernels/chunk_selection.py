@@ -80,12 +80,10 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
     if n_tiles == 1:  # one load of each row: statistics, score and keys in registers
         v = valid(0)
         score = jnp.full((tile,), -1.0, jnp.float32)
-        inv_l = []
         for g in range(groups):
             e = logits(0, g, v)
             e = _exp(e - jnp.max(e))
-            inv_l.append(1.0 / jnp.sum(e))  # one divide a row, not one a slot
-            score = jnp.maximum(score, e * inv_l[-1])
+            score = jnp.maximum(score, e * (1.0 / jnp.sum(e)))  # one divide a row, not one a slot
         row = keys_from(0, score, v)
         keys = lambda i: row
     else:  # online softmax statistics over the tiles, then the keys staged in the scratch output
@@ -102,22 +100,19 @@ def _kernel(layer_ref, num_ref, s_ref, ids_ref, out_ref, *scratch, k: int, n: in
 
         init = tuple((jnp.float32(NEG_INF), jnp.float32(0.0)) for _ in range(groups))
         stats = jax.lax.fori_loop(0, n_tiles, add_tile, init)
-        inv_l = [1.0 / l for _, l in stats]
 
         def stage(i, _):
             v = valid(i)
             score = jnp.full((tile,), -1.0, jnp.float32)
-            for g, ((m, _), r) in enumerate(zip(stats, inv_l)):
-                score = jnp.maximum(score, _exp(logits(i, g, v) - m) * r)
+            for g, (m, l) in enumerate(stats):
+                score = jnp.maximum(score, _exp(logits(i, g, v) - m) * (1.0 / l))
             keys_ref[b, h, pl.ds(i * tile, tile)] = keys_from(i, score, v)
             return 0
 
         jax.lax.fori_loop(0, n_tiles, stage, 0)
         keys = lambda i: keys_ref[b, h, pl.ds(i * tile, tile)]
 
-    # no score is above 1 / l of its head's row (the row's top, exp(0) = 1): keys of a little more bound the row's
-    upper = sortable(1.001 * functools.reduce(jnp.maximum, inv_l))
-    t, ties_wanted = threshold(keys, n_tiles, k, n, in_row, upper)
+    t, ties_wanted = threshold(keys, n_tiles, k)
 
     def place(i, carry):
         slot, take, *carry = take_slots(keys(i), in_row(i), t, ties_wanted, *carry)
