@@ -700,3 +700,28 @@ def test_selection_kernels_lower_to_triton_without_a_gpu(n, tile):
     q, lm = jnp.zeros((b, hkv, g, d), jnp.bfloat16), jnp.zeros((2, b, hkv, n, d), jnp.bfloat16)
     assert "shadowkv_landmark_scores" in _lowers_for_cuda(
         lambda q, lm: landmark_scores(q, lm, 1, scale=d ** -0.5, width=padded_width(n), **DECODE_LAUNCH), q, lm)
+
+
+@pytest.mark.parametrize("k", [128, 240])
+def test_attention_kernels_lower_to_triton_without_a_gpu(k):
+    """The attention kernels as the compiled decode step lowers them: the gather-reconstruct kernel at the
+    device-values launch with its exact segments in the same launch, the same with value reuse, and the
+    full-attention decode kernel (bf16, Llama-3.1-8B's head shapes)."""
+    from shadowkv_jax.kernels.decode_attention import decode_attention_partials
+    from shadowkv_jax.kernels.sparse_attention import device_values_launch
+
+    c, bf16 = 8, jnp.bfloat16
+    q, a, w, chunks, values, inv = make_inputs(0, batch=2, kv_heads=2, groups=4, head_dim=128, chunk_size=c,
+                                               rank=160, selected=k, chunks_total=k + 16, dtype=bf16)
+    segs = tuple((s_k, s_v, valid) for s_k, s_v, valid in _segments(1, 2, 2, 2, 128, (32, 16, 24), bf16))
+    launch = dict(device_values_launch(k, c), chunk_size=c)
+    text = _lowers_for_cuda(lambda q, a, w, ch, v, layer: sparse_attention_partials(
+        q, a, w, ch, v, inv, layer, exact=segs, **launch), q, a, w, chunks, values, jnp.int32(1))
+    assert "shadowkv_gather_reconstruct_attention" in text
+    cache = jnp.zeros((2, 2, k, c, 128), bf16)
+    text = _lowers_for_cuda(lambda q, a, w, ch, v, cache, prev: sparse_attention_partials(
+        q, a, w, ch, v, inv, jnp.int32(1), cache, prev, **launch), q, a, w, chunks, values, cache, chunks[..., ::-1])
+    assert "shadowkv_gather_reconstruct_attention" in text
+    kv = jnp.zeros((2, 2, 2, 1024, 128), bf16)
+    assert "dense_decode_attention" in _lowers_for_cuda(lambda q, kk, vv: decode_attention_partials(
+        q, kk, vv, jnp.array([1000, 17], jnp.int32), jnp.int32(1)), q, kv, kv)
