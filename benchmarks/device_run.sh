@@ -86,7 +86,7 @@
 #   fin53: the kept code's ShadowKV rows at 65,536 tokens (under 76.8 GiB, whole GPU) with the new probe
 #   rad54: the threshold search two bits a pass from the shared top bits (slower: not kept): compiled tests,
 #          bench_select, ShadowKV at 122,880 x 5
-#   l32_55: the device-values attention launch with 32-token blocks, 15 splits, 2 stages, in the step at x 5, x 10
+#   l32_55: the device-values attention launch with 32-token blocks, 15 splits, 2 or 3 stages, in the step at x 5
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1268,18 +1268,13 @@ import json
 p = json.load(open('$OUT/tput_llama_122880_shadowkv_rad54_b5_again.json'))['rows'][0]['profile']
 for k in p['kernels'][:12]: print(round(k['ms'], 3), int(k['launches']), k['kernel'][:60])"
   ;;
-l32_55)  # the attention kernel's device-values launch with 32-token blocks in 15 splits and 2 pipeline stages
-  # (benchmarks/patches/launch32.patch; 0.065 against the kept 0.071 ms a call at 122,880 x 5 in wav49's loop, not yet
-  # in the step): ShadowKV at 122,880 x 5 kept, patched, kept, patched; x 10 kept, patched; one machine
-  for run in none1 launch32_1 none2 launch32_2; do
-    p=${run%%[0-9]}; p=${p%_}
+l32_55)  # the attention kernel's device-values launch with 32-token blocks in 15 splits, 2 or 3 pipeline stages
+  # (benchmarks/patches/launch32.patch, launch32s3.patch; 2 stages: 0.065 against the kept 0.071 ms a call at
+  # 122,880 x 5 in wav49's loop, not yet in the step): ShadowKV at 122,880 x 5, each launch twice, one machine
+  for run in none1 launch32_1 launch32s3_1 none2 launch32_2 launch32s3_2; do
+    p=${run%_[0-9]}; p=${p%[0-9]}
     [ $p = none ] || git apply benchmarks/patches/$p.patch || exit 1
     BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 5 --json "$OUT/tput_llama_122880_shadowkv_l32_55_b5_$run.json"
-    [ $p = none ] || git apply -R benchmarks/patches/$p.patch
-  done
-  for p in none launch32; do
-    [ $p = none ] || git apply benchmarks/patches/$p.patch || exit 1
-    BENCH_TIMEOUT=100 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_l32_55_b10_$p.json"
     [ $p = none ] || git apply -R benchmarks/patches/$p.patch
   done
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*l32_55*.json
