@@ -1270,8 +1270,8 @@ for k in p['kernels'][:12]: print(round(k['ms'], 3), int(k['launches']), k['kern
   ;;
 l32_55)  # the attention kernel's device-values launch with 32-token blocks in 15 splits, 2 or 3 pipeline stages
   # (benchmarks/patches/launch32.patch, launch32s3.patch; 2 stages: 0.065 against the kept 0.071 ms a call at
-  # 122,880 x 5 in wav49's loop, not yet in the step): ShadowKV at 122,880 x 5 (kept and 2 stages twice), one machine
-  for run in none_1 launch32_1 launch32s3_1 none_2 launch32_2; do
+  # 122,880 x 5 in wav49's loop, not yet in the step): ShadowKV at 122,880 x 5 (the kept launch first and last), one machine
+  for run in none_1 launch32_1 launch32s3_1 none_2; do
     p=${run%_*}
     [ $p = none ] || git apply benchmarks/patches/$p.patch || exit 1
     BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 5 --json "$OUT/tput_llama_122880_shadowkv_l32_55_b5_$run.json"
