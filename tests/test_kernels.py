@@ -713,7 +713,7 @@ def test_attention_kernels_lower_to_triton_without_a_gpu(k):
     c, bf16 = 8, jnp.bfloat16
     q, a, w, chunks, values, inv = make_inputs(0, batch=2, kv_heads=2, groups=4, head_dim=128, chunk_size=c,
                                                rank=160, selected=k, chunks_total=k + 16, dtype=bf16)
-    segs = tuple((s_k, s_v, valid) for s_k, s_v, valid in _segments(1, 2, 2, 2, 128, (32, 16, 24), bf16))
+    segs = tuple(_segments(1, 2, 2, 2, 128, (32, 16, 24), bf16))
     launch = dict(device_values_launch(k, c), chunk_size=c)
     text = _lowers_for_cuda(lambda q, a, w, ch, v, layer: sparse_attention_partials(
         q, a, w, ch, v, inv, layer, exact=segs, **launch), q, a, w, chunks, values, jnp.int32(1))
