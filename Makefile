@@ -23,11 +23,14 @@ setup-test: $(VENV)/.test
 demo: setup
 	$(PY) -m shadowkv_jax generate --prompt "What is the capital of France?"
 
+# pytest's own script, not `python -m pytest`: that puts the repository root on sys.path, where the top-level
+# kernels/ directory (installed as shadowkv_jax.kernels) shadows the PyPI package `kernels`, which transformers
+# >= 5.25 requires and imports with its model classes (the HF parity tests' reference).
 test: setup-test
-	$(PY) -m pytest -q
+	$(VENV)/bin/pytest -q
 
 test-slow: setup-test
-	$(PY) -m pytest -q -m slow
+	$(VENV)/bin/pytest -q -m slow
 
 bench-cpu: setup
 	$(PY) benchmarks/bench_dense.py --context 2048 --batch 1 8 --json BENCHMARKS-cpu.json
