@@ -87,6 +87,8 @@
 #   rad54: the threshold search two bits a pass from the shared top bits (slower: not kept): compiled tests,
 #          bench_select, ShadowKV at 122,880 x 5
 #   l32_55: the device-values attention launch with 32-token blocks, 15 splits, 2 or 3 stages, in the step at x 5
+#   sps56: the split selection (each row over several programs, softmax statistics from the landmark kernel):
+#          compiled tests, bench_select at 122,880 x 5 and x 10, ShadowKV at 122,880 x 5 and x 10 with and without
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1278,5 +1280,32 @@ l32_55)  # the attention kernel's device-values launch with 32-token blocks in 1
     [ $p = none ] || git apply -R benchmarks/patches/$p.patch
   done
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*l32_55*.json
+  ;;
+sps56)  # the split selection (kernels/chunk_selection.select_top_chunks_split; without it:
+  # benchmarks/patches/no_split_selection.patch): compiled tests, bench_select at 122,880 x 5 and x 10 (every split
+  # count and the one-kernel selection), then ShadowKV at 122,880 x 5 without, with, without, with (profiled), x 10
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "chunk_selection or split_selection or statistics or landmark or top_k or threshold" 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -6 | tee "$OUT/kernel_tests_sps56_h200.txt"
+  for b in 5 10; do
+    timeout 100 python3 benchmarks/bench_select.py --batch $b --context 122880 --warps 16 --splits 2 4 8 \
+        --json "$OUT/select_sps56_b${b}_h200.json" 2>&1 | tail -7
+  done
+  for run in none_1 split_1 none_2 split_2; do
+    [ ${run%_*} = none ] && { git apply benchmarks/patches/no_split_selection.patch || exit 1; }
+    extra=""; [ $run = split_2 ] && extra=--profile
+    BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch 5 $extra \
+        --json "$OUT/tput_llama_122880_shadowkv_sps56_b5_$run.json"
+    [ ${run%_*} = none ] && git apply -R benchmarks/patches/no_split_selection.patch
+  done
+  BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_sps56_b10_split.json"
+  git apply benchmarks/patches/no_split_selection.patch || exit 1
+  BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_sps56_b10_none.json"
+  git apply -R benchmarks/patches/no_split_selection.patch
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*sps56*.json
+  python3 -c "
+import json
+p = json.load(open('$OUT/tput_llama_122880_shadowkv_sps56_b5_split_2.json'))['rows'][0]['profile']
+for k in p['kernels'][:14]: print(round(k['ms'], 3), int(k['launches']), k['kernel'][:60])"
   ;;
 esac
