@@ -89,6 +89,8 @@
 #   l32_55: the device-values attention launch with 32-token blocks, 15 splits, 2 or 3 stages, in the step at x 5
 #   sps56: the split selection (each row over several programs, softmax statistics from the landmark kernel):
 #          compiled tests, bench_select at 122,880 x 5 and x 10, ShadowKV at 122,880 x 5 and x 10 with and without
+#   sps57: the split selection kept below 64 rows, the landmark kernel's statistics per lane: compiled tests,
+#          bench_select at 122,880 x 5, ShadowKV at 122,880 x 5 without, with, without, with (profiled)
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1307,5 +1309,25 @@ sps56)  # the split selection (kernels/chunk_selection.select_top_chunks_split; 
 import json
 p = json.load(open('$OUT/tput_llama_122880_shadowkv_sps56_b5_split_2.json'))['rows'][0]['profile']
 for k in p['kernels'][:14]: print(round(k['ms'], 3), int(k['launches']), k['kernel'][:60])"
+  ;;
+sps57)  # the split selection below 64 rows, with the landmark kernel's statistics kept per lane (sps56's profile:
+  # the landmark kernel 49.5 us a layer with statistics reduced per block, ~42 without them)
+  SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "chunk_selection or split_selection or statistics or landmark or top_k or threshold" 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -6 | tee "$OUT/kernel_tests_sps57_h200.txt"
+  timeout 100 python3 benchmarks/bench_select.py --batch 5 --context 122880 --warps 16 --splits 4 8 \
+      --json "$OUT/select_sps57_b5_h200.json" 2>&1 | tail -6
+  for run in none_1 split_1 none_2 split_2; do
+    [ ${run%_*} = none ] && { git apply benchmarks/patches/no_split_selection.patch || exit 1; }
+    extra=""; [ $run = split_2 ] && extra=--profile
+    BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch 5 $extra \
+        --json "$OUT/tput_llama_122880_shadowkv_sps57_b5_$run.json"
+    [ ${run%_*} = none ] && git apply -R benchmarks/patches/no_split_selection.patch
+  done
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*sps57*.json
+  python3 -c "
+import json
+p = json.load(open('$OUT/tput_llama_122880_shadowkv_sps57_b5_split_2.json'))['rows'][0]['profile']
+for k in p['kernels'][:10]: print(round(k['ms'], 3), int(k['launches']), k['kernel'][:60])"
   ;;
 esac

@@ -142,17 +142,20 @@ def select_top_chunks(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array,
     return out[0]
 
 
-# The decode step's rule for the split selection (shadowkv/decode.select_chunks): rows of (b, h) pairs spread
-# over at least this many programs, in a power of two of slices each. One program a row leaves most SMs idle at
-# small batches (40 programs at Llama-3.1-8B x 5 on 132 SMs).
+# The decode step's rule for the split selection (shadowkv/decode.select_chunks): below SPLIT_BELOW_ROWS (b, h)
+# rows, each row over a power of two of slices so that the rows fill SELECTION_PROGRAMS programs; one program a
+# row (select_top_chunks) from there on. At 122,880 tokens on an H200 (bench_select, landmark scores with the
+# selection, ms a layer, 2026-12-03): 40 rows (x 5) 0.0900 one program a row, 0.0803 in 4 slices; 80 rows (x 10)
+# 0.1321 against 0.1470 in 2 slices and 0.1314 in 8.
 SELECTION_PROGRAMS = 128
+SPLIT_BELOW_ROWS = 64
 
 
-def selection_splits(rows: int, programs: int = SELECTION_PROGRAMS) -> int:
-    """Slices a row of the selection for `rows` (b, h) pairs: 1 (the one-kernel selection) when they already
-    fill `programs`, else the smallest power of two that does."""
+def selection_splits(rows: int, programs: int = SELECTION_PROGRAMS, below: int = SPLIT_BELOW_ROWS) -> int:
+    """Slices a row of the selection for `rows` (b, h) pairs: 1 (the one-kernel selection) from `below` rows
+    on, else the smallest power of two with which the rows fill `programs`."""
     splits = 1
-    while rows * splits < programs:
+    while rows < below and rows * splits < programs:
         splits *= 2
     return splits
 

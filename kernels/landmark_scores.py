@@ -57,22 +57,25 @@ def _kernel(layer_ref, q_ref, lm_ref, *refs, n: int, block: int, blocks: int, gr
         plt.store(s_ref.at[b, h, g, rows[None, :]], s, mask=real_g & in_row[None, :])
         if not stats:
             return carry
-        # the softmax statistics over the slots whose chunk is within the sequence (the selection's mask)
+        # the softmax statistics over the slots whose chunk is within the sequence (the selection's mask), kept
+        # per lane across the blocks and reduced once after them: no cross-thread reduction inside the loop
         m, l = carry
         ids = plt.load(ids_ref.at[layer, b, h, rows], mask=in_row, other=0)
         valid = (in_row & (ids < num_ref[b]))[None, :]
-        x = jnp.where(valid, s, NEG_INF)
-        m_new = jnp.maximum(m, jnp.max(x, axis=1, keepdims=True))
-        e = jnp.where(valid, fast_exp(x - m_new), 0.0)
-        return m_new, l * fast_exp(m - m_new) + jnp.sum(e, axis=1, keepdims=True)
+        m_new = jnp.maximum(m, jnp.where(valid, s, NEG_INF))
+        e = jnp.where(valid, fast_exp(s - m_new), 0.0)
+        return m_new, l * fast_exp(m - m_new) + e
 
-    init = (jnp.full((groups_padded, 1), NEG_INF, jnp.float32), jnp.zeros((groups_padded, 1), jnp.float32))
+    init = (jnp.full((groups_padded, block), NEG_INF, jnp.float32), jnp.zeros((groups_padded, block), jnp.float32))
     if blocks == 1:
         carry = score_block(0, init)
     else:  # a loop, so that the next blocks' loads are in flight (software-pipelined) during this block's dot
         carry = jax.lax.fori_loop(0, blocks, score_block, init)
     if stats:
-        for ref, x in zip((m_ref, l_ref), carry):
+        m_lane, l_lane = carry
+        m = jnp.max(m_lane, axis=1, keepdims=True)
+        l = jnp.sum(l_lane * fast_exp(m_lane - m), axis=1, keepdims=True)
+        for ref, x in ((m_ref, m), (l_ref, l)):
             plt.store(ref.at[b, h, g, j + jnp.zeros((1, 1), jnp.int32)], x, mask=real_g)
 
 

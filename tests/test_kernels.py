@@ -621,7 +621,8 @@ def test_landmark_kernel_softmax_statistics_combine_to_the_rows(n, blocks):
 def test_selection_splits_fill_the_programs():
     from shadowkv_jax.kernels.chunk_selection import selection_splits, split_slice_width
 
-    assert [selection_splits(r, 128) for r in (40, 80, 128, 160, 3)] == [4, 2, 1, 1, 64]
+    assert [selection_splits(r, 128, 64) for r in (40, 63, 64, 80, 3)] == [4, 4, 1, 1, 64]
+    assert [selection_splits(r, 128, 1000) for r in (80, 128, 160)] == [2, 1, 1]
     assert split_slice_width(15312, 4, 240) == 4096 and split_slice_width(300, 8, 50) == 64
     assert split_slice_width(200_000, 2, 240) == 16384  # never over a tile in registers
 
