@@ -87,10 +87,12 @@
 #   rad54: the threshold search two bits a pass from the shared top bits (slower: not kept): compiled tests,
 #          bench_select, ShadowKV at 122,880 x 5
 #   l32_55: the device-values attention launch with 32-token blocks, 15 splits, 2 or 3 stages, in the step at x 5
-#   sps56: the split selection (each row over several programs, softmax statistics from the landmark kernel):
-#          compiled tests, bench_select at 122,880 x 5 and x 10, ShadowKV at 122,880 x 5 and x 10 with and without
-#   sps57: the split selection kept below 64 rows, the landmark kernel's statistics per lane: compiled tests,
-#          bench_select at 122,880 x 5, ShadowKV at 122,880 x 5 without, with, without, with (profiled)
+#   sps56: the split selection (each row over several programs, softmax statistics from the landmark kernel; not
+#          kept): compiled tests, bench_select at 122,880 x 5 and x 10, ShadowKV at 122,880 x 5 and x 10 with and
+#          without. Ran on commit dcfe7c2 (statistics reduced per block, split at any batch under 128 rows)
+#   sps57: the split selection below 64 rows, the landmark kernel's statistics per lane
+#          (benchmarks/patches/split_selection.patch, not kept): compiled tests, bench_select at 122,880 x 5,
+#          ShadowKV at 122,880 x 5 without, with, without, with (profiled)
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1283,7 +1285,7 @@ l32_55)  # the attention kernel's device-values launch with 32-token blocks in 1
   done
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*l32_55*.json
   ;;
-sps56)  # the split selection (kernels/chunk_selection.select_top_chunks_split; without it:
+sps56)  # on commit dcfe7c2 only: the split selection (kernels/chunk_selection.select_top_chunks_split; without it:
   # benchmarks/patches/no_split_selection.patch): compiled tests, bench_select at 122,880 x 5 and x 10 (every split
   # count and the one-kernel selection), then ShadowKV at 122,880 x 5 without, with, without, with (profiled), x 10
   SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
@@ -1312,6 +1314,7 @@ for k in p['kernels'][:14]: print(round(k['ms'], 3), int(k['launches']), k['kern
   ;;
 sps57)  # the split selection below 64 rows, with the landmark kernel's statistics kept per lane (sps56's profile:
   # the landmark kernel 49.5 us a layer with statistics reduced per block, ~42 without them)
+  git apply benchmarks/patches/split_selection.patch || exit 1
   SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
       -k "chunk_selection or split_selection or statistics or landmark or top_k or threshold" 2>&1 \
       | grep -E "passed|failed|Error|assert" | tail -6 | tee "$OUT/kernel_tests_sps57_h200.txt"
@@ -1324,6 +1327,7 @@ sps57)  # the split selection below 64 rows, with the landmark kernel's statisti
         --json "$OUT/tput_llama_122880_shadowkv_sps57_b5_$run.json"
     [ ${run%_*} = none ] && git apply -R benchmarks/patches/no_split_selection.patch
   done
+  git apply -R benchmarks/patches/split_selection.patch
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*sps57*.json
   python3 -c "
 import json
