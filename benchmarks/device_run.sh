@@ -93,6 +93,8 @@
 #   sps57: the split selection below 64 rows, the landmark kernel's statistics per lane
 #          (benchmarks/patches/split_selection.patch, not kept): compiled tests, bench_select at 122,880 x 5,
 #          ShadowKV at 122,880 x 5 without, with, without, with (profiled)
+#   l2p58: the layer's output projection read into L2 beside the selection (benchmarks/patches/l2_prefetch.patch):
+#          a compiled check of the prefetch kernel, ShadowKV at 122,880 x 5 without, with, without, with (profiled), x 10
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
@@ -1333,5 +1335,31 @@ sps57)  # the split selection below 64 rows, with the landmark kernel's statisti
 import json
 p = json.load(open('$OUT/tput_llama_122880_shadowkv_sps57_b5_split_2.json'))['rows'][0]['profile']
 for k in p['kernels'][:10]: print(round(k['ms'], 3), int(k['launches']), k['kernel'][:60])"
+  ;;
+l2p58)  # the output projection prefetched into L2 (evict_last loads) while the selection runs
+  git apply benchmarks/patches/l2_prefetch.patch || exit 1
+  python3 -c "
+import jax, jax.numpy as jnp, numpy as np
+from shadowkv_jax.kernels.l2_prefetch import prefetch_layer
+w = jax.random.normal(jax.random.key(0), (3, 4096, 4096), jnp.bfloat16)
+got = float(prefetch_layer(w, jnp.int32(2), jnp.zeros(4)).sum()); want = float(w[2].astype(jnp.float32).sum())
+print('prefetch sum', got, want, abs(got - want) < 1e-2 * (1 + abs(want)))" 2>&1 | tail -1 | tee "$OUT/prefetch_check_l2p58.txt"
+  git apply -R benchmarks/patches/l2_prefetch.patch
+  for run in none_1 pf_1 none_2 pf_2; do
+    [ ${run%_*} = pf ] && { git apply benchmarks/patches/l2_prefetch.patch || exit 1; }
+    extra=""; [ $run = pf_2 ] && extra=--profile
+    BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch 5 $extra \
+        --json "$OUT/tput_llama_122880_shadowkv_l2p58_b5_$run.json"
+    [ ${run%_*} = pf ] && git apply -R benchmarks/patches/l2_prefetch.patch
+  done
+  git apply benchmarks/patches/l2_prefetch.patch || exit 1
+  BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_l2p58_b10_pf.json"
+  git apply -R benchmarks/patches/l2_prefetch.patch
+  BENCH_TIMEOUT=90 BTAIL=1 sk_device --context 122880 --batch 10 --json "$OUT/tput_llama_122880_shadowkv_l2p58_b10_none.json"
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*l2p58*.json
+  python3 -c "
+import json
+p = json.load(open('$OUT/tput_llama_122880_shadowkv_l2p58_b5_pf_2.json'))['rows'][0]['profile']
+for k in p['kernels'][:12]: print(round(k['ms'], 3), int(k['launches']), k['kernel'][:60])"
   ;;
 esac
