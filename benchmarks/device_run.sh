@@ -97,6 +97,9 @@
 #          a compiled check of the prefetch kernel, ShadowKV at 122,880 x 5 without, with, without, with (profiled), x 10
 #   spl47: splits of 4 blocks or more (kept): compiled tests, ShadowKV at 65,536 x 20, both methods at 65,536 under
 #           76.8 GiB
+#   h100a, h100b, h100c: the acceptance rows on an H100 80 GB (the first lent since 2026-11-27): a: the GPU, both
+#           methods at 122,880 at each one's largest batch (ShadowKV profiled); b: both at 65,536, ours and PyTorch's
+#           full attention at 32,768 x 4; c: the compiled kernel tests, ShadowKV at 122,880 again
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -1361,5 +1364,36 @@ print('prefetch sum', got, want, abs(got - want) < 1e-2 * (1 + abs(want)))" 2>&1
 import json
 p = json.load(open('$OUT/tput_llama_122880_shadowkv_l2p58_b5_pf_2.json'))['rows'][0]['profile']
 for k in p['kernels'][:12]: print(round(k['ms'], 3), int(k['launches']), k['kernel'][:60])"
+  ;;
+h100a)  # the GPU and its allocator limit; both methods at 122,880 tokens at each one's largest batch on the whole
+  # H100 (no --gpu-memory-gb: the device's own limit), ShadowKV profiled
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$OUT/gpu_h100a.txt"
+  XLA_PYTHON_CLIENT_PREALLOCATE=true XLA_PYTHON_CLIENT_MEM_FRACTION=0.97 python3 -c "
+import jax; d = jax.devices()[0]
+print('jax', jax.__version__, d.device_kind, 'bytes_limit', d.memory_stats()['bytes_limit'])" 2>&1 | tail -1 \
+      | tee -a "$OUT/gpu_h100a.txt"
+  BENCH_TIMEOUT=200 BTAIL=1 sk_device --context 122880 --batch auto --profile \
+      --json "$OUT/tput_llama_122880_shadowkv_h100a.json"
+  BENCH_TIMEOUT=240 BTAIL=1 full_auto --context 122880 --json "$OUT/tput_llama_122880_full_h100a.json"
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*h100a*.json
+  python3 -c "
+import json
+p = json.load(open('$OUT/tput_llama_122880_shadowkv_h100a.json'))['rows'][0]['profile']
+for k in p['kernels'][:12]: print(round(k['ms'], 3), int(k['launches']), k['kernel'][:60])"
+  ;;
+h100b)  # both methods at 65,536 tokens at each one's largest batch; ours and PyTorch's full attention at 32,768 x 4
+  BENCH_TIMEOUT=150 BTAIL=1 sk_device --context 65536 --batch auto --json "$OUT/tput_llama_65536_shadowkv_h100b.json"
+  BENCH_TIMEOUT=200 BTAIL=1 full_auto --context 65536 --json "$OUT/tput_llama_65536_full_h100b.json"
+  BENCH_TIMEOUT=120 BTAIL=1 bench --model llama-3.1-8b --method full --context 32768 --batch 4 --steps 32 \
+      --json "$OUT/tput_llama_32768_full_b4_h100b.json"
+  timeout 200 python3 benchmarks/torch_baseline.py --shape llama-3.1-8b --context 32768 --batch 4 --steps 32 \
+      --warmup 4 --compile both --json "$OUT/torch_llama_32k_b4_h100b.json" 2>&1 | tail -5
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*h100b*.json
+  ;;
+h100c)  # the kernels compiled and checked against their references on the H100; ShadowKV at 122,880 again
+  SHADOWKV_KERNELS_COMPILED=1 timeout 300 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      > "$OUT/kernel_tests_h100c.txt" 2>&1; grep -E "passed|failed|Error" "$OUT/kernel_tests_h100c.txt" | tail -6
+  BENCH_TIMEOUT=150 BTAIL=1 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_h100c.json"
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*h100c*.json
   ;;
 esac
