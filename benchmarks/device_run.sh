@@ -99,7 +99,7 @@
 #           76.8 GiB
 #   h100a, h100b, h100c: the acceptance rows on an H100 80 GB (the first lent since 2026-11-27): a: the GPU, both
 #           methods at 122,880 at each one's largest batch (ShadowKV profiled); b: both at 65,536, ours and PyTorch's
-#           full attention at 32,768 x 4; c: the compiled kernel tests, ShadowKV at 122,880 again
+#           full attention at 32,768 x 4; c: the compiled kernel tests, ShadowKV at 122,880 again with its breakdown
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -1390,10 +1390,12 @@ h100b)  # both methods at 65,536 tokens at each one's largest batch; ours and Py
       --warmup 4 --compile both --json "$OUT/torch_llama_32k_b4_h100b.json" 2>&1 | tail -5
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*h100b*.json
   ;;
-h100c)  # the kernels compiled and checked against their references on the H100; ShadowKV at 122,880 again
+h100c)  # the kernels compiled and checked against their references on the H100; ShadowKV at 122,880 again, with
+  # the step's breakdown (without attention, selection only)
   SHADOWKV_KERNELS_COMPILED=1 timeout 300 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
       > "$OUT/kernel_tests_h100c.txt" 2>&1; grep -E "passed|failed|Error" "$OUT/kernel_tests_h100c.txt" | tail -6
-  BENCH_TIMEOUT=150 BTAIL=1 sk_device --context 122880 --batch auto --json "$OUT/tput_llama_122880_shadowkv_h100c.json"
+  BENCH_TIMEOUT=220 BTAIL=1 sk_device --context 122880 --batch auto --breakdown \
+      --json "$OUT/tput_llama_122880_shadowkv_h100c.json"
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*h100c*.json
   ;;
 esac
