@@ -99,7 +99,9 @@
 #           76.8 GiB
 #   h100a, h100b, h100c: the acceptance rows on an H100 80 GB (the first lent since 2026-11-27): a: the GPU, both
 #           methods at 122,880 at each one's largest batch (ShadowKV profiled); b: both at 65,536, ours and PyTorch's
-#           full attention at 32,768 x 4; c: the compiled kernel tests, ShadowKV at 122,880 again with its breakdown
+#           full attention at 32,768 x 4; c: the compiled kernel tests, ShadowKV at 122,880 again with its breakdown;
+#           d: the split selection (benchmarks/patches/split_selection.patch) on the H100: its compiled tests,
+#           ShadowKV at 122,880 x 5 without, with, without, with
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -1397,5 +1399,20 @@ h100c)  # the kernels compiled and checked against their references on the H100;
   BENCH_TIMEOUT=220 BTAIL=1 sk_device --context 122880 --batch auto --breakdown \
       --json "$OUT/tput_llama_122880_shadowkv_h100c.json"
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*h100c*.json
+  ;;
+h100d)  # the split selection of sps57 (not kept on the H200: at most 1.2% at x 5) on the H100, where the landmark
+  # kernel's bytes take longer and may hide its statistics: compiled tests, then ShadowKV at 122,880 x 5 without, with,
+  # without, with, one machine
+  git apply benchmarks/patches/split_selection.patch || exit 1
+  SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
+      -k "chunk_selection or split_selection or statistics or landmark or top_k or threshold" 2>&1 \
+      | grep -E "passed|failed|Error|assert" | tail -6 | tee "$OUT/kernel_tests_h100d.txt"
+  git apply -R benchmarks/patches/split_selection.patch
+  for run in none_1 split_1 none_2 split_2; do
+    [ ${run%_*} = split ] && { git apply benchmarks/patches/split_selection.patch || exit 1; }
+    BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch 5 --json "$OUT/tput_llama_122880_shadowkv_h100d_b5_$run.json"
+    [ ${run%_*} = split ] && git apply -R benchmarks/patches/split_selection.patch
+  done
+  python3 benchmarks/summarize_rows.py "$OUT"/tput_*h100d*.json
   ;;
 esac
