@@ -7,7 +7,9 @@ decode step does); they differ in what follows the scores:
   xla:         softmax, group max, lax.top_k and the chunk-id gather in XLA (top_k="xla");
   two_kernels: the same in XLA but the top-k by kernels/top_k.py (the kernel path before the fused kernel);
   fused:       kernels/chunk_selection.py, one kernel from the scores to the chunk ids (top_k="pallas"),
-               at several warp counts.
+               at several warp counts;
+  split:       the same selection with each row over S programs (select_top_chunks_split, with the landmark
+               kernel's softmax statistics), at several S; "step" is what the decode step runs at this batch.
 Shapes are Llama-3.1-8B's (32 query heads, 8 KV heads, D 128) with the bench's default ShadowKV config at that
 context. Each is checked to pick the same set as "xla", then timed as --calls calls in one compiled loop over
 --layers distinct layers of landmarks (as the decode step's layer scan runs them; a lone call would time its
@@ -26,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import run_meta, save_json
-from shadowkv_jax.kernels.chunk_selection import max_group_softmax, padded_width, select_top_chunks
+from shadowkv_jax.kernels.chunk_selection import (max_group_softmax, padded_width, select_top_chunks,
+                                                  select_top_chunks_split, selection_splits)
 from shadowkv_jax.kernels.landmark_scores import DECODE_LAUNCH, landmark_scores
 from shadowkv_jax.kernels.top_k import top_k_indices
 from shadowkv_jax.shadowkv.decode import select_chunks
@@ -56,6 +59,15 @@ def fused(q, landmarks, chunk_ids, num_chunks, k, layer, interpret, num_warps):
                              num_warps=num_warps, interpret=interpret)
 
 
+def split(q, landmarks, chunk_ids, num_chunks, k, layer, interpret, splits):
+    b, hq, d = q.shape
+    hkv = landmarks.shape[2]
+    s, parts = landmark_scores(q.reshape(b, hkv, hq // hkv, d), landmarks, layer, scale=d ** -0.5,
+                               interpret=interpret, width=padded_width(landmarks.shape[3]),
+                               stats=(chunk_ids, num_chunks), **DECODE_LAUNCH)
+    return select_top_chunks_split(s, parts, chunk_ids, num_chunks, k, layer, splits=splits, interpret=interpret)
+
+
 def ms_per_call(fn, args, layers: int, calls: int, repeats: int) -> float:
     """Median ms of one call in a compiled loop of `calls` calls over the stacked layers."""
     run = jax.jit(lambda *a: jax.lax.fori_loop(
@@ -72,6 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("--calls", type=int, default=32, help="calls per timed loop (as many as the model's layers)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of the loop (median)")
     p.add_argument("--warps", type=int, nargs="+", default=[8, 16, 32], help="the fused kernel's warp counts")
+    p.add_argument("--splits", type=int, nargs="+", default=[2, 4, 8], help="the split selection's slices a row")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     cfg = NAMED_SHAPES[args.model]
@@ -90,9 +103,13 @@ def main(argv=None) -> int:
              "two_kernels": lambda *a, layer: two_kernels(*a, k, layer, interpret)}
     for w in args.warps:
         paths[f"fused_warps{w}"] = lambda *a, layer, w=w: fused(*a, k, layer, interpret, w)
+    for sp in args.splits:
+        paths[f"split{sp}"] = lambda *a, layer, sp=sp: split(*a, k, layer, interpret, sp)
+    paths["step"] = lambda *a, layer: select_chunks(*a, k=k, top_k="pallas", interpret=interpret, layer=layer)
     inputs = (q, landmarks, chunk_ids, num_chunks)
     want = np.sort(np.asarray(jax.jit(paths["xla"])(*inputs, layer=1)), -1)
     row = {**run_meta(), "model": args.model, "batch": b, "context": args.context, "k": k, "selectable": n_sel,
+           "step_splits": selection_splits(b * hkv),
            "layers": cfg.num_layers, "calls": args.calls, "same_set": {}, "ms_per_layer": {}}
     for name, fn in paths.items():
         got = np.sort(np.asarray(jax.jit(fn)(*inputs, layer=1)), -1)

@@ -91,7 +91,7 @@
 #          kept): compiled tests, bench_select at 122,880 x 5 and x 10, ShadowKV at 122,880 x 5 and x 10 with and
 #          without. Ran on commit dcfe7c2 (statistics reduced per block, split at any batch under 128 rows)
 #   sps57: the split selection below 64 rows, the landmark kernel's statistics per lane
-#          (benchmarks/patches/split_selection.patch, not kept): compiled tests, bench_select at 122,880 x 5,
+#          (not kept then, kept since h100d; ran with it as a patch): compiled tests, bench_select at 122,880 x 5,
 #          ShadowKV at 122,880 x 5 without, with, without, with (profiled)
 #   l2p58: the layer's output projection read into L2 beside the selection (benchmarks/patches/l2_prefetch.patch):
 #          a compiled check of the prefetch kernel, ShadowKV at 122,880 x 5 without, with, without, with (profiled), x 10
@@ -100,8 +100,8 @@
 #   h100a, h100b, h100c: the acceptance rows on an H100 80 GB (the first lent since 2026-11-27): a: the GPU, both
 #           methods at 122,880 at each one's largest batch (ShadowKV profiled); b: both at 65,536, ours and PyTorch's
 #           full attention at 32,768 x 4; c: the compiled kernel tests, ShadowKV at 122,880 again with its breakdown;
-#           d: the split selection (benchmarks/patches/split_selection.patch) on the H100: its compiled tests,
-#           ShadowKV at 122,880 x 5 without, with, without, with
+#           d: the split selection (kept since) on the H100: its compiled tests, ShadowKV at 122,880 x 5 without,
+#           with, without, with
 # Calls that use the GGUF run after a call that stashed half A, within the machine's 30 s idle window.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -1321,7 +1321,6 @@ for k in p['kernels'][:14]: print(round(k['ms'], 3), int(k['launches']), k['kern
   ;;
 sps57)  # the split selection below 64 rows, with the landmark kernel's statistics kept per lane (sps56's profile:
   # the landmark kernel 49.5 us a layer with statistics reduced per block, ~42 without them)
-  git apply benchmarks/patches/split_selection.patch || exit 1
   SHADOWKV_KERNELS_COMPILED=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
       -k "chunk_selection or split_selection or statistics or landmark or top_k or threshold" 2>&1 \
       | grep -E "passed|failed|Error|assert" | tail -6 | tee "$OUT/kernel_tests_sps57_h200.txt"
@@ -1334,7 +1333,6 @@ sps57)  # the split selection below 64 rows, with the landmark kernel's statisti
         --json "$OUT/tput_llama_122880_shadowkv_sps57_b5_$run.json"
     [ ${run%_*} = none ] && git apply -R benchmarks/patches/no_split_selection.patch
   done
-  git apply -R benchmarks/patches/split_selection.patch
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*sps57*.json
   python3 -c "
 import json
@@ -1400,18 +1398,16 @@ h100c)  # the kernels compiled and checked against their references on the H100;
       --json "$OUT/tput_llama_122880_shadowkv_h100c.json"
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*h100c*.json
   ;;
-h100d)  # the split selection of sps57 (not kept on the H200: at most 1.2% at x 5) on the H100, where the landmark
-  # kernel's bytes take longer and may hide its statistics: compiled tests, then ShadowKV at 122,880 x 5 without, with,
-  # without, with, one machine
-  git apply benchmarks/patches/split_selection.patch || exit 1
+h100d)  # the split selection of sps57 (not kept on the H200: at most 1.2% at x 5), kept after this stage on the H100:
+  # compiled tests, then ShadowKV at 122,880 x 5 without, with, without, with, one machine. Ran with the split applied
+  # for its "split" rows; from the kept code, benchmarks/patches/selection_before_h100d.patch gives the "none" rows
   SHADOWKV_KERNELS_COMPILED=1 timeout 200 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_kernels.py \
       -k "chunk_selection or split_selection or statistics or landmark or top_k or threshold" 2>&1 \
       | grep -E "passed|failed|Error|assert" | tail -6 | tee "$OUT/kernel_tests_h100d.txt"
-  git apply -R benchmarks/patches/split_selection.patch
   for run in none_1 split_1 none_2 split_2; do
-    [ ${run%_*} = split ] && { git apply benchmarks/patches/split_selection.patch || exit 1; }
+    [ ${run%_*} = none ] && { git apply benchmarks/patches/selection_before_h100d.patch || exit 1; }
     BENCH_TIMEOUT=110 BTAIL=1 sk_device --context 122880 --batch 5 --json "$OUT/tput_llama_122880_shadowkv_h100d_b5_$run.json"
-    [ ${run%_*} = split ] && git apply -R benchmarks/patches/split_selection.patch
+    [ ${run%_*} = none ] && git apply -R benchmarks/patches/selection_before_h100d.patch
   done
   python3 benchmarks/summarize_rows.py "$OUT"/tput_*h100d*.json
   ;;

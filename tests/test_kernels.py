@@ -555,6 +555,78 @@ def test_chunk_selection_kernel_matches_reference(b, hkv, g, n, k, tile):
             np.testing.assert_array_equal(np.asarray(got), np.asarray(select_top_chunks_reference(*args)))
 
 
+def _selection_inputs(rng, b, hkv, g, d, n, layers=2):
+    """q, stacked landmarks (rows 3..8 equal to row 2: tied scores in every head), shuffled chunk ids per layer
+    (not slot numbers) and chunk counts: the second sequence has half its slots padding."""
+    q = jnp.asarray(rng.standard_normal((b, hkv, g, d)), jnp.bfloat16)
+    lm = rng.standard_normal((layers, b, hkv, n, d)).astype(np.float32) * 2
+    lm[..., 3:9, :] = lm[..., 2:3, :]
+    ids = np.stack([rng.permuted(np.broadcast_to(np.arange(n, dtype=np.int32), (b, hkv, n)), axis=-1)
+                    for _ in range(layers)]) + 10
+    num = np.array([n + 10, n // 2 + 10][:b], np.int32)
+    return q, jnp.asarray(lm, jnp.bfloat16), jnp.asarray(ids), jnp.asarray(num)
+
+
+@pytest.mark.parametrize("b,hkv,g,n,k,splits", [
+    (2, 2, 4, 1000, 240, 4),    # slices of 256 slots, the last one ragged; the decode step's k
+    (2, 1, 4, 37, 37, 4),       # k = n: one slice of every slot
+    (1, 2, 4, 300, 50, 8),      # more splits asked than slices of at least k slots fit: 5 of 64
+    (1, 2, 1, 700, 100, 2),     # a group of one, 2 slices of 512
+    (1, 2, 4, 15312, 240, 4),   # Llama-3.1-8B at 122,880 tokens x 5: 4 slices of 4,096
+])
+def test_split_selection_matches_reference(b, hkv, g, n, k, splits):
+    """The split selection (each slice's top k, then the top k of their union) with the landmark kernel's
+    softmax statistics in parts: the same chunk ids, in the same order, as the jnp selection of the same scores;
+    padding chunks never win while the sequence has k real ones; ties go to the lower slot."""
+    from shadowkv_jax.kernels.chunk_selection import (padded_width, select_top_chunks_reference,
+                                                      select_top_chunks_split)
+    from shadowkv_jax.kernels.landmark_scores import DECODE_LAUNCH, landmark_scores
+
+    q, lm, ids, num = _selection_inputs(np.random.default_rng(n), b, hkv, g, 64, n)
+    for layer in (0, 1):
+        s, parts = landmark_scores(q, lm, jnp.int32(layer), scale=0.125, width=padded_width(n), stats=(ids, num),
+                                   interpret=INTERPRET, **DECODE_LAUNCH)
+        got = np.asarray(select_top_chunks_split(s, parts, ids, num, k, jnp.int32(layer), splits=splits,
+                                                 interpret=INTERPRET))
+        np.testing.assert_array_equal(got, np.asarray(select_top_chunks_reference(s[..., :n], ids, num, k,
+                                                                                  jnp.int32(layer))))
+        if b > 1 and k <= n // 2:
+            assert (got[1] < num[1]).all()
+
+
+@pytest.mark.parametrize("n,blocks", [(300, 1), (1000, 4), (15312, 4)])
+def test_landmark_kernel_softmax_statistics_combine_to_the_rows(n, blocks):
+    """The landmark kernel's per-program (max, sum of exp) over the slots within the sequence combine to each
+    row's masked softmax statistics; a program with no such slot gives (NEG_INF, 0), not a NaN."""
+    from shadowkv_jax.kernels.common import NEG_INF
+    from shadowkv_jax.kernels.landmark_scores import landmark_scores
+
+    b, hkv, g, span = 2, 2, 4, 128 * blocks
+    q, lm, ids, num = _selection_inputs(np.random.default_rng(5), b, hkv, g, 64, n)
+    ids = ids.at[1, 1, 0, :span].set(n + 1000)  # layer 1, sequence 1, head 0: its first program's slots all padding
+    s, (m, l) = landmark_scores(q, lm, jnp.int32(1), scale=0.125, block=128, blocks=blocks,
+                                num_stages=2 if blocks > 1 else 1, stats=(ids, num), interpret=INTERPRET)
+    assert m.shape == l.shape == (b, hkv, g, -(-n // span))
+    m, l = np.asarray(m, np.float64), np.asarray(l, np.float64)
+    valid = np.asarray(ids[1] < num[:, None, None])[:, :, None]  # [B, Hkv, 1, N]
+    x = np.where(valid, np.asarray(s, np.float64), -np.inf)
+    row_max = x.max(-1)
+    np.testing.assert_allclose(m.max(-1), row_max, rtol=1e-6)
+    np.testing.assert_allclose((l * np.exp(m - m.max(-1, keepdims=True))).sum(-1),
+                               np.exp(x - row_max[..., None]).sum(-1), rtol=1e-5)
+    assert (m[1, 0, :, 0] == np.float32(NEG_INF)).all() and (l[1, 0, :, 0] == 0).all()
+    assert np.isfinite(m).all() and np.isfinite(l).all() and (m[0, :, :, 0] > np.float32(NEG_INF)).all()
+
+
+def test_selection_splits_fill_the_programs():
+    from shadowkv_jax.kernels.chunk_selection import selection_splits, split_slice_width
+
+    assert [selection_splits(r, 128, 64) for r in (40, 63, 64, 80, 3)] == [4, 4, 1, 1, 64]
+    assert [selection_splits(r, 128, 1000) for r in (80, 128, 160)] == [2, 1, 1]
+    assert split_slice_width(15312, 4, 240) == 4096 and split_slice_width(300, 8, 50) == 64
+    assert split_slice_width(200_000, 2, 240) == 16384  # never over a tile in registers
+
+
 def test_chunk_selection_kernel_refuses_bad_shapes():
     from shadowkv_jax.kernels.chunk_selection import select_top_chunks
 
@@ -688,7 +760,7 @@ def test_selection_kernels_lower_to_triton_without_a_gpu(n, tile):
     """The selection's kernels (the top-k, the fused selection, the landmark scores at the decode launch) as the
     compiled path lowers them, in one tile and in several: interpreted runs do not go through the Triton lowering,
     whose type rules are stricter (a select of two constants under a scalar predicate failed there, not here)."""
-    from shadowkv_jax.kernels.chunk_selection import padded_width, select_top_chunks
+    from shadowkv_jax.kernels.chunk_selection import padded_width, select_top_chunks, select_top_chunks_split
     from shadowkv_jax.kernels.landmark_scores import DECODE_LAUNCH, landmark_scores
 
     b, hkv, g, d, k = 2, 2, 4, 128, 240
@@ -700,6 +772,10 @@ def test_selection_kernels_lower_to_triton_without_a_gpu(n, tile):
     q, lm = jnp.zeros((b, hkv, g, d), jnp.bfloat16), jnp.zeros((2, b, hkv, n, d), jnp.bfloat16)
     assert "shadowkv_landmark_scores" in _lowers_for_cuda(
         lambda q, lm: landmark_scores(q, lm, 1, scale=d ** -0.5, width=padded_width(n), **DECODE_LAUNCH), q, lm)
+    text = _lowers_for_cuda(lambda q, lm, i, c: select_top_chunks_split(
+        *landmark_scores(q, lm, 1, scale=d ** -0.5, width=padded_width(n), stats=(i, c), **DECODE_LAUNCH),
+        i, c, k, 1, splits=4), q, lm, ids, num)
+    assert "shadowkv_chunk_selection_split" in text and "shadowkv_chunk_selection_merge" in text
 
 
 @pytest.mark.parametrize("k", [128, 240])

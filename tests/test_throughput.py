@@ -328,10 +328,12 @@ def test_bench_select_script_checks_every_selection_path(tmp_path):
 
     out = tmp_path / "select.json"
     assert load_benchmark("bench_select").main(["--batch", "1", "--context", "16384", "--layers", "2", "--calls", "2",
-                                                "--repeats", "1", "--warps", "8", "--json", str(out)]) == 0
+                                                "--repeats", "1", "--warps", "8", "--splits", "2",
+                                                "--json", str(out)]) == 0
     row = json.loads(out.read_text())
-    assert row["k"] == 32 and row["same_set"] == {"xla": True, "two_kernels": True, "fused_warps8": True}
-    assert set(row["ms_per_layer"]) == {"xla", "two_kernels", "fused_warps8"}
+    paths = {"xla", "two_kernels", "fused_warps8", "split2", "step"}
+    assert row["k"] == 32 and row["same_set"] == dict.fromkeys(paths, True) and row["step_splits"] == 16
+    assert set(row["ms_per_layer"]) == paths
 
 
 _HLO = """HloModule m

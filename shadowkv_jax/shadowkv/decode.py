@@ -41,13 +41,19 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
     hkv = landmarks.shape[-3]
     qg = q.reshape(b, hkv, hq // hkv, d)
     if layer is not None:
-        from ..kernels.chunk_selection import padded_width
+        from ..kernels.chunk_selection import padded_width, select_top_chunks_split, selection_splits
         from ..kernels.landmark_scores import DECODE_LAUNCH, landmark_scores
 
         # the selection kernel's rows padded: its loads of them are then 16-byte vectors
         width = padded_width(landmarks.shape[-2]) if top_k == "pallas" else None
+        splits = selection_splits(b * hkv) if top_k == "pallas" else 1
+        stats = (chunk_ids, num_chunks) if splits > 1 else None
         s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret, width=width,
-                            **DECODE_LAUNCH)
+                            stats=stats, **DECODE_LAUNCH)
+        if splits > 1:  # fewer (b, h) rows than the GPU has SMs: each row over `splits` programs
+            s, parts = s
+            return select_top_chunks_split(s, parts, chunk_ids, num_chunks, k, layer, splits=splits,
+                                           interpret=interpret)
     else:
         s = jnp.einsum("bhgd,bhnd->bhgn", qg, landmarks, preferred_element_type=jnp.float32) / math.sqrt(d)
     from ..kernels.chunk_selection import max_group_softmax, select_top_chunks
