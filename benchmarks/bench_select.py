@@ -37,14 +37,15 @@ from shadowkv_jax.shapes import NAMED_SHAPES
 from shadowkv_jax.throughput import shadowkv_factory, wall_times
 
 
-def _scores(q, landmarks, layer, interpret, padded=False):
+def _scores(q, landmarks, layer, interpret, padded=False, stats=None):
     """The landmark kernel's scores [B, Hkv, G, N], as select_chunks computes them in place (`padded`: rows
-    padded to a multiple of 16, as it computes them for the selection kernel)."""
+    padded to a multiple of 16, as it computes them for the selection kernel; `stats`: with the softmax
+    statistics the split selection takes, as (scores, (m, l)))."""
     b, hq, d = q.shape
     hkv = landmarks.shape[2]
     width = padded_width(landmarks.shape[3]) if padded else None
     return landmark_scores(q.reshape(b, hkv, hq // hkv, d), landmarks, layer, scale=d ** -0.5, interpret=interpret,
-                           width=width, **DECODE_LAUNCH)
+                           width=width, stats=stats, **DECODE_LAUNCH)
 
 
 def two_kernels(q, landmarks, chunk_ids, num_chunks, k, layer, interpret):
@@ -60,11 +61,7 @@ def fused(q, landmarks, chunk_ids, num_chunks, k, layer, interpret, num_warps):
 
 
 def split(q, landmarks, chunk_ids, num_chunks, k, layer, interpret, splits):
-    b, hq, d = q.shape
-    hkv = landmarks.shape[2]
-    s, parts = landmark_scores(q.reshape(b, hkv, hq // hkv, d), landmarks, layer, scale=d ** -0.5,
-                               interpret=interpret, width=padded_width(landmarks.shape[3]),
-                               stats=(chunk_ids, num_chunks), **DECODE_LAUNCH)
+    s, parts = _scores(q, landmarks, layer, interpret, padded=True, stats=(chunk_ids, num_chunks))
     return select_top_chunks_split(s, parts, chunk_ids, num_chunks, k, layer, splits=splits, interpret=interpret)
 
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from .common import NEG_INF, compiler_params, fast_exp
+from .common import NEG_INF, block_size, compiler_params, fast_exp
 from .top_k import INT_MIN, sortable, take_slots, threshold
 
 # The largest row held in registers; longer rows run in tiles of this many slots.
@@ -129,7 +129,7 @@ def select_top_chunks(s: jax.Array, chunk_ids: jax.Array, num_chunks: jax.Array,
         raise ValueError(f"k={k} must be in [1, {n}] (the selectable chunks)")
     if tile & (tile - 1):
         raise ValueError(f"tile={tile} must be a power of two")
-    tile = min(tile, max(16, 1 << (n - 1).bit_length()))  # Triton blocks are powers of two
+    tile = min(tile, block_size(n))
     n_tiles = -(-n // tile)
     out_shape = [jax.ShapeDtypeStruct((b, hkv, k), jnp.int32)]
     if n_tiles > 1:
@@ -191,7 +191,7 @@ def _split_kernel(layer_ref, num_ref, s_ref, m_ref, l_ref, ids_ref, key_ref, can
     at = jnp.where(take, slot, k)  # lanes not taken: masked (dropped as out of bounds when interpreted)
     plt.store(key_ref.at[b, h, j, at], key, mask=take)
     plt.store(cand_ref.at[b, h, j, at], ids, mask=take)
-    rest = jax.lax.broadcasted_iota(jnp.int32, (_pow2(k),), 0)  # positions [taken, k): none of the row's slots
+    rest = jax.lax.broadcasted_iota(jnp.int32, (block_size(k),), 0)  # positions [taken, k): none of the row's slots
     plt.store(key_ref.at[b, h, j, rest], jnp.full(rest.shape, INT_MIN, jnp.int32), mask=(rest >= taken) & (rest < k))
 
 
@@ -210,15 +210,10 @@ def _merge_kernel(key_ref, cand_ref, out_ref, *, k: int, size: int):
     plt.store(out_ref.at[b, h, jnp.where(take, slot, k)], ids, mask=take)
 
 
-def _pow2(x: int) -> int:
-    """The smallest power of two >= x, at least 16 (Triton blocks are powers of two)."""
-    return max(16, 1 << (x - 1).bit_length())
-
-
 def split_slice_width(n: int, splits: int, k: int) -> int:
     """The slots a program of the split selection takes: a power of two of at least k, at most MAX_TILE,
     with `splits` of them covering the N slots where that fits those bounds."""
-    return min(MAX_TILE, max(_pow2(-(-n // splits)), _pow2(k)))
+    return min(MAX_TILE, max(block_size(-(-n // splits)), block_size(k)))
 
 
 @functools.partial(jax.jit, static_argnames=("k", "splits", "num_warps", "merge_warps", "interpret"))
@@ -247,7 +242,7 @@ def select_top_chunks_split(s: jax.Array, stats: tuple, chunk_ids: jax.Array, nu
     parts = -(-n // width)  # slices with slots of the row
     layer = jnp.reshape(layer, (1,)).astype(jnp.int32)
     keys, cands = pl.pallas_call(
-        functools.partial(_split_kernel, k=k, n=n, groups=g, width=width, parts=_pow2(m.shape[-1])),
+        functools.partial(_split_kernel, k=k, n=n, groups=g, width=width, parts=block_size(m.shape[-1])),
         out_shape=[jax.ShapeDtypeStruct((b, hkv, parts, k), jnp.int32)] * 2, grid=(b, hkv, parts),
         interpret=interpret, compiler_params=compiler_params(interpret, num_warps, 1),
         name="shadowkv_chunk_selection_split")(layer, num_chunks.astype(jnp.int32), s.astype(jnp.float32),
@@ -255,7 +250,7 @@ def select_top_chunks_split(s: jax.Array, stats: tuple, chunk_ids: jax.Array, nu
                                                chunk_ids.astype(jnp.int32))
     flat = lambda x: x.reshape(b, hkv, parts * k)
     return pl.pallas_call(
-        functools.partial(_merge_kernel, k=k, size=_pow2(parts * k)),
+        functools.partial(_merge_kernel, k=k, size=block_size(parts * k)),
         out_shape=jax.ShapeDtypeStruct((b, hkv, k), jnp.int32), grid=(b, hkv), interpret=interpret,
         compiler_params=compiler_params(interpret, merge_warps, 1),
         name="shadowkv_chunk_selection_merge")(flat(keys), flat(cands))

@@ -34,9 +34,14 @@ def scaled_query_groups(q: jax.Array, kv_heads: int) -> jax.Array:
     return (q.astype(jnp.float32) / math.sqrt(d)).astype(q.dtype).reshape(b, kv_heads, hq // kv_heads, d)
 
 
+def block_size(x: int) -> int:
+    """The smallest power of two >= x, at least 16: a Triton block that holds x."""
+    return max(16, 1 << (x - 1).bit_length())
+
+
 def padded_groups(g: int) -> int:
     """Rows of a query group as the kernels' dots take it: a power of two >= 16."""
-    return max(16, 1 << (g - 1).bit_length())
+    return block_size(g)
 
 
 def pad_groups(q: jax.Array) -> tuple[jax.Array, int]:

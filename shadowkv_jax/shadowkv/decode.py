@@ -50,7 +50,7 @@ def select_chunks(q: jax.Array, landmarks: jax.Array, chunk_ids: jax.Array, num_
         stats = (chunk_ids, num_chunks) if splits > 1 else None
         s = landmark_scores(qg, landmarks, layer, scale=1 / math.sqrt(d), interpret=interpret, width=width,
                             stats=stats, **DECODE_LAUNCH)
-        if splits > 1:  # fewer (b, h) rows than the GPU has SMs: each row over `splits` programs
+        if splits > 1:  # fewer than SPLIT_BELOW_ROWS (b, h) rows: each row over `splits` programs
             s, parts = s
             return select_top_chunks_split(s, parts, chunk_ids, num_chunks, k, layer, splits=splits,
                                            interpret=interpret)
